@@ -1,0 +1,153 @@
+//! The whole command-line tree, in one place. Values are read here without defaults; the
+//! layering flag > env > file > default (and the source of every value) lives in `config`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// sweep: decide what is safe to delete from a web backend's database, disk and object
+/// storage, show that decision, and carry it out.
+///
+/// Every command builds a plan first (each item and why), then one executor carries it out
+/// with batching, audit and safety caps. Run with --dry-run first: it builds the same plan
+/// and changes nothing.
+///
+/// Never deleted, by any command or flag: anything outside its configured root, anything
+/// modified within CLEANUP_GRACE_MINUTES (30), anything under a protected prefix (backups/).
+#[derive(Debug, Parser)]
+#[command(
+    name = "sweep",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes, before or after its name.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Database: postgres://user@host/db or sqlite://path [env: DATABASE_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// TOML configuration file [env: SWEEP_CONFIG] [default: ./sweep.toml if present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Decide and report, change nothing [env: CLEANUP_DRY_RUN=true]
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// Print the run report as one JSON document on stdout (logs stay on stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Write the exact plan (every item and why) as JSON to FILE
+    #[arg(long, global = true, value_name = "FILE")]
+    pub plan_out: Option<PathBuf>,
+
+    /// Abort before deleting anything if the plan holds more than N deletions
+    #[arg(long, global = true, value_name = "N")]
+    pub max_delete: Option<u64>,
+
+    /// Abort before deleting anything if the plan deletes more than P percent of what it scanned
+    #[arg(long, global = true, value_name = "P")]
+    pub max_delete_percent: Option<f64>,
+
+    /// Evaluate ages as of this RFC 3339 instant; a future instant needs --dry-run [env: SWEEP_NOW]
+    #[arg(long, global = true, value_name = "RFC3339")]
+    pub now: Option<String>,
+
+    /// Nothing modified more recently than this many minutes is deleted [env: CLEANUP_GRACE_MINUTES] [default: 30]
+    #[arg(long, global = true, value_name = "MINUTES")]
+    pub grace_minutes: Option<i64>,
+
+    /// Root of media files (UI files, local attachments) [env: MEDIA_ROOT]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub media_root: Option<PathBuf>,
+
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// More log output (-v debug, -vv trace) [env: LOG_LEVEL]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less log output (-q warnings only, -qq errors only)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
+    /// Skip interactive confirmation
+    #[arg(long, global = true)]
+    pub yes: bool,
+
+    /// Print the effective configuration, with where each value came from, and exit
+    #[arg(long, global = true)]
+    pub show_config: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade sweep's own tables (cleanup_runs, cleanup_audit, cleanup_policies).
+    ///
+    /// Touches nothing else in the database. A real run of any command refuses to start until
+    /// these tables exist: no deletion without a durable audit.
+    Migrate,
+
+    /// Hard-delete soft-deleted forum attachments: the stored file, then the row.
+    ///
+    /// Deletes rows of forum_attachment with is_active = false AND deleted_at <= now - DAYS,
+    /// each after its file (under MEDIA_ROOT, or in an s3:// store). Never deletes an active
+    /// row, a row soft-deleted more recently than the cutoff, a file modified within the grace
+    /// period, or anything an image value would reach outside the store (such rows are reported
+    /// as failed and kept). Works in batches; one failure is logged and the rest go on.
+    CleanupAttachments(CleanupAttachmentsArgs),
+
+    /// Build a sample workspace (SQLite, files, a config) and dry-run every command on it.
+    ///
+    /// Writes only inside DIR (default ./sweep-demo), which must be empty or absent, or a
+    /// previous demo workspace (which is rebuilt).
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct CleanupAttachmentsArgs {
+    /// Delete attachments soft-deleted at least this many days ago [env: ATTACHMENT_CLEANUP_DAYS] [default: 30]
+    #[arg(long, value_name = "DAYS")]
+    pub days: Option<i64>,
+
+    /// Attachments per batch (one transaction each) [env: ATTACHMENT_CLEANUP_BATCH_SIZE] [default: 100]
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<i64>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct DemoArgs {
+    /// Where to build the workspace
+    #[arg(value_name = "DIR", default_value = "sweep-demo")]
+    pub dir: PathBuf,
+}
+
+impl Command {
+    /// The command's name as in the audit and the lock.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Migrate => "migrate",
+            Command::CleanupAttachments(_) => "cleanup-attachments",
+            Command::Demo(_) => "demo",
+        }
+    }
+}

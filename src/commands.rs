@@ -1,0 +1,215 @@
+//! Dispatch, and the steps every policy command shares: preflight (migrations, lock), plan,
+//! `--plan-out`, caps, execute, record the run, print the report, choose the exit code.
+
+pub mod cleanup_attachments;
+pub mod demo;
+pub mod migrate;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::config::{ProcessEnv, Settings};
+use crate::db::{lock, Db, RunTotals};
+use crate::executor::{self, ExecOptions, Resources};
+use crate::exit_codes::{Exit, Fatal};
+use crate::plan::Plan;
+use crate::report::Report;
+use anyhow::{Context, Result};
+use chrono::Utc;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What a command needs from the command line and the environment.
+pub struct Ctx {
+    pub global: GlobalArgs,
+    pub settings: Settings,
+}
+
+/// Run the parsed command line.
+pub async fn run(cli: Cli) -> Result<Exit> {
+    let settings = Settings::load(&cli.global, &ProcessEnv, Utc::now())?;
+    let ctx = Ctx {
+        global: cli.global,
+        settings,
+    };
+    match cli.command {
+        Command::Migrate => migrate::run(&ctx).await,
+        Command::CleanupAttachments(a) => cleanup_attachments::run(&ctx, &a).await,
+        Command::Demo(a) => demo::run(&ctx, &a).await,
+    }
+}
+
+/// Print `--show-config` rows: the global settings, then the command's own.
+pub fn print_config(ctx: &Ctx, command_rows: Vec<(String, String, String)>) {
+    let mut rows = ctx.settings.show();
+    rows.extend(command_rows);
+    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(10);
+    let wv = rows.iter().map(|r| r.1.len()).max().unwrap_or(10).min(60);
+    for (k, v, s) in rows {
+        println!("{k:<w$}  {v:<wv$}  ({s})");
+    }
+}
+
+/// Connect to the configured database.
+pub async fn connect(ctx: &Ctx) -> Result<Arc<Db>> {
+    let url = ctx.settings.require_database()?;
+    Ok(Arc::new(Db::connect(url, false).await?))
+}
+
+/// A real run needs sweep's tables: no deletion without a durable audit.
+pub async fn require_audit_tables(db: &Db) -> Result<()> {
+    if !db
+        .sweep_tables_ready()
+        .await
+        .context("cannot check for sweep's tables")?
+    {
+        return Err(Fatal::usage(format!(
+            "sweep's tables (cleanup_runs, cleanup_audit) are missing or out of date in {}: run `sweep migrate` first; a real run needs its audit (a --dry-run works without them)",
+            db.url
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// The steps after a policy's plan: `--plan-out`, caps, run record, execute, report.
+/// `gather` builds the plan; it runs under the run lock.
+pub async fn run_policy<F, Fut>(
+    ctx: &Ctx,
+    command: &str,
+    db: Option<Arc<Db>>,
+    res: &Resources,
+    gather: F,
+) -> Result<(Exit, Report)>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Plan>>,
+{
+    let dry_run = ctx.settings.dry_run.value;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    if !dry_run {
+        if let Some(db) = &db {
+            require_audit_tables(db).await?;
+        }
+    }
+    // Dry runs change nothing, not even a lock file.
+    let held = match (&db, dry_run) {
+        (Some(db), false) => Some(lock::acquire(db, command).await?),
+        _ => None,
+    };
+    tracing::info!(target: "cleanup", "Starting {command} (dry_run={dry_run}, now={})", ctx.settings.now.value.to_rfc3339());
+
+    let plan = gather().await?;
+    tracing::info!(
+        target: "cleanup",
+        "Plan: {} to delete ({} items), {} kept, {} scanned",
+        plan.units.len(),
+        plan.item_count(),
+        plan.kept.len(),
+        plan.scanned
+    );
+    if let Some(path) = &ctx.global.plan_out {
+        write_plan(path, &plan, ctx)?;
+    }
+
+    let audit = !dry_run && db.is_some();
+    let started = Utc::now();
+    if let Err(f) = executor::check_caps(
+        &plan,
+        ctx.settings.max_delete.as_ref().map(|s| s.value),
+        ctx.settings.max_delete_percent.as_ref().map(|s| s.value),
+    ) {
+        if let (true, Some(db)) = (audit, &db) {
+            db.insert_run(&run_id, command, dry_run, started).await?;
+            let totals = RunTotals {
+                status: "aborted".into(),
+                candidates: plan.units.len() as i64,
+                details: Some(serde_json::json!({ "message": f.message })),
+                ..Default::default()
+            };
+            db.finish_run(&run_id, Utc::now(), &totals).await?;
+        }
+        return Err(f.into());
+    }
+
+    if audit {
+        db.as_ref()
+            .expect("audit implies a database")
+            .insert_run(&run_id, command, dry_run, started)
+            .await?;
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    let c2 = cancel.clone();
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!(target: "cleanup", "Ctrl-C: stopping after the current batch (press again to kill)");
+            c2.store(true, Ordering::SeqCst);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let opts = ExecOptions {
+        dry_run,
+        run_id: run_id.clone(),
+        concurrency: ctx.settings.concurrency.value,
+        progress_bar: std::io::stderr().is_terminal() && !ctx.global.json && ctx.global.quiet == 0,
+        cancel,
+        audit,
+    };
+    let result = executor::execute(&plan, res, &opts).await;
+    ctrl_c.abort();
+    let report = result?;
+    if audit {
+        let db = db.as_ref().expect("audit implies a database");
+        db.finish_run(&run_id, report.finished_at, &totals(&report))
+            .await?;
+    }
+    if let Some(l) = held {
+        l.release().await;
+    }
+    let exit = if report.failed > 0 || report.interrupted {
+        Exit::PartialFailure
+    } else {
+        Exit::Success
+    };
+    Ok((exit, report))
+}
+
+fn totals(r: &Report) -> RunTotals {
+    RunTotals {
+        status: r.status.clone(),
+        candidates: r.candidates as i64,
+        deleted: (r.deleted + r.missing) as i64,
+        failed: r.failed as i64,
+        retained: r.retained as i64,
+        bytes_reclaimed: r.bytes_reclaimed as i64,
+        details: Some(serde_json::Value::Object(r.fields.clone())),
+    }
+}
+
+/// Write the plan as versioned JSON (atomically: write, then rename).
+fn write_plan(path: &std::path::Path, plan: &Plan, ctx: &Ctx) -> Result<()> {
+    let doc = serde_json::json!({
+        "sweep_plan_version": 1,
+        "dry_run": ctx.settings.dry_run.value,
+        "database": ctx.settings.database_url.as_ref().map(|d| d.value.to_string()),
+        "plan": plan,
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?)
+        .with_context(|| format!("cannot write plan file {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot write plan file {}", path.display()))?;
+    tracing::info!(target: "cleanup", "Plan written to {}", path.display());
+    Ok(())
+}
+
+/// Print the report: JSON on stdout with `--json`, else the readable summary.
+pub fn print_report(ctx: &Ctx, report: &Report) -> Result<()> {
+    if ctx.global.json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print!("{}", report.to_text(20));
+    }
+    Ok(())
+}

@@ -1,0 +1,665 @@
+//! `cleanup-attachments` (seed 001): hard-delete forum attachments soft-deleted at least
+//! `--days` ago: the stored file first (local MEDIA_ROOT or an object store), then the row,
+//! each attachment one unit, in batches of `--batch-size`.
+
+use super::{print_config, print_report, run_policy, Ctx};
+use crate::cli::CleanupAttachmentsArgs;
+use crate::config::{ident_setting, Key, ProcessEnv, Source, Sourced};
+use crate::db::{parse_sqlite_time, Db, Pool};
+use crate::executor::Resources;
+use crate::exit_codes::Exit;
+use crate::ident::Ident;
+use crate::plan::{Item, Kept, Kind, Op, Plan, RowRule, Unit};
+use crate::store::is_protected;
+use crate::store::local::LocalRoot;
+use crate::store::object::{parse_key, NamedStore};
+use anyhow::{anyhow, Result};
+use chrono::{DateTime, Duration, Utc};
+use futures::stream::{self, StreamExt};
+use sqlx::{Column, Row, TypeInfo, ValueRef};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+pub const COMMAND: &str = "cleanup-attachments";
+/// Rows read per keyset page.
+const PAGE: i64 = 2000;
+
+/// The validated settings of this command.
+#[derive(Debug, Clone)]
+pub struct AttachmentSettings {
+    pub days: Sourced<i64>,
+    pub batch_size: Sourced<i64>,
+    pub store: Sourced<StoreSpec>,
+    pub table: Ident,
+    pub id: Ident,
+    pub image: Ident,
+    pub file_size: Ident,
+    pub is_active: Ident,
+    pub deleted_at: Ident,
+}
+
+/// Where the files live.
+#[derive(Debug, Clone)]
+pub enum StoreSpec {
+    Local(PathBuf),
+    Object(String),
+}
+
+impl std::fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Local(p) => write!(f, "{}", p.display()),
+            StoreSpec::Object(u) => f.write_str(u),
+        }
+    }
+}
+
+impl AttachmentSettings {
+    pub fn load(ctx: &Ctx, args: &CleanupAttachmentsArgs) -> Result<AttachmentSettings> {
+        let env = ProcessEnv;
+        let l = ctx.settings.layers(&env);
+        let raw = &ctx.settings.raw.attachments;
+        let days = l.pick(
+            &Key {
+                flag: Some("--days"),
+                env: Some("ATTACHMENT_CLEANUP_DAYS"),
+                file: "attachments.days",
+            },
+            args.days,
+            raw.days,
+            30,
+            "a whole number of days, 0 or more",
+            |d| *d >= 0 && *d <= 36500,
+        )?;
+        let batch_size = l.pick(
+            &Key {
+                flag: Some("--batch-size"),
+                env: Some("ATTACHMENT_CLEANUP_BATCH_SIZE"),
+                file: "attachments.batch_size",
+            },
+            args.batch_size,
+            raw.batch_size,
+            100,
+            "a number of attachments from 1 to 10000",
+            |b| (1..=10_000).contains(b),
+        )?;
+        let store = match &raw.store {
+            Some(s) if s.starts_with("s3://") || s.starts_with("file://") => {
+                Sourced::new(StoreSpec::Object(s.clone()), Source::File(format!("attachments.store in {}", ctx.settings.file_name)))
+            }
+            Some(s) => Sourced::new(StoreSpec::Local(PathBuf::from(s)), Source::File(format!("attachments.store in {}", ctx.settings.file_name))),
+            None => match &ctx.settings.media_root {
+                Some(m) => Sourced::new(StoreSpec::Local(m.value.clone()), m.source.clone()),
+                None => {
+                    return Err(anyhow!(
+                        "the attachment store is not set: set MEDIA_ROOT (or --media-root) for local files, or [attachments] store = \"s3://bucket/prefix\" in the config file"
+                    ))
+                }
+            },
+        };
+        let f = &ctx.settings.file_name;
+        let c = &raw.columns;
+        Ok(AttachmentSettings {
+            days,
+            batch_size,
+            store,
+            table: ident_setting(
+                f,
+                "attachments.table",
+                raw.table.as_ref(),
+                "forum_attachment",
+            )?,
+            id: ident_setting(f, "attachments.columns.id", c.id.as_ref(), "id")?,
+            image: ident_setting(f, "attachments.columns.image", c.image.as_ref(), "image")?,
+            file_size: ident_setting(
+                f,
+                "attachments.columns.file_size",
+                c.file_size.as_ref(),
+                "file_size",
+            )?,
+            is_active: ident_setting(
+                f,
+                "attachments.columns.is_active",
+                c.is_active.as_ref(),
+                "is_active",
+            )?,
+            deleted_at: ident_setting(
+                f,
+                "attachments.columns.deleted_at",
+                c.deleted_at.as_ref(),
+                "deleted_at",
+            )?,
+        })
+    }
+
+    fn rows(&self) -> Vec<(String, String, String)> {
+        let d = |k: &str, v: String| (k.to_string(), v, "config or default".to_string());
+        vec![
+            (
+                "attachments.days".into(),
+                self.days.value.to_string(),
+                self.days.source.to_string(),
+            ),
+            (
+                "attachments.batch_size".into(),
+                self.batch_size.value.to_string(),
+                self.batch_size.source.to_string(),
+            ),
+            (
+                "attachments.store".into(),
+                self.store.value.to_string(),
+                self.store.source.to_string(),
+            ),
+            d("attachments.table", self.table.as_str().into()),
+            d("attachments.columns.id", self.id.as_str().into()),
+            d("attachments.columns.image", self.image.as_str().into()),
+            d(
+                "attachments.columns.file_size",
+                self.file_size.as_str().into(),
+            ),
+            d(
+                "attachments.columns.is_active",
+                self.is_active.as_str().into(),
+            ),
+            d(
+                "attachments.columns.deleted_at",
+                self.deleted_at.as_str().into(),
+            ),
+        ]
+    }
+}
+
+/// What we know about an attachment's stored file when planning.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileFacts {
+    /// The row has no image.
+    NoImage,
+    Present {
+        bytes: u64,
+        modified: DateTime<Utc>,
+    },
+    Missing,
+    /// The image value leaves the store, or cannot name an object.
+    Refused(String),
+    /// The file could not be checked (permissions, network): not deleted.
+    Unknown(String),
+}
+
+/// One soft-deleted attachment past the cutoff, as read from the database and the store.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub key: String,
+    /// The image value, normalised relative to the store when it could be.
+    pub image: Option<String>,
+    pub deleted_at: DateTime<Utc>,
+    pub file_size: Option<i64>,
+    pub file: FileFacts,
+    pub snapshot: serde_json::Value,
+}
+
+/// The fixed inputs of the decision.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub now: DateTime<Utc>,
+    pub days: i64,
+    pub grace_minutes: i64,
+    pub protected: Vec<String>,
+    pub batch_size: usize,
+    pub table: Ident,
+    pub id: Ident,
+    pub is_active: Ident,
+    pub deleted_at: Ident,
+    /// The store's name in the plan and how its targets are written.
+    pub store: StoreRef,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreRef {
+    Local { name: String },
+    Object { name: String, url: String },
+}
+
+impl Rules {
+    pub fn cutoff(&self) -> DateTime<Utc> {
+        self.now - Duration::days(self.days)
+    }
+    fn grace_cutoff(&self) -> DateTime<Utc> {
+        self.now - Duration::minutes(self.grace_minutes)
+    }
+}
+
+/// The pure decision: each candidate becomes a unit (file, then row) or a kept entry.
+pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
+    let mut p = Plan::new(COMMAND, rules.now);
+    p.batch_size = rules.batch_size;
+    let cutoff = rules.cutoff();
+    p.fields.insert("cutoff".into(), cutoff.to_rfc3339().into());
+    p.fields.insert("days".into(), rules.days.into());
+    p.fields
+        .insert("batch_size".into(), (rules.batch_size as u64).into());
+    let row_target = |k: &str| format!("{} {}={}", rules.table.as_str(), rules.id.as_str(), k);
+    for c in candidates {
+        p.scanned += 1;
+        let row = {
+            let mut it = Item::new(
+                Op::DeleteRow {
+                    table: rules.table.clone(),
+                    key_column: rules.id.clone(),
+                    key: c.key.clone(),
+                    rule: Some(RowRule::SoftDeletedBefore {
+                        active_column: rules.is_active.clone(),
+                        deleted_column: rules.deleted_at.clone(),
+                        cutoff,
+                    }),
+                },
+                row_target(&c.key),
+                format!(
+                    "soft-deleted at {}, on or before the cutoff {} ({} days)",
+                    c.deleted_at.to_rfc3339(),
+                    cutoff.to_rfc3339(),
+                    rules.days
+                ),
+                None,
+            );
+            it.snapshot = Some(c.snapshot.clone());
+            it
+        };
+        let image = c.image.clone().unwrap_or_default();
+        let file_item = |bytes: Option<u64>, reason: String| {
+            let (op, target) = match &rules.store {
+                StoreRef::Local { name } => (
+                    Op::DeleteFile {
+                        root: name.clone(),
+                        path: image.clone(),
+                    },
+                    format!("{name}:{image}"),
+                ),
+                StoreRef::Object { name, url } => (
+                    Op::DeleteObject {
+                        store: name.clone(),
+                        key: image.clone(),
+                    },
+                    format!("{}/{image}", url.trim_end_matches('/')),
+                ),
+            };
+            Item::new(op, target, reason, bytes)
+        };
+        let kind = match rules.store {
+            StoreRef::Local { .. } => Kind::File,
+            StoreRef::Object { .. } => Kind::Object,
+        };
+        match &c.file {
+            FileFacts::NoImage => p.units.push(Unit { items: vec![row] }),
+            FileFacts::Refused(why) | FileFacts::Unknown(why) => {
+                let raw = c.image.clone().unwrap_or_default();
+                let mut f = file_item(
+                    c.file_size.map(|b| b as u64),
+                    format!("file of attachment {}", c.key),
+                );
+                f.target = format!("{} image={raw:?}", row_target(&c.key));
+                f.refused = Some(why.clone());
+                p.units.push(Unit {
+                    items: vec![f, row],
+                });
+            }
+            _ if is_protected(&image, &rules.protected) => {
+                p.kept.push(Kept {
+                    kind,
+                    target: file_item(None, String::new()).target,
+                    reason: format!("under a protected prefix ({})", rules.protected.join(", ")),
+                });
+                p.kept.push(Kept {
+                    kind: Kind::Row,
+                    target: row_target(&c.key),
+                    reason: "its file is protected".into(),
+                });
+            }
+            FileFacts::Present { modified, .. } if *modified > rules.grace_cutoff() => {
+                p.kept.push(Kept {
+                    kind,
+                    target: file_item(None, String::new()).target,
+                    reason: format!(
+                        "modified {} , within the grace period of {} minutes",
+                        modified.to_rfc3339(),
+                        rules.grace_minutes
+                    ),
+                });
+                p.kept.push(Kept {
+                    kind: Kind::Row,
+                    target: row_target(&c.key),
+                    reason: "its file is within the grace period".into(),
+                });
+            }
+            FileFacts::Present { bytes, .. } => {
+                let f = file_item(
+                    Some(*bytes),
+                    format!(
+                        "file of attachment {} soft-deleted at {}",
+                        c.key,
+                        c.deleted_at.to_rfc3339()
+                    ),
+                );
+                p.units.push(Unit {
+                    items: vec![f, row],
+                });
+            }
+            FileFacts::Missing => {
+                let f = file_item(
+                    None,
+                    format!("file of attachment {} (not found in the store)", c.key),
+                );
+                p.units.push(Unit {
+                    items: vec![f, row],
+                });
+            }
+        }
+    }
+    p
+}
+
+/// Read the candidates page by page (keyset on the key column) and check each file.
+async fn gather(
+    db: &Db,
+    s: &AttachmentSettings,
+    rules: &Rules,
+    res: &Resources,
+) -> Result<Vec<Candidate>> {
+    let cutoff = rules.cutoff();
+    let mut out = Vec::new();
+    let mut last: Option<String> = None;
+    loop {
+        let page = read_page(db, s, cutoff, last.as_deref()).await?;
+        let n = page.len();
+        last = page.last().map(|c| c.0.clone());
+        out.extend(check_files(page, rules, res).await);
+        if (n as i64) < PAGE {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+type RawCandidate = (
+    String,
+    Option<String>,
+    Option<i64>,
+    DateTime<Utc>,
+    serde_json::Value,
+);
+
+async fn read_page(
+    db: &Db,
+    s: &AttachmentSettings,
+    cutoff: DateTime<Utc>,
+    after: Option<&str>,
+) -> Result<Vec<RawCandidate>> {
+    let (t, id, img, size, act, del) = (
+        &s.table,
+        &s.id,
+        &s.image,
+        &s.file_size,
+        &s.is_active,
+        &s.deleted_at,
+    );
+    let read_err = |e: sqlx::Error| {
+        anyhow!("cannot read {t}: {e}: check [attachments] table and columns in the config (they must name existing columns)")
+    };
+    match &db.pool {
+        Pool::Pg(p) => {
+            let cast = db.key_cast(t, id).await?;
+            let after_cond = if after.is_some() {
+                format!(" AND {id} > $2{cast}")
+            } else {
+                String::new()
+            };
+            let sql = format!(
+                "SELECT {id}::text AS k, {img}::text AS img, {size}::bigint AS sz, {del} AS del, row_to_json(x)::text AS snap \
+                 FROM {t} x WHERE {act} = false AND {del} <= $1{after_cond} ORDER BY {id} LIMIT {PAGE}"
+            );
+            let mut q = sqlx::query(&sql).bind(cutoff);
+            if let Some(a) = after {
+                q = q.bind(a);
+            }
+            let rows = q.fetch_all(p).await.map_err(read_err)?;
+            rows.into_iter()
+                .map(|r| {
+                    let snap: String = r.try_get("snap")?;
+                    Ok((
+                        r.try_get("k")?,
+                        r.try_get("img")?,
+                        r.try_get("sz")?,
+                        r.try_get("del")?,
+                        serde_json::from_str(&snap)?,
+                    ))
+                })
+                .collect()
+        }
+        Pool::Sqlite(p) => {
+            let after_cond = if after.is_some() {
+                format!(" AND {id} > ?2")
+            } else {
+                String::new()
+            };
+            let sql = format!(
+                "SELECT CAST({id} AS TEXT) AS __k, CAST({img} AS TEXT) AS __img, {size} AS __sz, {del} AS __del, x.* \
+                 FROM {t} x WHERE {act} = 0 AND julianday({del}) <= julianday(?1){after_cond} ORDER BY {id} LIMIT {PAGE}"
+            );
+            let mut q = sqlx::query(&sql).bind(crate::db::rfc3339(cutoff));
+            if let Some(a) = after {
+                q = q.bind(a);
+            }
+            let rows = q.fetch_all(p).await.map_err(read_err)?;
+            rows.into_iter()
+                .map(|r| {
+                    let del: String = r.try_get("__del")?;
+                    let del = parse_sqlite_time(&del)
+                        .ok_or_else(|| anyhow!("{t}.{del:?} is not an RFC 3339 timestamp"))?;
+                    Ok((
+                        r.try_get("__k")?,
+                        r.try_get("__img")?,
+                        r.try_get("__sz")?,
+                        del,
+                        sqlite_row_json(&r, 4),
+                    ))
+                })
+                .collect()
+        }
+    }
+}
+
+/// A SQLite row (from column `skip` on) as a JSON object, each value by its stored type.
+pub fn sqlite_row_json(r: &sqlx::sqlite::SqliteRow, skip: usize) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (i, col) in r.columns().iter().enumerate().skip(skip) {
+        let raw = r.try_get_raw(i).ok();
+        let v = match raw {
+            None => serde_json::Value::Null,
+            Some(v) if v.is_null() => serde_json::Value::Null,
+            Some(v) => match v.type_info().name() {
+                "INTEGER" | "BOOLEAN" => r.try_get::<i64, _>(i).map(Into::into).unwrap_or_default(),
+                "REAL" => r.try_get::<f64, _>(i).map(Into::into).unwrap_or_default(),
+                _ => r
+                    .try_get::<String, _>(i)
+                    .map(Into::into)
+                    .unwrap_or_default(),
+            },
+        };
+        m.insert(col.name().to_string(), v);
+    }
+    serde_json::Value::Object(m)
+}
+
+/// Stat (local) or HEAD (object) every candidate's file, several at once.
+async fn check_files(page: Vec<RawCandidate>, rules: &Rules, res: &Resources) -> Vec<Candidate> {
+    let conc = 32;
+    stream::iter(page)
+        .map(|(key, image, size, deleted_at, snapshot)| async move {
+            let (image, file) = match image.as_deref().map(str::trim) {
+                None | Some("") => (None, FileFacts::NoImage),
+                Some(img) => match &rules.store {
+                    StoreRef::Local { name } => {
+                        let root = res
+                            .roots
+                            .get(name)
+                            .expect("the attachment root is opened before planning")
+                            .clone();
+                        let img = img.to_string();
+                        tokio::task::spawn_blocking(move || local_facts(&root, &img))
+                            .await
+                            .unwrap_or_else(|e| (None, FileFacts::Unknown(e.to_string())))
+                    }
+                    StoreRef::Object { name, .. } => {
+                        let store = res
+                            .stores
+                            .get(name)
+                            .expect("the attachment store is opened before planning");
+                        object_facts(store, img).await
+                    }
+                },
+            };
+            Candidate {
+                key,
+                image,
+                deleted_at,
+                file_size: size,
+                file,
+                snapshot,
+            }
+        })
+        .buffered(conc)
+        .collect()
+        .await
+}
+
+fn local_facts(root: &LocalRoot, img: &str) -> (Option<String>, FileFacts) {
+    let rel = match root.relativize(img) {
+        Ok(r) => r,
+        Err(e) => return (Some(img.to_string()), FileFacts::Refused(e.to_string())),
+    };
+    match root.stat(&rel) {
+        Ok(Some(e)) if e.is_dir => (
+            Some(rel),
+            FileFacts::Refused(format!("{img:?} names a directory, not a file")),
+        ),
+        Ok(Some(e)) => (
+            Some(rel),
+            FileFacts::Present {
+                bytes: e.bytes,
+                modified: to_utc(e.modified),
+            },
+        ),
+        Ok(None) => (Some(rel), FileFacts::Missing),
+        Err(e @ crate::store::local::LocalError::Outside { .. }) => {
+            (Some(rel), FileFacts::Refused(e.to_string()))
+        }
+        Err(e) => (
+            Some(rel),
+            FileFacts::Unknown(format!("cannot check the file: {e}")),
+        ),
+    }
+}
+
+async fn object_facts(store: &NamedStore, img: &str) -> (Option<String>, FileFacts) {
+    let key = img.trim_start_matches('/');
+    let path = match parse_key(key) {
+        Ok(p) => p,
+        Err(e) => return (Some(img.to_string()), FileFacts::Refused(e.to_string())),
+    };
+    match store.store.head(&path).await {
+        Ok(m) => (
+            Some(key.to_string()),
+            FileFacts::Present {
+                bytes: m.size,
+                modified: m.last_modified,
+            },
+        ),
+        Err(object_store::Error::NotFound { .. }) => (Some(key.to_string()), FileFacts::Missing),
+        Err(e) => (
+            Some(key.to_string()),
+            FileFacts::Unknown(format!("cannot check {}: {e}", store.target(key))),
+        ),
+    }
+}
+
+fn to_utc(t: SystemTime) -> DateTime<Utc> {
+    DateTime::<Utc>::from(t)
+}
+
+/// The command.
+pub async fn run(ctx: &Ctx, args: &CleanupAttachmentsArgs) -> Result<Exit> {
+    let s = AttachmentSettings::load(ctx, args)?;
+    if ctx.global.show_config {
+        print_config(ctx, s.rows());
+        return Ok(Exit::Success);
+    }
+    let db = super::connect(ctx).await?;
+    let mut res = Resources {
+        db: Some(db.clone()),
+        ..Default::default()
+    };
+    let store = match &s.store.value {
+        StoreSpec::Local(dir) => {
+            let root = LocalRoot::open("media", dir)
+                .map_err(|e| anyhow!("attachment store ({}): {e}", s.store.source))?;
+            res.roots.insert("media".into(), root);
+            StoreRef::Local {
+                name: "media".into(),
+            }
+        }
+        StoreSpec::Object(url) => {
+            let st = NamedStore::open(url, &ctx.settings.object_storage)?;
+            res.stores.insert("attachments".into(), st);
+            StoreRef::Object {
+                name: "attachments".into(),
+                url: url.clone(),
+            }
+        }
+    };
+    let rules = Rules {
+        now: ctx.settings.now.value,
+        days: s.days.value,
+        grace_minutes: ctx.settings.grace_minutes.value,
+        protected: ctx.settings.protected_prefixes.value.clone(),
+        batch_size: s.batch_size.value as usize,
+        table: s.table.clone(),
+        id: s.id.clone(),
+        is_active: s.is_active.clone(),
+        deleted_at: s.deleted_at.clone(),
+        store,
+    };
+    tracing::info!(
+        target: "cleanup",
+        "Selecting attachments with {} = false and {} <= {} ({} days)",
+        s.is_active.as_str(),
+        s.deleted_at.as_str(),
+        rules.cutoff().to_rfc3339(),
+        rules.days
+    );
+    let (exit, mut report) = run_policy(ctx, COMMAND, Some(db.clone()), &res, || async {
+        let cands = gather(&db, &s, &rules, &res).await?;
+        tracing::info!(target: "cleanup", "Permanently deleting {} attachments in batches of {}...", cands.len(), rules.batch_size);
+        Ok(plan(cands, &rules))
+    })
+    .await?;
+    report
+        .fields
+        .insert("attachments_deleted".into(), report.units_ok.into());
+    report
+        .fields
+        .insert("attachments_failed".into(), report.units_failed.into());
+    let verb = if report.dry_run {
+        "Would delete"
+    } else {
+        "Successfully deleted"
+    };
+    tracing::info!(
+        target: "cleanup",
+        "Cleanup complete: {verb}: {} attachments; Failed: {} attachments; Cutoff date: {}",
+        report.units_ok,
+        report.units_failed,
+        rules.cutoff().to_rfc3339()
+    );
+    print_report(ctx, &report)?;
+    db.close().await;
+    Ok(exit)
+}

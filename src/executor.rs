@@ -1,0 +1,514 @@
+//! The one executor: carries out any plan, dry or real, in batches with bounded concurrency,
+//! writing every outcome to the audit as each batch finishes.
+//!
+//! A dry run and a real run go through the same loop, the same re-checks and the same
+//! grouping; only the last step differs (`Deleter::dry_run` records `would_delete`).
+
+use crate::db::{AuditRow, Db};
+use crate::exit_codes::Fatal;
+use crate::ident::Ident;
+use crate::plan::{Item, Kind, Op, Plan, RowRule};
+use crate::report::{ItemReport, Outcome, Report};
+use crate::store::local::{LocalRoot, Removed};
+use crate::store::object::{self, NamedStore};
+use anyhow::{anyhow, Result};
+use chrono::Utc;
+use futures::stream::{self, StreamExt};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Everything a plan's items may name: the database, local roots and object stores.
+#[derive(Default)]
+pub struct Resources {
+    pub db: Option<Arc<Db>>,
+    pub roots: HashMap<String, LocalRoot>,
+    pub stores: HashMap<String, NamedStore>,
+}
+
+impl Resources {
+    fn db(&self) -> Result<&Db> {
+        self.db
+            .as_deref()
+            .ok_or_else(|| anyhow!("this plan deletes rows but no database is configured"))
+    }
+    fn root(&self, name: &str) -> Result<&LocalRoot, String> {
+        self.roots
+            .get(name)
+            .ok_or_else(|| format!("no local root named {name:?} is configured"))
+    }
+}
+
+/// How to run.
+pub struct ExecOptions {
+    pub dry_run: bool,
+    pub run_id: String,
+    pub concurrency: usize,
+    /// Show a progress bar (stderr is a terminal and output is not JSON/quiet).
+    pub progress_bar: bool,
+    /// Set by Ctrl-C: the executor stops before the next batch.
+    pub cancel: Arc<AtomicBool>,
+    /// Write the audit (real runs).
+    pub audit: bool,
+}
+
+/// Refuse a plan that exceeds `--max-delete` / `--max-delete-percent` (exit 3), before
+/// anything is deleted. Units count as deletions (an attachment's file and row are one).
+pub fn check_caps(
+    plan: &Plan,
+    max_delete: Option<u64>,
+    max_percent: Option<f64>,
+) -> Result<(), Fatal> {
+    let n = plan.units.len() as u64;
+    if let Some(max) = max_delete {
+        if n > max {
+            return Err(Fatal::guard(format!(
+                "the plan deletes {n} things, more than --max-delete {max}: nothing was deleted (review with --dry-run, then raise the cap if this is right)"
+            )));
+        }
+    }
+    if let Some(p) = max_percent {
+        let scanned = plan.scanned.max(n);
+        let pct = if scanned == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / scanned as f64
+        };
+        if pct > p {
+            return Err(Fatal::guard(format!(
+                "the plan deletes {n} of {scanned} scanned ({pct:.1}%), more than --max-delete-percent {p}: nothing was deleted"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The last step: deletes for real, or records what would be deleted.
+struct Deleter<'a> {
+    res: &'a Resources,
+    dry_run: bool,
+    concurrency: usize,
+}
+
+type Res = (Outcome, Option<String>);
+
+impl Deleter<'_> {
+    async fn rows(
+        &self,
+        table: &Ident,
+        key_column: &Ident,
+        rule: Option<&RowRule>,
+        keys: &[String],
+    ) -> Result<Vec<Res>> {
+        let db = self.res.db()?;
+        if self.dry_run {
+            return Ok(keys.iter().map(|_| (Outcome::WouldDelete, None)).collect());
+        }
+        let deleted = db.delete_rows(table, key_column, keys, rule).await?;
+        let not_deleted: Vec<String> = keys
+            .iter()
+            .filter(|k| !deleted.contains(*k))
+            .cloned()
+            .collect();
+        let still_there = db
+            .rows_matching(table, key_column, &not_deleted, None)
+            .await?;
+        Ok(keys
+            .iter()
+            .map(|k| {
+                if deleted.contains(k) {
+                    (Outcome::Deleted, None)
+                } else if still_there.contains(k) {
+                    (
+                        Outcome::Skipped,
+                        Some("the row no longer matches its rule: kept".to_string()),
+                    )
+                } else {
+                    (Outcome::Missing, None)
+                }
+            })
+            .collect())
+    }
+
+    async fn local(&self, jobs: Vec<(String, String, bool)>) -> Vec<Res> {
+        if self.dry_run {
+            return jobs.iter().map(|_| (Outcome::WouldDelete, None)).collect();
+        }
+        let out: Vec<(usize, Res)> = stream::iter(jobs.into_iter().enumerate())
+            .map(|(i, (root, path, is_dir))| {
+                let root = self.res.root(&root).cloned();
+                async move {
+                    let r = tokio::task::spawn_blocking(move || -> Res {
+                        let root = match root {
+                            Ok(r) => r,
+                            Err(e) => return (Outcome::Failed, Some(e)),
+                        };
+                        let r = if is_dir {
+                            root.delete_dir(&path)
+                        } else {
+                            root.delete_file(&path)
+                        };
+                        match r {
+                            Ok(Removed::Deleted) => (Outcome::Deleted, None),
+                            Ok(Removed::Missing) => (Outcome::Missing, None),
+                            Err(e) => (Outcome::Failed, Some(e.to_string())),
+                        }
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        (Outcome::Failed, Some(format!("deletion task failed: {e}")))
+                    });
+                    (i, r)
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let mut sorted = out;
+        sorted.sort_by_key(|(i, _)| *i);
+        sorted.into_iter().map(|(_, r)| r).collect()
+    }
+
+    async fn objects(&self, store: &str, keys: &[String]) -> Vec<Res> {
+        let Some(s) = self.res.stores.get(store) else {
+            return keys
+                .iter()
+                .map(|_| {
+                    (
+                        Outcome::Failed,
+                        Some(format!("no object store named {store:?} is configured")),
+                    )
+                })
+                .collect();
+        };
+        let mut results: Vec<Option<Res>> = vec![None; keys.len()];
+        let mut valid = Vec::new();
+        let mut valid_idx = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            match object::parse_key(k) {
+                Ok(p) => {
+                    valid.push(p);
+                    valid_idx.push(i);
+                }
+                Err(e) => results[i] = Some((Outcome::Failed, Some(e.to_string()))),
+            }
+        }
+        if self.dry_run {
+            for i in valid_idx {
+                results[i] = Some((Outcome::WouldDelete, None));
+            }
+        } else {
+            let out = object::delete_keys(&s.store, valid, 1000, self.concurrency.min(8)).await;
+            for (i, r) in valid_idx.into_iter().zip(out) {
+                results[i] = Some(match r {
+                    Ok(()) => (Outcome::Deleted, None),
+                    Err(e) => (
+                        Outcome::Failed,
+                        Some(format!("unable to delete {}: {e}", s.target(&keys[i]))),
+                    ),
+                });
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every key has a result"))
+            .collect()
+    }
+}
+
+/// A unit's progress through a batch.
+struct UnitState {
+    results: Vec<Option<Res>>,
+    alive: bool,
+}
+
+/// Carry out `plan`. The run record and audit are written when `opts.audit` is set.
+pub async fn execute(plan: &Plan, res: &Resources, opts: &ExecOptions) -> Result<Report> {
+    let started = Utc::now();
+    let mut report = Report::new(&opts.run_id, &plan.command, opts.dry_run, started, plan);
+    let deleter = Deleter {
+        res,
+        dry_run: opts.dry_run,
+        concurrency: opts.concurrency.max(1),
+    };
+    let total_units = plan.units.len();
+    let bar = crate::progress::Progress::new(total_units as u64, opts.progress_bar);
+    let batch_size = plan.batch_size.max(1);
+    let mut done_units = 0usize;
+    let verb = if opts.dry_run {
+        "Would delete"
+    } else {
+        "Deleted"
+    };
+
+    for (batch_no, batch) in plan.units.chunks(batch_size).enumerate() {
+        if opts.cancel.load(Ordering::SeqCst) {
+            tracing::warn!(target: "cleanup", "interrupted: stopping before batch {}; {} of {} done", batch_no + 1, done_units, total_units);
+            for unit in &plan.units[done_units..] {
+                for item in &unit.items {
+                    report.push(item_report(
+                        item,
+                        Outcome::Skipped,
+                        Some("interrupted before this item".into()),
+                    ));
+                }
+            }
+            report.interrupted = true;
+            break;
+        }
+        let mut states: Vec<UnitState> = batch
+            .iter()
+            .map(|u| UnitState {
+                results: vec![None; u.items.len()],
+                alive: true,
+            })
+            .collect();
+
+        // Refused items fail their unit before anything is touched.
+        for (u, unit) in batch.iter().enumerate() {
+            if let Some((i, why)) = unit
+                .items
+                .iter()
+                .enumerate()
+                .find_map(|(i, it)| it.refused.clone().map(|w| (i, w)))
+            {
+                states[u].results[i] = Some((Outcome::Failed, Some(why)));
+                states[u].alive = false;
+            }
+        }
+
+        // Re-check rows before touching anything else of their unit.
+        precheck_rows(res, batch, &mut states).await?;
+
+        let stages = batch.iter().map(|u| u.items.len()).max().unwrap_or(0);
+        for stage in 0..stages {
+            let work: Vec<(usize, &Item)> = batch
+                .iter()
+                .enumerate()
+                .filter(|(u, unit)| states[*u].alive && unit.items.len() > stage)
+                .map(|(u, unit)| (u, &unit.items[stage]))
+                .collect();
+            let results = run_stage(&deleter, &work).await?;
+            for ((u, _), r) in work.iter().zip(results) {
+                if r.0 == Outcome::Failed || r.0 == Outcome::Skipped {
+                    states[*u].alive = false;
+                }
+                states[*u].results[stage] = Some(r);
+            }
+        }
+
+        // Outcomes of this batch: report, log, audit.
+        let now = Utc::now();
+        let mut audit = Vec::new();
+        for (unit, st) in batch.iter().zip(&states) {
+            let mut unit_ok = true;
+            for (item, r) in unit.items.iter().zip(&st.results) {
+                let (outcome, error) = r.clone().unwrap_or((
+                    Outcome::Skipped,
+                    Some("not attempted: an earlier step of this unit did not complete".into()),
+                ));
+                if outcome == Outcome::Failed {
+                    unit_ok = false;
+                }
+                log_item(item, outcome, error.as_deref());
+                if opts.audit {
+                    audit.push(AuditRow {
+                        run_id: opts.run_id.clone(),
+                        policy: plan.command.clone(),
+                        kind: item.kind.as_str().into(),
+                        target: item.target.clone(),
+                        reason: item.reason.clone(),
+                        bytes: item.bytes.map(|b| b as i64),
+                        outcome: outcome.as_str().into(),
+                        error: error.clone(),
+                        backup_location: None,
+                        row_snapshot: item.snapshot.clone(),
+                        at: now,
+                    });
+                }
+                report.push(item_report(item, outcome, error));
+            }
+            if unit_ok {
+                report.units_ok += 1;
+            } else {
+                report.units_failed += 1;
+            }
+        }
+        if opts.audit {
+            let db = res.db()?;
+            if let Err(e) = db.insert_audit(&audit).await {
+                // Without a durable audit we do not go on deleting.
+                report.finish(Utc::now());
+                report.status = "aborted".into();
+                return Err(anyhow!(
+                    "cannot write the audit ({e:#}): stopped after {} of {} units",
+                    done_units + batch.len(),
+                    total_units
+                )
+                .context(Fatal {
+                    exit: crate::exit_codes::Exit::PartialFailure,
+                    message: "audit write failed".into(),
+                }));
+            }
+        }
+        done_units += batch.len();
+        bar.set(done_units as u64);
+        tracing::info!(target: "cleanup", "{verb} {done_units}/{total_units}...");
+    }
+    bar.finish();
+    report.finish(Utc::now());
+    Ok(report)
+}
+
+fn item_report(item: &Item, outcome: Outcome, error: Option<String>) -> ItemReport {
+    ItemReport {
+        kind: item.kind,
+        target: item.target.clone(),
+        reason: item.reason.clone(),
+        bytes: item.bytes,
+        outcome,
+        error,
+    }
+}
+
+fn log_item(item: &Item, outcome: Outcome, error: Option<&str>) {
+    let size = item
+        .bytes
+        .map(crate::report::human_bytes)
+        .unwrap_or_default();
+    match outcome {
+        Outcome::Deleted => {
+            tracing::info!(target: "cleanup", "Deleted {} {} size={} reason={}", item.kind.as_str(), item.target, size, item.reason)
+        }
+        Outcome::WouldDelete => {
+            tracing::info!(target: "cleanup", "Would delete {} {} size={} reason={}", item.kind.as_str(), item.target, size, item.reason)
+        }
+        Outcome::Missing => {
+            tracing::debug!(target: "cleanup", "Already gone {} {}", item.kind.as_str(), item.target)
+        }
+        Outcome::Failed => {
+            tracing::error!(target: "cleanup", "Failed to delete {} {}: {}", item.kind.as_str(), item.target, error.unwrap_or("unknown error"))
+        }
+        Outcome::Skipped => {
+            tracing::warn!(target: "cleanup", "Skipped {} {}: {}", item.kind.as_str(), item.target, error.unwrap_or(""))
+        }
+    }
+}
+
+/// Rows whose rule no longer holds take their whole unit out of the batch, untouched.
+async fn precheck_rows(
+    res: &Resources,
+    batch: &[crate::plan::Unit],
+    states: &mut [UnitState],
+) -> Result<()> {
+    let mut groups: HashMap<(Ident, Ident, Option<RowRule>), Vec<(usize, usize, String)>> =
+        HashMap::new();
+    for (u, unit) in batch.iter().enumerate() {
+        if !states[u].alive {
+            continue;
+        }
+        for (i, item) in unit.items.iter().enumerate() {
+            if let Op::DeleteRow {
+                table,
+                key_column,
+                key,
+                rule: Some(rule),
+            } = &item.op
+            {
+                groups
+                    .entry((table.clone(), key_column.clone(), Some(rule.clone())))
+                    .or_default()
+                    .push((u, i, key.clone()));
+            }
+        }
+    }
+    for ((table, key_column, rule), members) in groups {
+        let keys: Vec<String> = members.iter().map(|m| m.2.clone()).collect();
+        let ok = res
+            .db()?
+            .rows_matching(&table, &key_column, &keys, rule.as_ref())
+            .await?;
+        for (u, i, key) in members {
+            if !ok.contains(&key) && states[u].alive {
+                states[u].alive = false;
+                states[u].results[i] = Some((
+                    Outcome::Skipped,
+                    Some(
+                        "the row changed since the plan and no longer matches its rule: kept"
+                            .into(),
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One stage of a batch: rows grouped per table and rule (one statement each), files and
+/// directories concurrently, objects per store in bulk requests. Results in `work` order.
+async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Res>> {
+    let mut results: Vec<Option<Res>> = vec![None; work.len()];
+    let mut rows: HashMap<(&Ident, &Ident, Option<&RowRule>), Vec<usize>> = HashMap::new();
+    let mut local: Vec<usize> = Vec::new();
+    let mut objects: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (w, (_, item)) in work.iter().enumerate() {
+        match &item.op {
+            Op::DeleteRow {
+                table,
+                key_column,
+                rule,
+                ..
+            } => rows
+                .entry((table, key_column, rule.as_ref()))
+                .or_default()
+                .push(w),
+            Op::DeleteFile { .. } | Op::DeleteDir { .. } => local.push(w),
+            Op::DeleteObject { store, .. } => objects.entry(store.as_str()).or_default().push(w),
+        }
+    }
+    for ((table, key_column, rule), idx) in rows {
+        let keys: Vec<String> = idx
+            .iter()
+            .map(|&w| match &work[w].1.op {
+                Op::DeleteRow { key, .. } => key.clone(),
+                _ => unreachable!(),
+            })
+            .collect();
+        let out = d.rows(table, key_column, rule, &keys).await?;
+        for (w, r) in idx.into_iter().zip(out) {
+            results[w] = Some(r);
+        }
+    }
+    if !local.is_empty() {
+        let jobs = local
+            .iter()
+            .map(|&w| match &work[w].1.op {
+                Op::DeleteFile { root, path } => (root.clone(), path.clone(), false),
+                Op::DeleteDir { root, path } => (root.clone(), path.clone(), true),
+                _ => unreachable!(),
+            })
+            .collect();
+        for (w, r) in local.into_iter().zip(d.local(jobs).await) {
+            results[w] = Some(r);
+        }
+    }
+    for (store, idx) in objects {
+        let keys: Vec<String> = idx
+            .iter()
+            .map(|&w| match &work[w].1.op {
+                Op::DeleteObject { key, .. } => key.clone(),
+                _ => unreachable!(),
+            })
+            .collect();
+        for (w, r) in idx.into_iter().zip(d.objects(store, &keys).await) {
+            results[w] = Some(r);
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every item has a result"))
+        .collect())
+}
+
+/// Kinds in report order.
+pub const KINDS: [Kind; 4] = [Kind::Row, Kind::File, Kind::Dir, Kind::Object];

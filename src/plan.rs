@@ -1,0 +1,159 @@
+//! What a policy decides: a `Plan` of units to delete (each item with its reason) and the
+//! things it kept (with why). Policies build plans; only the executor acts on them. The plan is
+//! `Serialize`: `--plan-out`, `--json` and the audit all come from it.
+
+use crate::ident::Ident;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What kind of thing an item is (the report's `by_kind` keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Row,
+    File,
+    Dir,
+    Object,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Row => "row",
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Object => "object",
+        }
+    }
+}
+
+/// A condition a row must still meet when it is deleted, re-checked by the database in the
+/// same statement (so a row reactivated since the plan was made is left alone). Typed, not SQL
+/// text: the database module renders it from validated identifiers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum RowRule {
+    /// `active_column = false AND deleted_column <= cutoff`.
+    SoftDeletedBefore {
+        active_column: Ident,
+        deleted_column: Ident,
+        cutoff: DateTime<Utc>,
+    },
+}
+
+/// How to carry out one item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Delete one row by primary key, only if it still matches `rule`.
+    DeleteRow {
+        table: Ident,
+        key_column: Ident,
+        key: String,
+        rule: Option<RowRule>,
+    },
+    /// Delete a file (or a symlink, as a link) under a named local root.
+    DeleteFile { root: String, path: String },
+    /// Delete a directory tree (never following links) under a named local root.
+    DeleteDir { root: String, path: String },
+    /// Delete an object from a named store; `key` is relative to the store's prefix.
+    DeleteObject { store: String, key: String },
+}
+
+impl Op {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Op::DeleteRow { .. } => Kind::Row,
+            Op::DeleteFile { .. } => Kind::File,
+            Op::DeleteDir { .. } => Kind::Dir,
+            Op::DeleteObject { .. } => Kind::Object,
+        }
+    }
+}
+
+/// One thing to delete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Item {
+    pub kind: Kind,
+    /// Human-readable and unique within the plan: `forum_attachment id=…`, `media:path`, `s3://…`.
+    pub target: String,
+    pub reason: String,
+    pub bytes: Option<u64>,
+    #[serde(flatten)]
+    pub op: Op,
+    /// Set when the policy refuses this item (e.g. a path that leaves its root): it is
+    /// reported as failed with this error, and its unit goes no further.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub refused: Option<String>,
+    /// The row as it was, for the audit and `restore`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub snapshot: Option<serde_json::Value>,
+}
+
+impl Item {
+    pub fn new(
+        op: Op,
+        target: impl Into<String>,
+        reason: impl Into<String>,
+        bytes: Option<u64>,
+    ) -> Item {
+        Item {
+            kind: op.kind(),
+            target: target.into(),
+            reason: reason.into(),
+            bytes,
+            op,
+            refused: None,
+            snapshot: None,
+        }
+    }
+}
+
+/// Items carried out in order; when one fails, the rest of the unit is not attempted
+/// (an attachment: its file, then its row; a failed file deletion keeps the row).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unit {
+    pub items: Vec<Item>,
+}
+
+/// Something looked at and kept, with why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Kept {
+    pub kind: Kind,
+    pub target: String,
+    pub reason: String,
+}
+
+/// A policy's whole decision.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub command: String,
+    pub now: DateTime<Utc>,
+    /// How many things the policy looked at.
+    pub scanned: u64,
+    pub units: Vec<Unit>,
+    pub kept: Vec<Kept>,
+    /// Units carried out per batch (one transaction and one audit write each).
+    pub batch_size: usize,
+    /// Command-specific report fields (`cutoff`, …).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Plan {
+    pub fn new(command: &str, now: DateTime<Utc>) -> Plan {
+        Plan {
+            command: command.to_string(),
+            now,
+            scanned: 0,
+            units: Vec::new(),
+            kept: Vec::new(),
+            batch_size: 1000,
+            fields: serde_json::Map::new(),
+        }
+    }
+
+    /// Number of items the plan would delete.
+    pub fn item_count(&self) -> usize {
+        self.units.iter().map(|u| u.items.len()).sum()
+    }
+}

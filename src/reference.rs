@@ -1,0 +1,17 @@
+//! The reference schema of SPEC §4.1, for tests, benchmarks and `demo`. sweep never creates it
+//! in a user's database.
+
+use crate::db::{Backend, Db};
+use anyhow::Result;
+
+pub const POSTGRES: &str = include_str!("../schema/reference_postgres.sql");
+pub const SQLITE: &str = include_str!("../schema/reference_sqlite.sql");
+
+/// Create the reference tables.
+pub async fn create(db: &Db) -> Result<()> {
+    db.execute_script(match db.backend() {
+        Backend::Postgres => POSTGRES,
+        Backend::Sqlite => SQLITE,
+    })
+    .await
+}

@@ -1,0 +1,371 @@
+//! The run report of SPEC §6: one JSON document with `--json`, a readable summary otherwise.
+
+use crate::plan::{Kind, Plan};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// What happened to one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Deleted,
+    WouldDelete,
+    Failed,
+    /// Already gone: a success.
+    Missing,
+    /// Not attempted (changed since the plan, an earlier step failed, interrupted).
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Deleted => "deleted",
+            Outcome::WouldDelete => "would_delete",
+            Outcome::Failed => "failed",
+            Outcome::Missing => "missing",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemReport {
+    pub kind: Kind,
+    pub target: String,
+    pub reason: String,
+    pub bytes: Option<u64>,
+    pub outcome: Outcome,
+    pub error: Option<String>,
+}
+
+/// Counts for one kind (and for the whole run).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counts {
+    pub candidates: u64,
+    pub deleted: u64,
+    pub would_delete: u64,
+    pub missing: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub retained: u64,
+    pub bytes_reclaimed: u64,
+    pub bytes_would_reclaim: u64,
+}
+
+impl Counts {
+    fn add(&mut self, i: &ItemReport) {
+        self.candidates += 1;
+        let b = i.bytes.unwrap_or(0);
+        match i.outcome {
+            Outcome::Deleted => {
+                self.deleted += 1;
+                self.bytes_reclaimed += b;
+            }
+            Outcome::WouldDelete => {
+                self.would_delete += 1;
+                self.bytes_would_reclaim += b;
+            }
+            Outcome::Missing => self.missing += 1,
+            Outcome::Failed => self.failed += 1,
+            Outcome::Skipped => self.skipped += 1,
+        }
+    }
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub run_id: String,
+    pub command: String,
+    pub dry_run: bool,
+    /// `success|partial|aborted|skipped`.
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// The instant ages were evaluated at.
+    pub now: DateTime<Utc>,
+    pub scanned: u64,
+    pub candidates: u64,
+    pub deleted: u64,
+    pub would_delete: u64,
+    pub missing: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub retained: u64,
+    pub bytes_reclaimed: u64,
+    pub bytes_would_reclaim: u64,
+    pub by_kind: BTreeMap<Kind, Counts>,
+    pub items: Vec<ItemReport>,
+    /// What was kept, with why (at most `KEPT_SAMPLE` entries; `retained` has the count).
+    pub kept_sample: Vec<crate::plan::Kept>,
+    /// Command-specific fields (`cutoff`, …).
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip)]
+    pub units_ok: u64,
+    #[serde(skip)]
+    pub units_failed: u64,
+    #[serde(skip)]
+    pub interrupted: bool,
+}
+
+/// How many kept entries the report carries (the plan file has them all).
+pub const KEPT_SAMPLE: usize = 50;
+
+impl Report {
+    pub fn new(
+        run_id: &str,
+        command: &str,
+        dry_run: bool,
+        started: DateTime<Utc>,
+        plan: &Plan,
+    ) -> Report {
+        let mut by_kind: BTreeMap<Kind, Counts> = BTreeMap::new();
+        for k in &plan.kept {
+            by_kind.entry(k.kind).or_default().retained += 1;
+        }
+        Report {
+            run_id: run_id.to_string(),
+            command: command.to_string(),
+            dry_run,
+            status: "success".into(),
+            started_at: started,
+            finished_at: started,
+            now: plan.now,
+            scanned: plan.scanned,
+            candidates: 0,
+            deleted: 0,
+            would_delete: 0,
+            missing: 0,
+            failed: 0,
+            skipped: 0,
+            retained: plan.kept.len() as u64,
+            bytes_reclaimed: 0,
+            bytes_would_reclaim: 0,
+            by_kind,
+            items: Vec::with_capacity(plan.item_count()),
+            kept_sample: plan.kept.iter().take(KEPT_SAMPLE).cloned().collect(),
+            fields: plan.fields.clone(),
+            units_ok: 0,
+            units_failed: 0,
+            interrupted: false,
+        }
+    }
+
+    /// A report for a run that decided not to do anything (`CLEANUP_ENABLED=false`, `--auto` off).
+    pub fn skipped(
+        run_id: &str,
+        command: &str,
+        dry_run: bool,
+        now: DateTime<Utc>,
+        why: &str,
+    ) -> Report {
+        let mut r = Report::new(
+            run_id,
+            command,
+            dry_run,
+            Utc::now(),
+            &Plan::new(command, now),
+        );
+        r.status = "skipped".into();
+        r.fields.insert("message".into(), why.into());
+        r.finish(Utc::now());
+        r.status = "skipped".into();
+        r
+    }
+
+    pub fn push(&mut self, i: ItemReport) {
+        self.by_kind.entry(i.kind).or_default().add(&i);
+        self.items.push(i);
+    }
+
+    /// Sum the per-kind counts and settle the status.
+    pub fn finish(&mut self, at: DateTime<Utc>) {
+        self.finished_at = at;
+        let mut t = Counts::default();
+        for c in self.by_kind.values() {
+            t.candidates += c.candidates;
+            t.deleted += c.deleted;
+            t.would_delete += c.would_delete;
+            t.missing += c.missing;
+            t.failed += c.failed;
+            t.skipped += c.skipped;
+            t.bytes_reclaimed += c.bytes_reclaimed;
+            t.bytes_would_reclaim += c.bytes_would_reclaim;
+        }
+        self.candidates = t.candidates;
+        self.deleted = t.deleted;
+        self.would_delete = t.would_delete;
+        self.missing = t.missing;
+        self.failed = t.failed;
+        self.skipped = t.skipped;
+        self.bytes_reclaimed = t.bytes_reclaimed;
+        self.bytes_would_reclaim = t.bytes_would_reclaim;
+        self.status = if self.interrupted || self.failed > 0 {
+            "partial"
+        } else {
+            "success"
+        }
+        .into();
+    }
+
+    /// The readable summary printed without `--json`.
+    pub fn to_text(&self, max_items: usize) -> String {
+        let mut s = String::new();
+        let mode = if self.dry_run {
+            "DRY RUN: nothing was changed"
+        } else {
+            "real run"
+        };
+        let _ = writeln!(s, "sweep {} ({mode})", self.command);
+        let _ = writeln!(
+            s,
+            "  run {}  status {}  as of {}",
+            self.run_id,
+            self.status,
+            self.now.to_rfc3339()
+        );
+        for (k, v) in &self.fields {
+            if let Some(t) = v.as_str() {
+                let _ = writeln!(s, "  {k}: {t}");
+            } else if v.is_number() || v.is_boolean() {
+                let _ = writeln!(s, "  {k}: {v}");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  scanned {}  candidates {}  retained {}",
+            self.scanned, self.candidates, self.retained
+        );
+        let _ = writeln!(
+            s,
+            "  {:<8}{:>12}{:>10}{:>14}{:>9}{:>9}{:>10}{:>12}",
+            "kind",
+            "candidates",
+            "deleted",
+            "would_delete",
+            "missing",
+            "failed",
+            "retained",
+            "bytes"
+        );
+        for (k, c) in &self.by_kind {
+            let bytes = if self.dry_run {
+                c.bytes_would_reclaim
+            } else {
+                c.bytes_reclaimed
+            };
+            let _ = writeln!(
+                s,
+                "  {:<8}{:>12}{:>10}{:>14}{:>9}{:>9}{:>10}{:>12}",
+                k.as_str(),
+                c.candidates,
+                c.deleted,
+                c.would_delete,
+                c.missing,
+                c.failed,
+                c.retained,
+                human_bytes(bytes)
+            );
+        }
+        if self.dry_run {
+            let _ = writeln!(
+                s,
+                "  would reclaim {}",
+                human_bytes(self.bytes_would_reclaim)
+            );
+        } else {
+            let _ = writeln!(s, "  reclaimed {}", human_bytes(self.bytes_reclaimed));
+        }
+        let failed: Vec<&ItemReport> = self
+            .items
+            .iter()
+            .filter(|i| i.outcome == Outcome::Failed)
+            .collect();
+        if !failed.is_empty() {
+            let _ = writeln!(s, "\nFailed ({}):", failed.len());
+            for i in failed {
+                let _ = writeln!(
+                    s,
+                    "  {:<7}{}: {}",
+                    i.kind.as_str(),
+                    i.target,
+                    i.error.as_deref().unwrap_or("")
+                );
+            }
+        }
+        let others: Vec<&ItemReport> = self
+            .items
+            .iter()
+            .filter(|i| i.outcome != Outcome::Failed)
+            .collect();
+        if !others.is_empty() {
+            let shown = others.len().min(max_items);
+            let _ = writeln!(
+                s,
+                "\nItems ({shown} of {}{}):",
+                others.len(),
+                if shown < others.len() {
+                    "; --json or --plan-out for all"
+                } else {
+                    ""
+                }
+            );
+            for i in others.iter().take(shown) {
+                let _ = writeln!(
+                    s,
+                    "  {:<13}{:<7}{}  {}  ({}){}",
+                    i.outcome.as_str(),
+                    i.kind.as_str(),
+                    i.target,
+                    i.bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
+                    i.reason,
+                    i.error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        if !self.kept_sample.is_empty() {
+            let shown = self.kept_sample.len().min(max_items);
+            let _ = writeln!(s, "\nKept ({shown} of {}):", self.retained);
+            for k in self.kept_sample.iter().take(shown) {
+                let _ = writeln!(s, "  {:<7}{}  ({})", k.kind.as_str(), k.target, k.reason);
+            }
+        }
+        s
+    }
+}
+
+/// `1.2 MB`-style sizes (powers of 1024, as `du -h`).
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_du() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
+    }
+}

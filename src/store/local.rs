@@ -1,0 +1,324 @@
+//! A local directory tree that sweep may delete in, and nowhere else (SPEC §5 rule 1).
+//!
+//! Every path comes in relative to the root (or absolute but inside it) and is checked before
+//! anything is touched: `..`, absolute paths elsewhere, and parents that resolve outside the
+//! root through a symlink are refused. The last component is never followed: a symlink is
+//! deleted as a link, and directory trees are removed without following links inside them.
+
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+/// Why a path was refused or a deletion failed; each names the path and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("refused {path:?}: {why} (it would leave {root})")]
+    Outside {
+        path: String,
+        root: String,
+        why: &'static str,
+    },
+    #[error("refused {path:?}: it is a directory, not a file")]
+    IsDir { path: String },
+    #[error("refused {path:?}: it is not a directory")]
+    NotDir { path: String },
+    #[error("unable to delete {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("root {root} is not usable: {source}")]
+    Root { root: String, source: io::Error },
+}
+
+/// What a deletion found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    /// It was there and is gone.
+    Deleted,
+    /// It was already gone (a success: deletion is idempotent).
+    Missing,
+}
+
+/// Facts about one entry, read without following a final symlink.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub bytes: u64,
+    pub modified: SystemTime,
+    pub is_dir: bool,
+    pub is_symlink: bool,
+}
+
+/// A confined root directory.
+#[derive(Debug, Clone)]
+pub struct LocalRoot {
+    name: String,
+    root: PathBuf,
+}
+
+impl LocalRoot {
+    /// Open an existing directory as a root; `name` appears in targets (`media:path`).
+    pub fn open(name: &str, dir: &Path) -> Result<LocalRoot, LocalError> {
+        let root = fs::canonicalize(dir).map_err(|source| LocalError::Root {
+            root: dir.display().to_string(),
+            source,
+        })?;
+        if !root.is_dir() {
+            return Err(LocalError::Root {
+                root: dir.display().to_string(),
+                source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            });
+        }
+        Ok(LocalRoot {
+            name: name.to_string(),
+            root,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// `name:rel`, the target string used in plans and reports.
+    pub fn target(&self, rel: &str) -> String {
+        format!("{}:{}", self.name, rel)
+    }
+
+    /// Normalise a stored path into one relative to the root, or refuse it. Absolute paths are
+    /// accepted only when they lie inside the root.
+    pub fn relativize(&self, stored: &str) -> Result<String, LocalError> {
+        let refuse = |why| LocalError::Outside {
+            path: stored.to_string(),
+            root: self.root.display().to_string(),
+            why,
+        };
+        if stored.is_empty() || stored.contains('\0') {
+            return Err(refuse("empty or holds a NUL byte"));
+        }
+        let p = Path::new(stored);
+        let rel: PathBuf = if p.is_absolute() || stored.starts_with('/') || stored.starts_with('\\')
+        {
+            match p.strip_prefix(&self.root) {
+                Ok(r) => r.to_path_buf(),
+                Err(_) => return Err(refuse("an absolute path outside the root")),
+            }
+        } else {
+            p.to_path_buf()
+        };
+        let mut parts = Vec::new();
+        for c in rel.components() {
+            match c {
+                Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+                Component::CurDir => {}
+                Component::ParentDir => return Err(refuse("it contains '..'")),
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(refuse("an absolute path"))
+                }
+            }
+        }
+        if parts.is_empty() {
+            return Err(refuse("it names the root itself"));
+        }
+        if parts.iter().any(|s| s.contains('\\')) && cfg!(windows) {
+            return Err(refuse("it contains a backslash"));
+        }
+        Ok(parts.join("/"))
+    }
+
+    /// The absolute path for a relative one, after checking that its parent directory resolves
+    /// inside the root (no symlinked parent leads out). `Ok(None)` when the parent is missing.
+    pub fn resolve(&self, rel: &str) -> Result<Option<PathBuf>, LocalError> {
+        let rel = self.relativize(rel)?;
+        let full = self.root.join(&rel);
+        let parent = full.parent().expect("a joined relative path has a parent");
+        match fs::canonicalize(parent) {
+            Ok(real) if real.starts_with(&self.root) => Ok(Some(full)),
+            Ok(_) => Err(LocalError::Outside {
+                path: rel,
+                root: self.root.display().to_string(),
+                why: "a parent directory is a symlink that leads out",
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(LocalError::Io {
+                path: full.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Facts about an entry (not following a final symlink); `None` if it does not exist.
+    pub fn stat(&self, rel: &str) -> Result<Option<Entry>, LocalError> {
+        let Some(full) = self.resolve(rel)? else {
+            return Ok(None);
+        };
+        match fs::symlink_metadata(&full) {
+            Ok(m) => Ok(Some(Entry {
+                bytes: if m.is_file() { m.len() } else { 0 },
+                modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                is_dir: m.is_dir(),
+                is_symlink: m.file_type().is_symlink(),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(LocalError::Io {
+                path: full.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Delete a file, or a symlink as a link. A directory is refused.
+    pub fn delete_file(&self, rel: &str) -> Result<Removed, LocalError> {
+        let Some(full) = self.resolve(rel)? else {
+            return Ok(Removed::Missing);
+        };
+        let io_err = |source| LocalError::Io {
+            path: full.display().to_string(),
+            source,
+        };
+        match fs::symlink_metadata(&full) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removed::Missing),
+            Err(e) => return Err(io_err(e)),
+            Ok(m) if m.is_dir() => {
+                return Err(LocalError::IsDir {
+                    path: rel.to_string(),
+                })
+            }
+            Ok(_) => {}
+        }
+        match remove_link_or_file(&full) {
+            Ok(()) => Ok(Removed::Deleted),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Removed::Missing),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    /// Delete a directory tree without following any link in it; a symlink is removed as a link.
+    pub fn delete_dir(&self, rel: &str) -> Result<Removed, LocalError> {
+        let Some(full) = self.resolve(rel)? else {
+            return Ok(Removed::Missing);
+        };
+        let io_err = |source| LocalError::Io {
+            path: full.display().to_string(),
+            source,
+        };
+        let meta = match fs::symlink_metadata(&full) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removed::Missing),
+            Err(e) => return Err(io_err(e)),
+            Ok(m) => m,
+        };
+        let result = if meta.file_type().is_symlink() {
+            remove_link_or_file(&full)
+        } else if meta.is_dir() {
+            // std's remove_dir_all does not follow symlinks inside the tree.
+            fs::remove_dir_all(&full)
+        } else {
+            return Err(LocalError::NotDir {
+                path: rel.to_string(),
+            });
+        };
+        match result {
+            Ok(()) => Ok(Removed::Deleted),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Removed::Missing),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    /// Remove empty directories under `rel` (deepest first), never the root itself.
+    pub fn prune_empty_dirs(&self, rel: &str) -> usize {
+        let Ok(Some(start)) = self.resolve(rel) else {
+            return 0;
+        };
+        let mut removed = 0;
+        let dirs: Vec<PathBuf> = walkdir::WalkDir::new(&start)
+            .follow_links(false)
+            .contents_first(true)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_dir())
+            .map(|e| e.into_path())
+            .collect();
+        for d in dirs {
+            if d != self.root && d.starts_with(&self.root) && fs::remove_dir(&d).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
+fn remove_link_or_file(p: &Path) -> io::Result<()> {
+    // On Windows a symlink to a directory is removed with remove_dir.
+    #[cfg(windows)]
+    {
+        if let Ok(m) = fs::symlink_metadata(p) {
+            if m.file_type().is_symlink() && fs::metadata(p).map(|t| t.is_dir()).unwrap_or(false) {
+                return fs::remove_dir(p);
+            }
+        }
+    }
+    fs::remove_file(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> (tempfile::TempDir, LocalRoot) {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("media/a")).unwrap();
+        fs::write(d.path().join("media/a/x.png"), b"12345").unwrap();
+        fs::write(d.path().join("secret.txt"), b"keep me").unwrap();
+        let r = LocalRoot::open("media", &d.path().join("media")).unwrap();
+        (d, r)
+    }
+
+    #[test]
+    fn traversal_and_foreign_absolute_paths_are_refused() {
+        let (d, r) = root();
+        for bad in [
+            "../secret.txt",
+            "a/../../secret.txt",
+            "/etc/passwd",
+            "",
+            ".",
+            "a/..",
+        ] {
+            assert!(
+                matches!(r.delete_file(bad), Err(LocalError::Outside { .. })),
+                "{bad:?} must be refused"
+            );
+        }
+        assert!(d.path().join("secret.txt").exists());
+        let inside = r.path().join("a/x.png");
+        assert_eq!(r.relativize(inside.to_str().unwrap()).unwrap(), "a/x.png");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_deleted_as_links_and_never_lead_out() {
+        let (d, r) = root();
+        std::os::unix::fs::symlink(d.path().join("secret.txt"), r.path().join("link.txt")).unwrap();
+        std::os::unix::fs::symlink(d.path(), r.path().join("out")).unwrap();
+        // A file reached through a symlinked parent that leads out is refused.
+        assert!(matches!(
+            r.delete_file("out/secret.txt"),
+            Err(LocalError::Outside { .. })
+        ));
+        // A link is removed as a link; its target survives.
+        assert_eq!(r.delete_file("link.txt").unwrap(), Removed::Deleted);
+        assert_eq!(r.delete_dir("out").unwrap(), Removed::Deleted);
+        assert!(d.path().join("secret.txt").exists());
+        assert!(!r.path().join("out").exists());
+    }
+
+    #[test]
+    fn deleting_what_is_gone_is_a_success() {
+        let (_d, r) = root();
+        assert_eq!(r.delete_file("a/x.png").unwrap(), Removed::Deleted);
+        assert_eq!(r.delete_file("a/x.png").unwrap(), Removed::Missing);
+        assert_eq!(r.delete_file("nope/x.png").unwrap(), Removed::Missing);
+        assert!(matches!(r.delete_file("a"), Err(LocalError::IsDir { .. })));
+    }
+}

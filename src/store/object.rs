@@ -1,0 +1,221 @@
+//! Object stores named by URL (`s3://bucket/prefix`, `file:///path`), through object_store.
+//!
+//! Every store is an `Arc<dyn ObjectStore>` rooted at its prefix, so keys are always relative
+//! and nothing outside the prefix can be named. Deletion goes through `delete_stream` in
+//! chunks of at most 1,000 keys (one S3 DeleteObjects request each), several at once.
+
+use crate::config::ObjectStorageSettings;
+use futures::stream::{self, StreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::prefix::PrefixStore;
+use object_store::ObjectStore;
+use std::sync::Arc;
+
+/// Why a store could not be opened or a key could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store URL {url:?} is not valid: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("cannot open store {url}: {source}")]
+    Open {
+        url: String,
+        source: object_store::Error,
+    },
+    #[error("object key {key:?} is not usable: {why}")]
+    BadKey { key: String, why: String },
+}
+
+/// An opened store and the URL it was named by (without credentials).
+#[derive(Debug, Clone)]
+pub struct NamedStore {
+    pub url: String,
+    pub store: Arc<dyn ObjectStore>,
+}
+
+impl NamedStore {
+    /// Open `s3://bucket[/prefix]` (credentials and endpoint from `OBJECT_STORAGE_*`) or
+    /// `file:///dir`.
+    pub fn open(url: &str, os: &ObjectStorageSettings) -> Result<NamedStore, StoreError> {
+        let bad = |why: &str| StoreError::BadUrl {
+            url: url.to_string(),
+            why: why.to_string(),
+        };
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("no bucket: expected s3://bucket/prefix"));
+            }
+            let mut b = AmazonS3Builder::new().with_bucket_name(bucket).with_region(
+                os.region
+                    .as_ref()
+                    .map(|s| s.value.as_str())
+                    .unwrap_or("us-east-1"),
+            );
+            if let Some(ep) = &os.endpoint {
+                b = b
+                    .with_endpoint(ep.value.trim_end_matches('/'))
+                    .with_allow_http(ep.value.starts_with("http://"))
+                    .with_virtual_hosted_style_request(false);
+            }
+            if let Some(k) = &os.access_key {
+                b = b.with_access_key_id(k.value.expose());
+            }
+            if let Some(k) = &os.secret_key {
+                b = b.with_secret_access_key(k.value.expose());
+            }
+            let s3 = b.build().map_err(|source| StoreError::Open {
+                url: url.to_string(),
+                source,
+            })?;
+            Ok(NamedStore {
+                url: url.to_string(),
+                store: with_prefix(Arc::new(s3), prefix, url)?,
+            })
+        } else if let Some(rest) = url.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                return Err(bad("expected an absolute path: file:///dir"));
+            }
+            let dir = std::path::Path::new(rest);
+            let fs = LocalFileSystem::new_with_prefix(dir).map_err(|source| StoreError::Open {
+                url: url.to_string(),
+                source,
+            })?;
+            Ok(NamedStore {
+                url: url.to_string(),
+                store: Arc::new(fs.with_automatic_cleanup(true)),
+            })
+        } else {
+            Err(bad("expected s3://bucket/prefix or file:///dir"))
+        }
+    }
+
+    /// `url/key`, the target string of an object.
+    pub fn target(&self, key: &str) -> String {
+        format!("{}/{}", self.url.trim_end_matches('/'), key)
+    }
+}
+
+fn with_prefix(
+    s: Arc<dyn ObjectStore>,
+    prefix: &str,
+    url: &str,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        return Ok(s);
+    }
+    let p = parse_key(prefix).map_err(|_| StoreError::BadUrl {
+        url: url.to_string(),
+        why: "the prefix is not a clean path".into(),
+    })?;
+    Ok(Arc::new(PrefixStore::new(s, p)))
+}
+
+/// A store key as an object_store path, refusing keys that would not round-trip exactly
+/// (empty segments, `.`/`..` segments, leading or trailing `/`).
+pub fn parse_key(key: &str) -> Result<ObjPath, StoreError> {
+    let bad = |why: &str| StoreError::BadKey {
+        key: key.to_string(),
+        why: why.to_string(),
+    };
+    if key.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if key.split('/').any(|s| s == "." || s == "..") {
+        return Err(bad("it contains a '.' or '..' segment"));
+    }
+    let p = ObjPath::parse(key).map_err(|e| bad(&e.to_string()))?;
+    if p.as_ref() != key {
+        return Err(bad(
+            "it does not name exactly one object (empty segments or surrounding '/')",
+        ));
+    }
+    Ok(p)
+}
+
+/// The outcome of deleting one key.
+pub type KeyResult = Result<(), String>;
+
+/// Delete keys in chunks of `chunk` (≤ 1,000: one DeleteObjects request each), `concurrency`
+/// requests at once. Results come back in input order. A key that is already gone counts as
+/// deleted (S3 reports it so; a local store's NotFound is mapped to success).
+pub async fn delete_keys(
+    store: &Arc<dyn ObjectStore>,
+    keys: Vec<ObjPath>,
+    chunk: usize,
+    concurrency: usize,
+) -> Vec<KeyResult> {
+    let chunk = chunk.clamp(1, 1000);
+    let chunks: Vec<Vec<ObjPath>> = keys.chunks(chunk).map(|c| c.to_vec()).collect();
+    let results: Vec<Vec<KeyResult>> = stream::iter(chunks)
+        .map(|c| {
+            let store = store.clone();
+            async move {
+                let n = c.len();
+                let input = stream::iter(c.into_iter().map(Ok)).boxed();
+                let out: Vec<object_store::Result<ObjPath>> =
+                    store.delete_stream(input).collect().await;
+                if out.len() == n {
+                    out.into_iter().map(map_delete).collect()
+                } else {
+                    // The whole request failed: none of its keys is known to be deleted.
+                    let why = out
+                        .into_iter()
+                        .find_map(|r| r.err())
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| {
+                            "the delete request returned an unexpected number of results".into()
+                        });
+                    vec![Err(why); n]
+                }
+            }
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    results.into_iter().flatten().collect()
+}
+
+fn map_delete(r: object_store::Result<ObjPath>) -> KeyResult {
+    match r {
+        Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use object_store::PutPayload;
+
+    #[test]
+    fn odd_keys_are_refused_or_kept_exact() {
+        for bad in ["", "a//b", "/a", "a/", "a/../b", "./a"] {
+            assert!(parse_key(bad).is_err(), "{bad:?} must be refused");
+        }
+        for good in ["clips/my clip+1.mp4", "uploads/ünï cödé.mp3", "a/b/c"] {
+            assert_eq!(parse_key(good).unwrap().as_ref(), good);
+        }
+    }
+
+    #[tokio::test]
+    async fn deletes_in_order_and_missing_is_success() {
+        let s: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        for i in 0..25 {
+            s.put(
+                &ObjPath::from(format!("k/{i}")),
+                PutPayload::from_static(b"x"),
+            )
+            .await
+            .unwrap();
+        }
+        let keys: Vec<ObjPath> = (0..30).map(|i| ObjPath::from(format!("k/{i}"))).collect();
+        let r = delete_keys(&s, keys, 7, 3).await;
+        assert_eq!(r.len(), 30);
+        assert!(r.iter().all(|x| x.is_ok()));
+        assert!(s.list(None).next().await.is_none());
+    }
+}

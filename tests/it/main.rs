@@ -1,0 +1,44 @@
+//! All integration tests, in one binary: they drive the real `sweep` binary against a
+//! temporary PostgreSQL cluster, SQLite files, real files and an in-process S3 server.
+
+mod attachments;
+mod cli;
+mod support;
+
+/// Run each scenario on both databases, as its own test.
+macro_rules! on_both {
+    ($module:ident: $($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::$module::$name(crate::support::Backend::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::$module::$name(crate::support::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+mod cleanup_attachments {
+    on_both!(attachments:
+        cutoff_is_inclusive_and_everything_else_survives,
+        dry_run_changes_nothing_and_lists_what_the_real_run_deletes,
+        a_file_already_gone_is_a_success,
+        traversal_values_are_refused_and_their_rows_kept,
+        a_real_run_without_migrations_is_refused,
+        a_second_concurrent_run_exits_75,
+        grace_period_and_protected_prefix_keep_files_and_rows,
+        caps_stop_the_run_before_anything_is_deleted,
+        s3_store_one_failed_delete_keeps_its_row,
+        many_rows_are_paged_and_batched,
+        the_json_report_carries_the_spec_fields,
+    );
+}

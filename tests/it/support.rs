@@ -1,0 +1,365 @@
+//! Shared test support: the real binary, a temporary PostgreSQL cluster, SQLite files, and an
+//! S3-protocol server (s3s-fs, in-process on 127.0.0.1) that the tests start themselves.
+
+use chrono::{DateTime, Utc};
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, S3};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+use sweep::config::DatabaseUrl;
+use sweep::db::Db;
+use sweep::testkit::PgCluster;
+
+pub const S3_ACCESS: &str = "sweep-test-access";
+pub const S3_SECRET: &str = "sweep-test-secret-do-not-print";
+/// Keys containing this marker fail in DeleteObjects with AccessDenied.
+pub const UNDELETABLE: &str = "undeletable";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A workspace: a database with the reference schema, a media root, a scratch dir.
+pub struct Ws {
+    pub backend: Backend,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub media: PathBuf,
+}
+
+impl Ws {
+    /// A fresh database with the reference schema; `migrated` also creates sweep's tables.
+    pub async fn new(backend: Backend, migrated: bool) -> Ws {
+        let dir = tempfile::tempdir().unwrap();
+        let url = match backend {
+            Backend::Postgres => PgCluster::shared().new_database(),
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("app.db").display()),
+        };
+        let media = dir.path().join("media");
+        std::fs::create_dir_all(&media).unwrap();
+        let db = Db::connect(&DatabaseUrl::new(url.clone()), true)
+            .await
+            .unwrap();
+        sweep::reference::create(&db).await.unwrap();
+        if migrated {
+            db.migrate().await.unwrap();
+        }
+        db.close().await;
+        Ws {
+            backend,
+            dir,
+            url,
+            media,
+        }
+    }
+
+    pub async fn db(&self) -> Db {
+        Db::connect(&DatabaseUrl::new(self.url.clone()), false)
+            .await
+            .unwrap()
+    }
+
+    /// Run SQL written so that both backends accept it.
+    pub async fn exec(&self, sql: &str) {
+        let db = self.db().await;
+        db.execute_script(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:#}"));
+        db.close().await;
+    }
+
+    /// One integer from a query.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let db = self.db().await;
+        let n = match &db.pool {
+            sweep::db::Pool::Pg(p) => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await,
+            sweep::db::Pool::Sqlite(p) => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        db.close().await;
+        n
+    }
+
+    /// Run the binary with this workspace's database and media root.
+    pub fn sweep(&self, args: &[&str]) -> Run {
+        self.sweep_env(args, &[])
+    }
+
+    pub fn sweep_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut all = vec![
+            ("DATABASE_URL", self.url.as_str()),
+            ("MEDIA_ROOT", self.media.to_str().unwrap()),
+        ];
+        all.extend_from_slice(env);
+        sweep_in(self.dir.path(), args, &all)
+    }
+
+    /// Write a file under the media root, last modified at `mtime`.
+    pub fn file(&self, rel: &str, bytes: usize, mtime: DateTime<Utc>) -> PathBuf {
+        let p = self.media.join(rel);
+        write_aged(&p, bytes, mtime);
+        p
+    }
+}
+
+/// Write `bytes` bytes at `p`, last modified at `mtime`.
+pub fn write_aged(p: &Path, bytes: usize, mtime: DateTime<Utc>) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, vec![b'x'; bytes]).unwrap();
+    let f = std::fs::File::options().write(true).open(p).unwrap();
+    f.set_modified(SystemTime::from(mtime)).unwrap();
+}
+
+/// What a run of the binary did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+    #[track_caller]
+    pub fn expect(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Run the real binary in `cwd` with a clean environment plus `env`.
+pub fn sweep_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sweep"));
+    c.current_dir(cwd)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out: Output = c.output().expect("the sweep binary runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The S3-protocol server
+
+/// s3s-fs on 127.0.0.1, shared by the test process; buckets are directories under `root`.
+pub struct S3Server {
+    pub endpoint: String,
+    pub root: PathBuf,
+}
+
+static S3: OnceLock<S3Server> = OnceLock::new();
+
+impl S3Server {
+    pub fn shared() -> &'static S3Server {
+        S3.get_or_init(start_s3)
+    }
+
+    /// A new empty bucket.
+    pub fn bucket(&self, name: &str) -> PathBuf {
+        let p = self.root.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// Put an object by writing its backing file, with `mtime` as its last-modified time.
+    pub fn put(&self, bucket: &str, key: &str, bytes: usize, mtime: DateTime<Utc>) {
+        write_aged(&self.root.join(bucket).join(key), bytes, mtime);
+    }
+
+    pub fn exists(&self, bucket: &str, key: &str) -> bool {
+        self.root.join(bucket).join(key).exists()
+    }
+
+    /// The environment that points sweep at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("OBJECT_STORAGE_ENDPOINT", self.endpoint.clone()),
+            ("OBJECT_STORAGE_REGION", "us-east-1".into()),
+            ("OBJECT_STORAGE_ACCESS_KEY", S3_ACCESS.into()),
+            ("OBJECT_STORAGE_SECRET_KEY", S3_SECRET.into()),
+        ]
+    }
+}
+
+fn start_s3() -> S3Server {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder as ConnBuilder;
+    remove_stale_s3_roots();
+    let root = std::env::temp_dir().join(format!("sweep-s3-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs root");
+    let service = {
+        let mut b = s3s::service::S3ServiceBuilder::new(Flaky(fs));
+        b.set_auth(s3s::auth::SimpleAuth::from_single(S3_ACCESS, S3_SECRET));
+        b.build()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let http = ConnBuilder::new(TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let conn = http
+                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+    });
+    S3Server {
+        endpoint: format!("http://{addr}"),
+        root,
+    }
+}
+
+/// Earlier test processes cannot remove their S3 root (statics are not dropped at exit):
+/// remove those whose process is gone.
+fn remove_stale_s3_roots() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("sweep-s3-") {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// s3s-fs, except that keys containing `UNDELETABLE` fail in DeleteObjects.
+struct Flaky(s3s_fs::FileSystem);
+
+#[async_trait::async_trait]
+impl S3 for Flaky {
+    async fn delete_objects(
+        &self,
+        mut req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let (bad, good): (Vec<ObjectIdentifier>, Vec<ObjectIdentifier>) = req
+            .input
+            .delete
+            .objects
+            .drain(..)
+            .partition(|o| o.key.contains(UNDELETABLE));
+        req.input.delete.objects = good;
+        let mut resp = self.0.delete_objects(req).await?;
+        if !bad.is_empty() {
+            resp.output.errors = Some(
+                bad.into_iter()
+                    .map(|o| Error {
+                        key: Some(o.key),
+                        code: Some("AccessDenied".into()),
+                        message: Some("Access Denied".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            );
+        }
+        Ok(resp)
+    }
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        if req.input.key.contains(UNDELETABLE) {
+            return Err(s3s::s3_error!(AccessDenied));
+        }
+        self.0.delete_object(req).await
+    }
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.0.head_object(req).await
+    }
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        self.0.get_object(req).await
+    }
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        self.0.put_object(req).await
+    }
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        self.0.copy_object(req).await
+    }
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.0.list_objects_v2(req).await
+    }
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.0.create_bucket(req).await
+    }
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.0.head_bucket(req).await
+    }
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.0.list_buckets(req).await
+    }
+}
+
+/// An instant as RFC 3339 text both databases accept in SQL.
+pub fn ts(t: DateTime<Utc>) -> String {
+    format!(
+        "'{}'",
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+    )
+}
+
+pub fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
