@@ -835,6 +835,27 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_documents_only_real_keys() {
+        let text = include_str!("../config/sweep.example.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                let t = l.trim_start_matches("# ");
+                let is_key = t.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                if l.starts_with("# ") && is_key {
+                    format!("{t}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let raw: RawConfig = toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        assert_eq!(raw.attachments.days, Some(30));
+        assert_eq!(raw.safety.grace_minutes, Some(30));
+        assert!(raw.object_storage.secret_key.is_some());
+    }
+
+    #[test]
     fn unknown_config_keys_are_errors() {
         let err = toml::from_str::<RawConfig>("[attachments]\ndayz = 3\n")
             .unwrap_err()

@@ -663,3 +663,89 @@ pub async fn run(ctx: &Ctx, args: &CleanupAttachmentsArgs) -> Result<Exit> {
     db.close().await;
     Ok(exit)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Rules {
+        Rules {
+            now: "2026-11-22T10:00:00Z".parse().unwrap(),
+            days: 30,
+            grace_minutes: 30,
+            protected: vec!["backups/".into()],
+            batch_size: 100,
+            table: Ident::new("forum_attachment").unwrap(),
+            id: Ident::new("id").unwrap(),
+            is_active: Ident::new("is_active").unwrap(),
+            deleted_at: Ident::new("deleted_at").unwrap(),
+            store: StoreRef::Local { name: "media".into() },
+        }
+    }
+
+    fn cand(image: Option<&str>, file: FileFacts) -> Candidate {
+        Candidate {
+            key: "k".into(),
+            image: image.map(String::from),
+            deleted_at: "2026-09-01T00:00:00Z".parse().unwrap(),
+            file_size: Some(10),
+            file,
+            snapshot: serde_json::json!({"id": "k"}),
+        }
+    }
+
+    /// (case, candidate, kinds of the unit's items in order or None when kept, first item refused)
+    #[test]
+    fn each_candidate_becomes_a_unit_or_a_kept_entry() {
+        let old: DateTime<Utc> = "2026-11-01T00:00:00Z".parse().unwrap();
+        let fresh: DateTime<Utc> = "2026-11-22T09:45:00Z".parse().unwrap();
+        let edge: DateTime<Utc> = "2026-11-22T09:30:00Z".parse().unwrap();
+        let cases: Vec<(&str, Candidate, Option<Vec<Kind>>, bool)> = vec![
+            ("present", cand(Some("a.jpg"), FileFacts::Present { bytes: 5, modified: old }), Some(vec![Kind::File, Kind::Row]), false),
+            ("missing file", cand(Some("a.jpg"), FileFacts::Missing), Some(vec![Kind::File, Kind::Row]), false),
+            ("no image", cand(None, FileFacts::NoImage), Some(vec![Kind::Row]), false),
+            ("refused", cand(Some("../x"), FileFacts::Refused("leaves".into())), Some(vec![Kind::File, Kind::Row]), true),
+            ("unknown", cand(Some("a.jpg"), FileFacts::Unknown("EACCES".into())), Some(vec![Kind::File, Kind::Row]), true),
+            ("within grace", cand(Some("a.jpg"), FileFacts::Present { bytes: 5, modified: fresh }), None, false),
+            ("grace edge", cand(Some("a.jpg"), FileFacts::Present { bytes: 5, modified: edge }), Some(vec![Kind::File, Kind::Row]), false),
+            ("protected", cand(Some("backups/a.jpg"), FileFacts::Present { bytes: 5, modified: old }), None, false),
+        ];
+        for (name, c, want, refused) in cases {
+            let p = plan(vec![c], &rules());
+            assert_eq!(p.scanned, 1, "{name}");
+            match want {
+                None => {
+                    assert!(p.units.is_empty(), "{name}: kept");
+                    assert_eq!(p.kept.len(), 2, "{name}: file and row kept");
+                }
+                Some(kinds) => {
+                    assert_eq!(p.units.len(), 1, "{name}");
+                    let got: Vec<Kind> = p.units[0].items.iter().map(|i| i.kind).collect();
+                    assert_eq!(got, kinds, "{name}");
+                    assert_eq!(p.units[0].items[0].refused.is_some(), refused, "{name}");
+                    let row = p.units[0].items.last().unwrap();
+                    assert!(row.snapshot.is_some(), "{name}: the row is snapshotted for the audit");
+                    assert!(matches!(&row.op, Op::DeleteRow { rule: Some(_), .. }), "{name}: the rule is re-checked");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_plan_is_the_same_at_any_instant_with_the_same_distance() {
+        // Shifting `now` and every timestamp by the same amount gives the same decisions.
+        let shift = Duration::days(400);
+        let mut r2 = rules();
+        r2.now += shift;
+        let mk = |s: Duration| {
+            vec![
+                cand(Some("a.jpg"), FileFacts::Present { bytes: 5, modified: "2026-11-22T09:45:00Z".parse::<DateTime<Utc>>().unwrap() + s }),
+                cand(Some("b.jpg"), FileFacts::Present { bytes: 5, modified: "2026-10-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + s }),
+            ]
+        };
+        let a = plan(mk(Duration::zero()), &rules());
+        let b = plan(mk(shift), &r2);
+        assert_eq!(a.units.len(), b.units.len());
+        assert_eq!(a.kept.len(), b.kept.len());
+    }
+}
