@@ -76,6 +76,14 @@ fn main() {
     let pg = PgCluster::shared();
     let base = tempfile::tempdir_in(std::env::current_dir().unwrap().join("target")).unwrap();
     let sweep = env!("CARGO_BIN_EXE_sweep");
+    if std::env::var("BENCH_PREPARE_ONLY").is_ok() {
+        // Leave one prepared copy for profiling by hand (the cluster stays up until Enter).
+        let (url, media) = prepare(pg, Path::new("/tmp"), 0, rows);
+        println!("DATABASE_URL={url} MEDIA_ROOT={}", media.display());
+        let _ = std::io::stdin().read_line(&mut String::new());
+        pg.stop();
+        return;
+    }
     let mut t: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     let mut mem: Vec<f64> = Vec::new();
     for rep in 0..reps {
@@ -85,7 +93,15 @@ fn main() {
                 let batch = if contender.contains("1000") { "1000" } else { "100" };
                 measure(
                     Command::new(sweep)
-                        .args(["--database-url", &url, "--media-root", media.to_str().unwrap(), "cleanup-attachments", "--batch-size", batch])
+                        .args([
+                            "--database-url",
+                            &url,
+                            "--media-root",
+                            media.to_str().unwrap(),
+                            "cleanup-attachments",
+                            "--batch-size",
+                            batch,
+                        ])
                         .env_remove("DATABASE_URL"),
                 )
             } else {
@@ -104,7 +120,10 @@ fn main() {
             let _ = std::fs::remove_dir_all(&media);
         }
     }
-    println!("\ncleanup-attachments, {rows} rows deleted + {} kept, 1 KiB files, PostgreSQL (medians of {reps}):", rows / 5);
+    println!(
+        "\ncleanup-attachments, {rows} rows deleted + {} kept, 1 KiB files, PostgreSQL (medians of {reps}):",
+        rows / 5
+    );
     let anchor = median(t["psql DELETE RETURNING | xargs rm -f"].clone());
     for (k, v) in &t {
         let m = median(v.clone());

@@ -14,12 +14,7 @@ use std::path::PathBuf;
 /// Never deleted, by any command or flag: anything outside its configured root, anything
 /// modified within CLEANUP_GRACE_MINUTES (30), anything under a protected prefix (backups/).
 #[derive(Debug, Parser)]
-#[command(
-    name = "sweep",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "sweep", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

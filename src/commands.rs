@@ -27,10 +27,7 @@ pub struct Ctx {
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
     let settings = Settings::load(&cli.global, &ProcessEnv, Utc::now())?;
-    let ctx = Ctx {
-        global: cli.global,
-        settings,
-    };
+    let ctx = Ctx { global: cli.global, settings };
     match cli.command {
         Command::Migrate => migrate::run(&ctx).await,
         Command::CleanupAttachments(a) => cleanup_attachments::run(&ctx, &a).await,
@@ -57,11 +54,7 @@ pub async fn connect(ctx: &Ctx) -> Result<Arc<Db>> {
 
 /// A real run needs sweep's tables: no deletion without a durable audit.
 pub async fn require_audit_tables(db: &Db) -> Result<()> {
-    if !db
-        .sweep_tables_ready()
-        .await
-        .context("cannot check for sweep's tables")?
-    {
+    if !db.sweep_tables_ready().await.context("cannot check for sweep's tables")? {
         return Err(Fatal::usage(format!(
             "sweep's tables (cleanup_runs, cleanup_audit) are missing or out of date in {}: run `sweep migrate` first; a real run needs its audit (a --dry-run works without them)",
             db.url
@@ -69,6 +62,13 @@ pub async fn require_audit_tables(db: &Db) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// A policy run that went to the end: its exit code, report, and the plan with outcomes.
+pub struct Finished {
+    pub exit: Exit,
+    pub report: Report,
+    pub plan: Plan,
 }
 
 /// The steps after a policy's plan: `--plan-out`, caps, run record, execute, report.
@@ -79,7 +79,7 @@ pub async fn run_policy<F, Fut>(
     db: Option<Arc<Db>>,
     res: &Resources,
     gather: F,
-) -> Result<(Exit, Report)>
+) -> Result<Finished>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<Plan>>,
@@ -98,14 +98,16 @@ where
     };
     tracing::info!(target: "cleanup", "Starting {command} (dry_run={dry_run}, now={})", ctx.settings.now.value.to_rfc3339());
 
-    let plan = gather().await?;
+    let t0 = std::time::Instant::now();
+    let mut plan = gather().await?;
     tracing::info!(
         target: "cleanup",
-        "Plan: {} to delete ({} items), {} kept, {} scanned",
+        "Plan: {} to delete ({} items), {} kept, {} scanned, built in {:.2} s",
         plan.units.len(),
         plan.item_count(),
         plan.kept.len(),
-        plan.scanned
+        plan.scanned,
+        t0.elapsed().as_secs_f64()
     );
     if let Some(path) = &ctx.global.plan_out {
         write_plan(path, &plan, ctx)?;
@@ -132,10 +134,7 @@ where
     }
 
     if audit {
-        db.as_ref()
-            .expect("audit implies a database")
-            .insert_run(&run_id, command, dry_run, started)
-            .await?;
+        db.as_ref().expect("audit implies a database").insert_run(&run_id, command, dry_run, started).await?;
     }
     let cancel = Arc::new(AtomicBool::new(false));
     let c2 = cancel.clone();
@@ -156,23 +155,20 @@ where
         cancel,
         audit,
     };
-    let result = executor::execute(&plan, res, &opts).await;
+    let t1 = std::time::Instant::now();
+    let result = executor::execute(&mut plan, res, &opts).await;
     ctrl_c.abort();
+    tracing::info!(target: "cleanup", "Executed in {:.2} s", t1.elapsed().as_secs_f64());
     let report = result?;
     if audit {
         let db = db.as_ref().expect("audit implies a database");
-        db.finish_run(&run_id, report.finished_at, &totals(&report))
-            .await?;
+        db.finish_run(&run_id, report.finished_at, &totals(&report)).await?;
     }
     if let Some(l) = held {
         l.release().await;
     }
-    let exit = if report.failed > 0 || report.interrupted {
-        Exit::PartialFailure
-    } else {
-        Exit::Success
-    };
-    Ok((exit, report))
+    let exit = if report.failed > 0 || report.interrupted { Exit::PartialFailure } else { Exit::Success };
+    Ok(Finished { exit, report, plan })
 }
 
 fn totals(r: &Report) -> RunTotals {
@@ -198,18 +194,22 @@ fn write_plan(path: &std::path::Path, plan: &Plan, ctx: &Ctx) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?)
         .with_context(|| format!("cannot write plan file {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot write plan file {}", path.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write plan file {}", path.display()))?;
     tracing::info!(target: "cleanup", "Plan written to {}", path.display());
     Ok(())
 }
 
 /// Print the report: JSON on stdout with `--json`, else the readable summary.
-pub fn print_report(ctx: &Ctx, report: &Report) -> Result<()> {
+pub fn print_report(ctx: &Ctx, report: &Report, plan: &Plan) -> Result<()> {
+    use std::io::Write;
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
     if ctx.global.json {
-        println!("{}", serde_json::to_string(report)?);
+        serde_json::to_writer(&mut out, &crate::report::ReportDoc { report, plan })?;
+        writeln!(out)?;
     } else {
-        print!("{}", report.to_text(20));
+        write!(out, "{}", report.to_text(plan, 20))?;
     }
+    out.flush()?;
     Ok(())
 }

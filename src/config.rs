@@ -112,12 +112,8 @@ pub fn redact_url(raw: &str) -> String {
                 .query_pairs()
                 .map(|(k, v)| {
                     let lk = k.to_ascii_lowercase();
-                    let secret =
-                        lk.contains("password") || lk.contains("secret") || lk.contains("key");
-                    (
-                        k.into_owned(),
-                        if secret { "***".into() } else { v.into_owned() },
-                    )
+                    let secret = lk.contains("password") || lk.contains("secret") || lk.contains("key");
+                    (k.into_owned(), if secret { "***".into() } else { v.into_owned() })
                 })
                 .collect();
             if !pairs.is_empty() {
@@ -283,26 +279,17 @@ impl Layers<'_> {
         let found = if let (Some(v), Some(f)) = (flag, key.flag) {
             Some(Sourced::new(v, Source::Flag(f)))
         } else if let Some((name, text)) = key.env.and_then(|n| self.env.get(n).map(|t| (n, t))) {
-            let v = text.trim().parse::<T>().map_err(|_| {
-                anyhow!("{name}={text:?} (environment) is not valid: expected {rule}")
-            })?;
+            let v = text
+                .trim()
+                .parse::<T>()
+                .map_err(|_| anyhow!("{name}={text:?} (environment) is not valid: expected {rule}"))?;
             Some(Sourced::new(v, Source::Env(name)))
         } else {
-            file.map(|v| {
-                Sourced::new(
-                    v,
-                    Source::File(format!("{} in {}", key.file, self.file_name)),
-                )
-            })
+            file.map(|v| Sourced::new(v, Source::File(format!("{} in {}", key.file, self.file_name))))
         };
         if let Some(s) = &found {
             if !valid(&s.value) {
-                bail!(
-                    "{} = {:?} (from {}) is not valid: expected {rule}",
-                    key.file,
-                    s.value,
-                    s.source
-                );
+                bail!("{} = {:?} (from {}) is not valid: expected {rule}", key.file, s.value, s.source);
             }
         }
         Ok(found)
@@ -312,9 +299,9 @@ impl Layers<'_> {
     pub fn env_bool(&self, name: &'static str) -> Result<Option<bool>> {
         match self.env.get(name) {
             None => Ok(None),
-            Some(t) => parse_bool(&t).map(Some).ok_or_else(|| {
-                anyhow!("{name}={t:?} (environment) is not valid: expected true or false")
-            }),
+            Some(t) => parse_bool(&t)
+                .map(Some)
+                .ok_or_else(|| anyhow!("{name}={t:?} (environment) is not valid: expected true or false")),
         }
     }
 
@@ -376,14 +363,14 @@ impl Settings {
     /// Load the config file (explicit, `SWEEP_CONFIG`, or `./sweep.toml` if present) and layer
     /// every global setting.
     pub fn load(g: &GlobalArgs, env: &dyn EnvSource, real_now: DateTime<Utc>) -> Result<Settings> {
-        let explicit = g.config.clone().map(|p| (p, "--config")).or_else(|| {
-            env.get("SWEEP_CONFIG")
-                .map(|p| (PathBuf::from(p), "SWEEP_CONFIG"))
-        });
+        let explicit = g
+            .config
+            .clone()
+            .map(|p| (p, "--config"))
+            .or_else(|| env.get("SWEEP_CONFIG").map(|p| (PathBuf::from(p), "SWEEP_CONFIG")));
         let (config_file, raw) = match explicit {
             Some((path, from)) => {
-                let raw =
-                    read_config(&path).with_context(|| format!("config file named by {from}"))?;
+                let raw = read_config(&path).with_context(|| format!("config file named by {from}"))?;
                 (Some(path), raw)
             }
             None if Path::new("sweep.toml").is_file() => {
@@ -392,29 +379,18 @@ impl Settings {
             }
             None => (None, RawConfig::default()),
         };
-        let file_name = config_file
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "(no config file)".into());
-        let l = Layers {
-            env,
-            file_name: file_name.clone(),
-        };
+        let file_name =
+            config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(no config file)".into());
+        let l = Layers { env, file_name: file_name.clone() };
 
         let database_url = l
             .pick_opt(
-                &Key {
-                    flag: Some("--database-url"),
-                    env: Some("DATABASE_URL"),
-                    file: "database.url",
-                },
+                &Key { flag: Some("--database-url"), env: Some("DATABASE_URL"), file: "database.url" },
                 g.database_url.clone(),
                 raw.database.url.clone(),
                 "a postgres://… or sqlite://… URL",
                 &|u: &String| {
-                    u.starts_with("postgres://")
-                        || u.starts_with("postgresql://")
-                        || u.starts_with("sqlite:")
+                    u.starts_with("postgres://") || u.starts_with("postgresql://") || u.starts_with("sqlite:")
                 },
             )
             .map_err(|e| anyhow!(redact_in(&e.to_string())))?
@@ -429,11 +405,7 @@ impl Settings {
         };
 
         let now_text = l.pick_opt(
-            &Key {
-                flag: Some("--now"),
-                env: Some("SWEEP_NOW"),
-                file: "now",
-            },
+            &Key { flag: Some("--now"), env: Some("SWEEP_NOW"), file: "now" },
             g.now.clone(),
             None,
             "an RFC 3339 instant such as 2026-11-22T10:00:00Z",
@@ -463,11 +435,7 @@ impl Settings {
         };
 
         let grace_minutes = l.pick(
-            &Key {
-                flag: Some("--grace-minutes"),
-                env: Some("CLEANUP_GRACE_MINUTES"),
-                file: "safety.grace_minutes",
-            },
+            &Key { flag: Some("--grace-minutes"), env: Some("CLEANUP_GRACE_MINUTES"), file: "safety.grace_minutes" },
             g.grace_minutes,
             raw.safety.grace_minutes,
             30,
@@ -476,11 +444,7 @@ impl Settings {
         )?;
 
         let media_root = l.pick_opt(
-            &Key {
-                flag: Some("--media-root"),
-                env: Some("MEDIA_ROOT"),
-                file: "paths.media_root",
-            },
+            &Key { flag: Some("--media-root"), env: Some("MEDIA_ROOT"), file: "paths.media_root" },
             g.media_root.clone(),
             raw.paths.media_root.clone(),
             "a directory",
@@ -496,42 +460,27 @@ impl Settings {
                         );
                     }
                 }
-                Sourced::new(
-                    v.clone(),
-                    Source::File(format!("safety.protected_prefixes in {file_name}")),
-                )
+                Sourced::new(v.clone(), Source::File(format!("safety.protected_prefixes in {file_name}")))
             }
             None => Sourced::new(vec!["backups/".to_string()], Source::Default),
         };
 
         let max_delete = l.pick_opt(
-            &Key {
-                flag: Some("--max-delete"),
-                env: None,
-                file: "safety.max_delete",
-            },
+            &Key { flag: Some("--max-delete"), env: None, file: "safety.max_delete" },
             g.max_delete,
             raw.safety.max_delete,
             "a whole number",
             &|_: &u64| true,
         )?;
         let max_delete_percent = l.pick_opt(
-            &Key {
-                flag: Some("--max-delete-percent"),
-                env: None,
-                file: "safety.max_delete_percent",
-            },
+            &Key { flag: Some("--max-delete-percent"), env: None, file: "safety.max_delete_percent" },
             g.max_delete_percent,
             raw.safety.max_delete_percent,
             "a percentage from 0 to 100",
             &|p: &f64| (0.0..=100.0).contains(p),
         )?;
         let concurrency = l.pick(
-            &Key {
-                flag: None,
-                env: Some("SWEEP_CONCURRENCY"),
-                file: "executor.concurrency",
-            },
+            &Key { flag: None, env: Some("SWEEP_CONCURRENCY"), file: "executor.concurrency" },
             None,
             raw.executor.concurrency,
             16,
@@ -541,29 +490,13 @@ impl Settings {
 
         let os = &raw.object_storage;
         let object_storage = ObjectStorageSettings {
-            endpoint: l.env_or_file(
-                "OBJECT_STORAGE_ENDPOINT",
-                os.endpoint.clone(),
-                "object_storage.endpoint",
-            ),
-            region: l.env_or_file(
-                "OBJECT_STORAGE_REGION",
-                os.region.clone(),
-                "object_storage.region",
-            ),
+            endpoint: l.env_or_file("OBJECT_STORAGE_ENDPOINT", os.endpoint.clone(), "object_storage.endpoint"),
+            region: l.env_or_file("OBJECT_STORAGE_REGION", os.region.clone(), "object_storage.region"),
             access_key: l
-                .env_or_file(
-                    "OBJECT_STORAGE_ACCESS_KEY",
-                    os.access_key.clone(),
-                    "object_storage.access_key",
-                )
+                .env_or_file("OBJECT_STORAGE_ACCESS_KEY", os.access_key.clone(), "object_storage.access_key")
                 .map(|s| Sourced::new(Secret::new(s.value), s.source)),
             secret_key: l
-                .env_or_file(
-                    "OBJECT_STORAGE_SECRET_KEY",
-                    os.secret_key.clone(),
-                    "object_storage.secret_key",
-                )
+                .env_or_file("OBJECT_STORAGE_SECRET_KEY", os.secret_key.clone(), "object_storage.secret_key")
                 .map(|s| Sourced::new(Secret::new(s.value), s.source)),
         };
 
@@ -591,10 +524,7 @@ impl Settings {
     }
 
     pub fn layers<'a>(&self, env: &'a dyn EnvSource) -> Layers<'a> {
-        Layers {
-            env,
-            file_name: self.file_name.clone(),
-        }
+        Layers { env, file_name: self.file_name.clone() }
     }
 
     /// The database URL, or an error that says how to give one.
@@ -619,53 +549,26 @@ impl Settings {
         let mut push = |k: &str, v: String, s: String| rows.push((k.to_string(), v, s));
         push(
             "config_file",
-            self.config_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "(none)".into()),
+            self.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(none)".into()),
             "--config / SWEEP_CONFIG / ./sweep.toml".into(),
         );
         match &self.database_url {
             Some(s) => push("database.url", s.value.to_string(), s.source.to_string()),
             None => push("database.url", "(unset)".into(), "-".into()),
         }
-        push(
-            "dry_run",
-            self.dry_run.value.to_string(),
-            self.dry_run.source.to_string(),
-        );
-        push(
-            "now",
-            self.now.value.to_rfc3339(),
-            self.now.source.to_string(),
-        );
-        push(
-            "safety.grace_minutes",
-            self.grace_minutes.value.to_string(),
-            self.grace_minutes.source.to_string(),
-        );
+        push("dry_run", self.dry_run.value.to_string(), self.dry_run.source.to_string());
+        push("now", self.now.value.to_rfc3339(), self.now.source.to_string());
+        push("safety.grace_minutes", self.grace_minutes.value.to_string(), self.grace_minutes.source.to_string());
         push(
             "safety.protected_prefixes",
             format!("{:?}", self.protected_prefixes.value),
             self.protected_prefixes.source.to_string(),
         );
         opt_row(&mut push, "safety.max_delete", &self.max_delete);
-        opt_row(
-            &mut push,
-            "safety.max_delete_percent",
-            &self.max_delete_percent,
-        );
-        push(
-            "executor.concurrency",
-            self.concurrency.value.to_string(),
-            self.concurrency.source.to_string(),
-        );
+        opt_row(&mut push, "safety.max_delete_percent", &self.max_delete_percent);
+        push("executor.concurrency", self.concurrency.value.to_string(), self.concurrency.source.to_string());
         match &self.media_root {
-            Some(s) => push(
-                "paths.media_root",
-                s.value.display().to_string(),
-                s.source.to_string(),
-            ),
+            Some(s) => push("paths.media_root", s.value.display().to_string(), s.source.to_string()),
             None => push("paths.media_root", "(unset)".into(), "-".into()),
         }
         let os = &self.object_storage;
@@ -673,21 +576,13 @@ impl Settings {
         opt_row(&mut push, "object_storage.region", &os.region);
         opt_row(&mut push, "object_storage.access_key", &os.access_key);
         opt_row(&mut push, "object_storage.secret_key", &os.secret_key);
-        push(
-            "cleanup_enabled",
-            self.cleanup_enabled.value.to_string(),
-            self.cleanup_enabled.source.to_string(),
-        );
+        push("cleanup_enabled", self.cleanup_enabled.value.to_string(), self.cleanup_enabled.source.to_string());
         rows
     }
 }
 
 /// One `--show-config` row for an optional setting.
-pub fn opt_row<T: fmt::Display>(
-    push: &mut impl FnMut(&str, String, String),
-    key: &str,
-    v: &Option<Sourced<T>>,
-) {
+pub fn opt_row<T: fmt::Display>(push: &mut impl FnMut(&str, String, String), key: &str, v: &Option<Sourced<T>>) {
     match v {
         Some(s) => push(key, s.value.to_string(), s.source.to_string()),
         None => push(key, "(unset)".into(), "-".into()),
@@ -695,12 +590,8 @@ pub fn opt_row<T: fmt::Display>(
 }
 
 fn read_config(path: &Path) -> Result<RawConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "cannot read config file {}: check the path and its permissions",
-            path.display()
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}: check the path and its permissions", path.display()))?;
     toml::from_str(&text).map_err(|e| anyhow!("config file {} is not valid: {e}", path.display()))
 }
 
@@ -719,12 +610,7 @@ fn redact_in(msg: &str) -> String {
 }
 
 /// An identifier from the config file, or its default; errors name the key.
-pub fn ident_setting(
-    file_name: &str,
-    key: &str,
-    value: Option<&String>,
-    default: &str,
-) -> Result<Ident> {
+pub fn ident_setting(file_name: &str, key: &str, value: Option<&String>, default: &str) -> Result<Ident> {
     match value {
         Some(v) => Ident::new(v).map_err(|e| anyhow!("{key} in {file_name}: {e}")),
         None => Ok(Ident::new(default).expect("built-in identifiers are valid")),
@@ -736,49 +622,24 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    const DAYS: Key = Key {
-        flag: Some("--days"),
-        env: Some("ATTACHMENT_CLEANUP_DAYS"),
-        file: "attachments.days",
-    };
+    const DAYS: Key = Key { flag: Some("--days"), env: Some("ATTACHMENT_CLEANUP_DAYS"), file: "attachments.days" };
 
     #[test]
     fn precedence_is_flag_then_env_then_file_then_default() {
         let e = env(&[("ATTACHMENT_CLEANUP_DAYS", "45")]);
-        let l = Layers {
-            env: &e,
-            file_name: "sweep.toml".into(),
-        };
+        let l = Layers { env: &e, file_name: "sweep.toml".into() };
         let ok = |v: &i64| *v >= 0;
-        let cases: [(
-            Option<i64>,
-            Option<i64>,
-            &HashMap<String, String>,
-            i64,
-            &str,
-        ); 4] = [
+        let cases: [(Option<i64>, Option<i64>, &HashMap<String, String>, i64, &str); 4] = [
             (Some(10), Some(20), &e, 10, "flag --days"),
             (None, Some(20), &e, 45, "env ATTACHMENT_CLEANUP_DAYS"),
-            (
-                None,
-                Some(20),
-                &HashMap::new(),
-                20,
-                "config attachments.days in sweep.toml",
-            ),
+            (None, Some(20), &HashMap::new(), 20, "config attachments.days in sweep.toml"),
             (None, None, &HashMap::new(), 30, "default"),
         ];
         for (flag, file, envmap, want, src) in cases {
-            let l2 = Layers {
-                env: envmap,
-                file_name: l.file_name.clone(),
-            };
+            let l2 = Layers { env: envmap, file_name: l.file_name.clone() };
             let got = l2.pick(&DAYS, flag, file, 30, "days", ok).unwrap();
             assert_eq!(got.value, want);
             assert_eq!(got.source.to_string(), src);
@@ -788,47 +649,23 @@ mod tests {
     #[test]
     fn bad_values_name_key_source_and_rule() {
         let e = env(&[("ATTACHMENT_CLEANUP_DAYS", "soon")]);
-        let l = Layers {
-            env: &e,
-            file_name: "sweep.toml".into(),
-        };
-        let err = l
-            .pick(&DAYS, None, None, 30, "a whole number of days", |_| true)
-            .unwrap_err()
-            .to_string();
+        let l = Layers { env: &e, file_name: "sweep.toml".into() };
+        let err = l.pick(&DAYS, None, None, 30, "a whole number of days", |_| true).unwrap_err().to_string();
         assert!(
-            err.contains("ATTACHMENT_CLEANUP_DAYS")
-                && err.contains("soon")
-                && err.contains("whole number"),
+            err.contains("ATTACHMENT_CLEANUP_DAYS") && err.contains("soon") && err.contains("whole number"),
             "{err}"
         );
 
-        let l = Layers {
-            env: &HashMap::new(),
-            file_name: "sweep.toml".into(),
-        };
-        let err = l
-            .pick(&DAYS, None, Some(-1), 30, "0 or more days", |v| *v >= 0)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("attachments.days")
-                && err.contains("sweep.toml")
-                && err.contains("0 or more"),
-            "{err}"
-        );
+        let l = Layers { env: &HashMap::new(), file_name: "sweep.toml".into() };
+        let err = l.pick(&DAYS, None, Some(-1), 30, "0 or more days", |v| *v >= 0).unwrap_err().to_string();
+        assert!(err.contains("attachments.days") && err.contains("sweep.toml") && err.contains("0 or more"), "{err}");
     }
 
     #[test]
     fn passwords_never_survive_redaction() {
-        let r = redact_url(
-            "postgres://app:hunter2@db.example:5432/prod?sslpassword=zzz&sslmode=require",
-        );
+        let r = redact_url("postgres://app:hunter2@db.example:5432/prod?sslpassword=zzz&sslmode=require");
         assert!(!r.contains("hunter2") && !r.contains("zzz"), "{r}");
-        assert!(
-            r.contains("app:***@db.example") && r.contains("sslmode=require"),
-            "{r}"
-        );
+        assert!(r.contains("app:***@db.example") && r.contains("sslmode=require"), "{r}");
         assert!(!redact_url("postgres://a:b@@bad host").contains(":b@"));
         let msg = redact_in("x = \"postgres://u:pw@h/db\" is bad");
         assert!(!msg.contains("pw@"), "{msg}");
@@ -841,7 +678,8 @@ mod tests {
             .lines()
             .map(|l| {
                 let t = l.trim_start_matches("# ");
-                let is_key = t.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                let is_key =
+                    t.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
                 if l.starts_with("# ") && is_key {
                     format!("{t}\n")
                 } else {
@@ -857,13 +695,10 @@ mod tests {
 
     #[test]
     fn unknown_config_keys_are_errors() {
-        let err = toml::from_str::<RawConfig>("[attachments]\ndayz = 3\n")
-            .unwrap_err()
-            .to_string();
+        let err = toml::from_str::<RawConfig>("[attachments]\ndayz = 3\n").unwrap_err().to_string();
         assert!(err.contains("dayz"), "{err}");
-        assert!(toml::from_str::<RawConfig>(
-            "[attachments]\ndays = 3\n[attachments.columns]\nimage = \"file\"\n"
-        )
-        .is_ok());
+        assert!(
+            toml::from_str::<RawConfig>("[attachments]\ndays = 3\n[attachments.columns]\nimage = \"file\"\n").is_ok()
+        );
     }
 }

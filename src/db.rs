@@ -47,19 +47,19 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     include_str!("../migrations/sqlite/0001_sweep_tables.sql"),
 )];
 
-/// One row of `cleanup_audit`.
+/// One row of `cleanup_audit`, borrowed from the plan item it records.
 #[derive(Debug, Clone)]
-pub struct AuditRow {
-    pub run_id: String,
-    pub policy: String,
-    pub kind: String,
-    pub target: String,
-    pub reason: String,
+pub struct AuditRow<'a> {
+    pub run_id: &'a str,
+    pub policy: &'a str,
+    pub kind: &'a str,
+    pub target: &'a str,
+    pub reason: &'a str,
     pub bytes: Option<i64>,
-    pub outcome: String,
-    pub error: Option<String>,
-    pub backup_location: Option<String>,
-    pub row_snapshot: Option<serde_json::Value>,
+    pub outcome: &'a str,
+    pub error: Option<&'a str>,
+    pub backup_location: Option<&'a str>,
+    pub row_snapshot: Option<&'a serde_json::value::RawValue>,
     pub at: DateTime<Utc>,
 }
 
@@ -86,11 +86,12 @@ impl Db {
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(false)
                 .disable_statement_logging();
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(opts)
-                .await
-                .map_err(|e| anyhow!("cannot open SQLite database {shown}: {}: check the path (sweep does not create it)", redact_err(&e, url)))?;
+            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(|e| {
+                anyhow!(
+                    "cannot open SQLite database {shown}: {}: check the path (sweep does not create it)",
+                    redact_err(&e, url)
+                )
+            })?;
             Pool::Sqlite(pool)
         } else {
             let opts = PgConnectOptions::from_str(url.expose())
@@ -110,11 +111,7 @@ impl Db {
                 })?;
             Pool::Pg(pool)
         };
-        Ok(Db {
-            pool,
-            url: url.clone(),
-            key_types: Mutex::new(HashMap::new()),
-        })
+        Ok(Db { pool, url: url.clone(), key_types: Mutex::new(HashMap::new()) })
     }
 
     pub fn backend(&self) -> Backend {
@@ -129,11 +126,7 @@ impl Db {
         if !self.url.is_sqlite() {
             return None;
         }
-        let rest = self
-            .url
-            .expose()
-            .trim_start_matches("sqlite:")
-            .trim_start_matches("//");
+        let rest = self.url.expose().trim_start_matches("sqlite:").trim_start_matches("//");
         let path = rest.split('?').next().unwrap_or("");
         (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
     }
@@ -149,20 +142,14 @@ impl Db {
                 for (v, pg, _) in MIGRATIONS {
                     let mut tx = p.begin().await?;
                     // Serialise concurrent `sweep migrate` runs.
-                    sqlx::query("LOCK TABLE sweep_migrations IN EXCLUSIVE MODE")
-                        .execute(&mut *tx)
-                        .await?;
-                    let done: Option<i64> = sqlx::query_scalar(
-                        "SELECT version FROM sweep_migrations WHERE version = $1",
-                    )
-                    .bind(v)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                    sqlx::query("LOCK TABLE sweep_migrations IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+                    let done: Option<i64> =
+                        sqlx::query_scalar("SELECT version FROM sweep_migrations WHERE version = $1")
+                            .bind(v)
+                            .fetch_optional(&mut *tx)
+                            .await?;
                     if done.is_none() {
-                        sqlx::raw_sql(pg)
-                            .execute(&mut *tx)
-                            .await
-                            .with_context(|| format!("migration {v} failed"))?;
+                        sqlx::raw_sql(pg).execute(&mut *tx).await.with_context(|| format!("migration {v} failed"))?;
                         sqlx::query("INSERT INTO sweep_migrations (version) VALUES ($1)")
                             .bind(v)
                             .execute(&mut *tx)
@@ -178,17 +165,13 @@ impl Db {
                     .await?;
                 for (v, _, lite) in MIGRATIONS {
                     let mut tx = p.begin().await?;
-                    let done: Option<i64> = sqlx::query_scalar(
-                        "SELECT version FROM sweep_migrations WHERE version = ?",
-                    )
-                    .bind(v)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                    let done: Option<i64> =
+                        sqlx::query_scalar("SELECT version FROM sweep_migrations WHERE version = ?")
+                            .bind(v)
+                            .fetch_optional(&mut *tx)
+                            .await?;
                     if done.is_none() {
-                        sqlx::raw_sql(lite)
-                            .execute(&mut *tx)
-                            .await
-                            .with_context(|| format!("migration {v} failed"))?;
+                        sqlx::raw_sql(lite).execute(&mut *tx).await.with_context(|| format!("migration {v} failed"))?;
                         sqlx::query("INSERT INTO sweep_migrations (version) VALUES (?)")
                             .bind(v)
                             .execute(&mut *tx)
@@ -208,40 +191,29 @@ impl Db {
         let v: Option<i64> = match &self.pool {
             Pool::Pg(p) => {
                 let exists: Option<String> =
-                    sqlx::query_scalar("SELECT to_regclass('sweep_migrations')::text")
-                        .fetch_one(p)
-                        .await?;
+                    sqlx::query_scalar("SELECT to_regclass('sweep_migrations')::text").fetch_one(p).await?;
                 if exists.is_none() {
                     return Ok(false);
                 }
-                sqlx::query_scalar("SELECT max(version) FROM sweep_migrations")
-                    .fetch_one(p)
-                    .await?
+                sqlx::query_scalar("SELECT max(version) FROM sweep_migrations").fetch_one(p).await?
             }
             Pool::Sqlite(p) => {
-                let exists: Option<String> =
-                    sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'sweep_migrations'")
-                        .fetch_optional(p)
-                        .await?;
+                let exists: Option<String> = sqlx::query_scalar(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'sweep_migrations'",
+                )
+                .fetch_optional(p)
+                .await?;
                 if exists.is_none() {
                     return Ok(false);
                 }
-                sqlx::query_scalar("SELECT max(version) FROM sweep_migrations")
-                    .fetch_one(p)
-                    .await?
+                sqlx::query_scalar("SELECT max(version) FROM sweep_migrations").fetch_one(p).await?
             }
         };
         Ok(v.unwrap_or(0) >= latest)
     }
 
     /// Record the start of a run.
-    pub async fn insert_run(
-        &self,
-        id: &str,
-        command: &str,
-        dry_run: bool,
-        started: DateTime<Utc>,
-    ) -> Result<()> {
+    pub async fn insert_run(&self, id: &str, command: &str, dry_run: bool, started: DateTime<Utc>) -> Result<()> {
         match &self.pool {
             Pool::Pg(p) => {
                 sqlx::query("INSERT INTO cleanup_runs (id, command, dry_run, started_at, status) VALUES ($1, $2, $3, $4, 'running')")
@@ -272,7 +244,7 @@ impl Db {
             Pool::Pg(p) => {
                 sqlx::query(
                     "UPDATE cleanup_runs SET finished_at = $2, status = $3, candidates = $4, deleted = $5, failed = $6, \
-                     retained = $7, bytes_reclaimed = $8, details = $9::jsonb WHERE id = $1",
+                     retained = $7, bytes_reclaimed = $8, details = $9::json WHERE id = $1",
                 )
                 .bind(id)
                 .bind(finished)
@@ -308,32 +280,31 @@ impl Db {
     }
 
     /// Append audit rows (one statement per chunk).
-    pub async fn insert_audit(&self, rows: &[AuditRow]) -> Result<()> {
+    pub async fn insert_audit(&self, rows: &[AuditRow<'_>]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
         match &self.pool {
             Pool::Pg(p) => {
+                // One INSERT … UNNEST per batch (COPY's per-statement overhead loses at batch sizes
+                // in the hundreds).
                 let col =
-                    |f: &dyn Fn(&AuditRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
-                let ocol = |f: &dyn Fn(&AuditRow) -> Option<String>| {
-                    rows.iter().map(f).collect::<Vec<Option<String>>>()
-                };
+                    |f: &dyn Fn(&AuditRow<'_>) -> Option<String>| rows.iter().map(f).collect::<Vec<Option<String>>>();
                 sqlx::query(
                     "INSERT INTO cleanup_audit (run_id, policy, kind, target, reason, bytes, outcome, error, backup_location, row_snapshot, at) \
-                     SELECT r, p, k, t, re, b, o, e, bl, s::jsonb, a FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                     SELECT r, p, k, t, re, b, o, e, bl, s::json, a FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
                      $6::int8[], $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[]) AS u(r, p, k, t, re, b, o, e, bl, s, a)",
                 )
-                .bind(col(&|r| r.run_id.clone()))
-                .bind(col(&|r| r.policy.clone()))
-                .bind(col(&|r| r.kind.clone()))
-                .bind(col(&|r| r.target.clone()))
-                .bind(col(&|r| r.reason.clone()))
+                .bind(col(&|r| Some(r.run_id.to_string())))
+                .bind(col(&|r| Some(r.policy.to_string())))
+                .bind(col(&|r| Some(r.kind.to_string())))
+                .bind(col(&|r| Some(r.target.to_string())))
+                .bind(col(&|r| Some(r.reason.to_string())))
                 .bind(rows.iter().map(|r| r.bytes).collect::<Vec<Option<i64>>>())
-                .bind(col(&|r| r.outcome.clone()))
-                .bind(ocol(&|r| r.error.clone()))
-                .bind(ocol(&|r| r.backup_location.clone()))
-                .bind(ocol(&|r| r.row_snapshot.as_ref().map(|v| v.to_string())))
+                .bind(col(&|r| Some(r.outcome.to_string())))
+                .bind(col(&|r| r.error.map(String::from)))
+                .bind(col(&|r| r.backup_location.map(String::from)))
+                .bind(col(&|r| r.row_snapshot.map(|v| v.get().to_string())))
                 .bind(rows.iter().map(|r| r.at).collect::<Vec<DateTime<Utc>>>())
                 .execute(p)
                 .await?;
@@ -357,7 +328,7 @@ impl Db {
                             .bind(&r.outcome)
                             .bind(&r.error)
                             .bind(&r.backup_location)
-                            .bind(r.row_snapshot.as_ref().map(|v| v.to_string()))
+                            .bind(r.row_snapshot.map(|v| v.get()))
                             .bind(rfc3339(r.at));
                     }
                     query.execute(&mut *tx).await?;
@@ -383,11 +354,10 @@ impl Db {
         .fetch_optional(p)
         .await?
         .flatten();
-        let t = t.ok_or_else(|| anyhow!("column {column} of table {table} not found: check the table and column names in the config"))?;
-        if !t
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || " _(),".contains(c))
-        {
+        let t = t.ok_or_else(|| {
+            anyhow!("column {column} of table {table} not found: check the table and column names in the config")
+        })?;
+        if !t.chars().all(|c| c.is_ascii_alphanumeric() || " _(),".contains(c)) {
             bail!("column {column} of table {table} has an unsupported key type {t:?}");
         }
         self.key_types.lock().unwrap().insert(cache_key, t.clone());
@@ -463,7 +433,9 @@ impl Db {
             Pool::Pg(p) => {
                 let ty = self.pg_key_type(p, table, key_column).await?;
                 let (cond, cutoff) = render_rule_pg(rule, 2);
-                let sql = format!("DELETE FROM {table} WHERE {key_column} = ANY($1::{ty}[]){cond} RETURNING {key_column}::text");
+                let sql = format!(
+                    "DELETE FROM {table} WHERE {key_column} = ANY($1::{ty}[]){cond} RETURNING {key_column}::text"
+                );
                 let mut q = sqlx::query_scalar(&sql).bind(keys);
                 if let Some(c) = cutoff {
                     q = q.bind(c);
@@ -507,13 +479,9 @@ impl Db {
     /// A dedicated PostgreSQL connection (for the advisory lock).
     pub(crate) async fn pg_connection(&self) -> Result<sqlx::PgConnection> {
         let opts = PgConnectOptions::from_str(self.url.expose())?.disable_statement_logging();
-        sqlx::PgConnection::connect_with(&opts).await.map_err(|e| {
-            anyhow!(
-                "cannot connect to PostgreSQL at {}: {}",
-                self.url,
-                redact_err(&e, &self.url)
-            )
-        })
+        sqlx::PgConnection::connect_with(&opts)
+            .await
+            .map_err(|e| anyhow!("cannot connect to PostgreSQL at {}: {}", self.url, redact_err(&e, &self.url)))
     }
 
     pub async fn close(&self) {
@@ -528,14 +496,9 @@ impl Db {
 fn render_rule_pg(rule: Option<&RowRule>, n: usize) -> (String, Option<DateTime<Utc>>) {
     match rule {
         None => (String::new(), None),
-        Some(RowRule::SoftDeletedBefore {
-            active_column,
-            deleted_column,
-            cutoff,
-        }) => (
-            format!(" AND {active_column} = false AND {deleted_column} <= ${n}"),
-            Some(*cutoff),
-        ),
+        Some(RowRule::SoftDeletedBefore { active_column, deleted_column, cutoff }) => {
+            (format!(" AND {active_column} = false AND {deleted_column} <= ${n}"), Some(*cutoff))
+        }
     }
 }
 
@@ -543,11 +506,7 @@ fn render_rule_pg(rule: Option<&RowRule>, n: usize) -> (String, Option<DateTime<
 fn render_rule_sqlite(rule: Option<&RowRule>) -> (String, Option<String>) {
     match rule {
         None => (String::new(), None),
-        Some(RowRule::SoftDeletedBefore {
-            active_column,
-            deleted_column,
-            cutoff,
-        }) => (
+        Some(RowRule::SoftDeletedBefore { active_column, deleted_column, cutoff }) => (
             format!(" AND {active_column} = 0 AND julianday({deleted_column}) <= julianday(?)"),
             Some(rfc3339(*cutoff)),
         ),
@@ -564,9 +523,7 @@ pub fn parse_sqlite_time(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
-        .ok()
-        .map(|n| n.and_utc())
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").ok().map(|n| n.and_utc())
 }
 
 /// A sqlx error as text, with the URL's password (if it appears) removed.
@@ -584,8 +541,5 @@ fn redact_err(e: &dyn std::fmt::Display, url: &DatabaseUrl) -> String {
 
 /// Read a column that may be text or a native timestamp, as an instant.
 pub fn row_time(row: &sqlx::sqlite::SqliteRow, idx: usize) -> Option<DateTime<Utc>> {
-    row.try_get::<Option<String>, _>(idx)
-        .ok()
-        .flatten()
-        .and_then(|s| parse_sqlite_time(&s))
+    row.try_get::<Option<String>, _>(idx).ok().flatten().and_then(|s| parse_sqlite_time(&s))
 }

@@ -7,9 +7,9 @@
 use crate::db::{AuditRow, Db};
 use crate::exit_codes::Fatal;
 use crate::ident::Ident;
-use crate::plan::{Item, Kind, Op, Plan, RowRule};
-use crate::report::{ItemReport, Outcome, Report};
-use crate::store::local::{LocalRoot, Removed};
+use crate::plan::{Item, Kind, Op, Plan, RowRule, Unit};
+use crate::report::{Outcome, Report};
+use crate::store::local::{in_blocking_chunks, LocalRoot, ParentCache, Removed};
 use crate::store::object::{self, NamedStore};
 use anyhow::{anyhow, Result};
 use chrono::Utc;
@@ -28,14 +28,7 @@ pub struct Resources {
 
 impl Resources {
     fn db(&self) -> Result<&Db> {
-        self.db
-            .as_deref()
-            .ok_or_else(|| anyhow!("this plan deletes rows but no database is configured"))
-    }
-    fn root(&self, name: &str) -> Result<&LocalRoot, String> {
-        self.roots
-            .get(name)
-            .ok_or_else(|| format!("no local root named {name:?} is configured"))
+        self.db.as_deref().ok_or_else(|| anyhow!("this plan deletes rows but no database is configured"))
     }
 }
 
@@ -54,11 +47,7 @@ pub struct ExecOptions {
 
 /// Refuse a plan that exceeds `--max-delete` / `--max-delete-percent` (exit 3), before
 /// anything is deleted. Units count as deletions (an attachment's file and row are one).
-pub fn check_caps(
-    plan: &Plan,
-    max_delete: Option<u64>,
-    max_percent: Option<f64>,
-) -> Result<(), Fatal> {
+pub fn check_caps(plan: &Plan, max_delete: Option<u64>, max_percent: Option<f64>) -> Result<(), Fatal> {
     let n = plan.units.len() as u64;
     if let Some(max) = max_delete {
         if n > max {
@@ -69,11 +58,7 @@ pub fn check_caps(
     }
     if let Some(p) = max_percent {
         let scanned = plan.scanned.max(n);
-        let pct = if scanned == 0 {
-            0.0
-        } else {
-            n as f64 * 100.0 / scanned as f64
-        };
+        let pct = if scanned == 0 { 0.0 } else { n as f64 * 100.0 / scanned as f64 };
         if pct > p {
             return Err(Fatal::guard(format!(
                 "the plan deletes {n} of {scanned} scanned ({pct:.1}%), more than --max-delete-percent {p}: nothing was deleted"
@@ -105,24 +90,15 @@ impl Deleter<'_> {
             return Ok(keys.iter().map(|_| (Outcome::WouldDelete, None)).collect());
         }
         let deleted = db.delete_rows(table, key_column, keys, rule).await?;
-        let not_deleted: Vec<String> = keys
-            .iter()
-            .filter(|k| !deleted.contains(*k))
-            .cloned()
-            .collect();
-        let still_there = db
-            .rows_matching(table, key_column, &not_deleted, None)
-            .await?;
+        let not_deleted: Vec<String> = keys.iter().filter(|k| !deleted.contains(*k)).cloned().collect();
+        let still_there = db.rows_matching(table, key_column, &not_deleted, None).await?;
         Ok(keys
             .iter()
             .map(|k| {
                 if deleted.contains(k) {
                     (Outcome::Deleted, None)
                 } else if still_there.contains(k) {
-                    (
-                        Outcome::Skipped,
-                        Some("the row no longer matches its rule: kept".to_string()),
-                    )
+                    (Outcome::Skipped, Some("the row no longer matches its rule: kept".to_string()))
                 } else {
                     (Outcome::Missing, None)
                 }
@@ -134,51 +110,34 @@ impl Deleter<'_> {
         if self.dry_run {
             return jobs.iter().map(|_| (Outcome::WouldDelete, None)).collect();
         }
-        let out: Vec<(usize, Res)> = stream::iter(jobs.into_iter().enumerate())
-            .map(|(i, (root, path, is_dir))| {
-                let root = self.res.root(&root).cloned();
-                async move {
-                    let r = tokio::task::spawn_blocking(move || -> Res {
-                        let root = match root {
-                            Ok(r) => r,
-                            Err(e) => return (Outcome::Failed, Some(e)),
-                        };
-                        let r = if is_dir {
-                            root.delete_dir(&path)
-                        } else {
-                            root.delete_file(&path)
-                        };
-                        match r {
-                            Ok(Removed::Deleted) => (Outcome::Deleted, None),
-                            Ok(Removed::Missing) => (Outcome::Missing, None),
-                            Err(e) => (Outcome::Failed, Some(e.to_string())),
-                        }
-                    })
-                    .await
-                    .unwrap_or_else(|e| {
-                        (Outcome::Failed, Some(format!("deletion task failed: {e}")))
-                    });
-                    (i, r)
-                }
-            })
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
-        let mut sorted = out;
-        sorted.sort_by_key(|(i, _)| *i);
-        sorted.into_iter().map(|(_, r)| r).collect()
+        let roots = self.res.roots.clone();
+        in_blocking_chunks(jobs, self.concurrency.min(4), move |chunk| {
+            let mut caches: HashMap<String, ParentCache> = HashMap::new();
+            chunk
+                .into_iter()
+                .map(|(root, path, is_dir)| {
+                    let Some(r) = roots.get(&root) else {
+                        return (Outcome::Failed, Some(format!("no local root named {root:?} is configured")));
+                    };
+                    let cache = caches.entry(root).or_default();
+                    let result =
+                        if is_dir { r.delete_dir_with(&path, cache) } else { r.delete_file_with(&path, cache) };
+                    match result {
+                        Ok(Removed::Deleted) => (Outcome::Deleted, None),
+                        Ok(Removed::Missing) => (Outcome::Missing, None),
+                        Err(e) => (Outcome::Failed, Some(e.to_string())),
+                    }
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn objects(&self, store: &str, keys: &[String]) -> Vec<Res> {
         let Some(s) = self.res.stores.get(store) else {
             return keys
                 .iter()
-                .map(|_| {
-                    (
-                        Outcome::Failed,
-                        Some(format!("no object store named {store:?} is configured")),
-                    )
-                })
+                .map(|_| (Outcome::Failed, Some(format!("no object store named {store:?} is configured"))))
                 .collect();
         };
         let mut results: Vec<Option<Res>> = vec![None; keys.len()];
@@ -202,17 +161,11 @@ impl Deleter<'_> {
             for (i, r) in valid_idx.into_iter().zip(out) {
                 results[i] = Some(match r {
                     Ok(()) => (Outcome::Deleted, None),
-                    Err(e) => (
-                        Outcome::Failed,
-                        Some(format!("unable to delete {}: {e}", s.target(&keys[i]))),
-                    ),
+                    Err(e) => (Outcome::Failed, Some(format!("unable to delete {}: {e}", s.target(&keys[i])))),
                 });
             }
         }
-        results
-            .into_iter()
-            .map(|r| r.expect("every key has a result"))
-            .collect()
+        results.into_iter().map(|r| r.expect("every key has a result")).collect()
     }
 }
 
@@ -222,160 +175,217 @@ struct UnitState {
     alive: bool,
 }
 
-/// Carry out `plan`. The run record and audit are written when `opts.audit` is set.
-pub async fn execute(plan: &Plan, res: &Resources, opts: &ExecOptions) -> Result<Report> {
+/// Batches in flight at once: while one batch's rows are deleted and audited, the next one's
+/// files are already being deleted. Batches are independent units of work.
+const PIPELINE_DEPTH: usize = 2;
+
+/// What one batch did, for the report.
+struct BatchDone<'a> {
+    units: &'a mut [Unit],
+    ok: u64,
+    failed: u64,
+    interrupted: bool,
+    timings: Timings,
+}
+
+/// Carry out `plan`, writing each item's outcome into it. The audit is written batch by batch
+/// (each batch's audit is durable before the batch counts as done) when `opts.audit` is set.
+pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Result<Report> {
     let started = Utc::now();
     let mut report = Report::new(&opts.run_id, &plan.command, opts.dry_run, started, plan);
-    let deleter = Deleter {
-        res,
-        dry_run: opts.dry_run,
-        concurrency: opts.concurrency.max(1),
-    };
+    let deleter = Deleter { res, dry_run: opts.dry_run, concurrency: opts.concurrency.max(1) };
     let total_units = plan.units.len();
     let bar = crate::progress::Progress::new(total_units as u64, opts.progress_bar);
     let batch_size = plan.batch_size.max(1);
+    let verb = if opts.dry_run { "Would delete" } else { "Deleted" };
+    let policy = plan.command.clone();
+    // Set on the first fatal error: batches not yet started are skipped, those in flight finish
+    // (and are audited) so that nothing is left deleted but unrecorded.
+    let stop = AtomicBool::new(false);
+    let mut timings = Timings::default();
     let mut done_units = 0usize;
-    let verb = if opts.dry_run {
-        "Would delete"
-    } else {
-        "Deleted"
-    };
+    let mut first_error: Option<anyhow::Error> = None;
 
-    for (batch_no, batch) in plan.units.chunks(batch_size).enumerate() {
-        if opts.cancel.load(Ordering::SeqCst) {
-            tracing::warn!(target: "cleanup", "interrupted: stopping before batch {}; {} of {} done", batch_no + 1, done_units, total_units);
-            for unit in &plan.units[done_units..] {
-                for item in &unit.items {
-                    report.push(item_report(
-                        item,
-                        Outcome::Skipped,
-                        Some("interrupted before this item".into()),
-                    ));
+    let mut batches = stream::iter(plan.units.chunks_mut(batch_size))
+        .map(|units| run_batch(units, &deleter, res, opts, &policy, &stop))
+        .buffered(PIPELINE_DEPTH);
+    while let Some(done) = batches.next().await {
+        let done = match done {
+            Ok(d) => d,
+            Err((units, e)) => {
+                stop.store(true, Ordering::SeqCst);
+                for item in units.iter_mut().flat_map(|u| u.items.iter_mut()) {
+                    report.count(item);
                 }
+                first_error.get_or_insert(e);
+                continue;
             }
-            report.interrupted = true;
-            break;
+        };
+        if done.interrupted && !report.interrupted {
+            tracing::warn!(target: "cleanup", "interrupted: stopped after {done_units} of {total_units}");
         }
-        let mut states: Vec<UnitState> = batch
-            .iter()
-            .map(|u| UnitState {
-                results: vec![None; u.items.len()],
-                alive: true,
-            })
-            .collect();
-
-        // Refused items fail their unit before anything is touched.
-        for (u, unit) in batch.iter().enumerate() {
-            if let Some((i, why)) = unit
-                .items
-                .iter()
-                .enumerate()
-                .find_map(|(i, it)| it.refused.clone().map(|w| (i, w)))
-            {
-                states[u].results[i] = Some((Outcome::Failed, Some(why)));
-                states[u].alive = false;
-            }
+        report.interrupted |= done.interrupted;
+        for item in done.units.iter().flat_map(|u| u.items.iter()) {
+            report.count(item);
         }
-
-        // Re-check rows before touching anything else of their unit.
-        precheck_rows(res, batch, &mut states).await?;
-
-        let stages = batch.iter().map(|u| u.items.len()).max().unwrap_or(0);
-        for stage in 0..stages {
-            let work: Vec<(usize, &Item)> = batch
-                .iter()
-                .enumerate()
-                .filter(|(u, unit)| states[*u].alive && unit.items.len() > stage)
-                .map(|(u, unit)| (u, &unit.items[stage]))
-                .collect();
-            let results = run_stage(&deleter, &work).await?;
-            for ((u, _), r) in work.iter().zip(results) {
-                if r.0 == Outcome::Failed || r.0 == Outcome::Skipped {
-                    states[*u].alive = false;
-                }
-                states[*u].results[stage] = Some(r);
-            }
+        report.units_ok += done.ok;
+        report.units_failed += done.failed;
+        timings.add(&done.timings);
+        if !done.interrupted {
+            done_units += done.units.len();
+            bar.set(done_units as u64);
+            tracing::info!(target: "cleanup", "{verb} {done_units}/{total_units}...");
         }
-
-        // Outcomes of this batch: report, log, audit.
-        let now = Utc::now();
-        let mut audit = Vec::new();
-        for (unit, st) in batch.iter().zip(&states) {
-            let mut unit_ok = true;
-            for (item, r) in unit.items.iter().zip(&st.results) {
-                let (outcome, error) = r.clone().unwrap_or((
-                    Outcome::Skipped,
-                    Some("not attempted: an earlier step of this unit did not complete".into()),
-                ));
-                if outcome == Outcome::Failed {
-                    unit_ok = false;
-                }
-                log_item(item, outcome, error.as_deref());
-                if opts.audit {
-                    audit.push(AuditRow {
-                        run_id: opts.run_id.clone(),
-                        policy: plan.command.clone(),
-                        kind: item.kind.as_str().into(),
-                        target: item.target.clone(),
-                        reason: item.reason.clone(),
-                        bytes: item.bytes.map(|b| b as i64),
-                        outcome: outcome.as_str().into(),
-                        error: error.clone(),
-                        backup_location: None,
-                        row_snapshot: item.snapshot.clone(),
-                        at: now,
-                    });
-                }
-                report.push(item_report(item, outcome, error));
-            }
-            if unit_ok {
-                report.units_ok += 1;
-            } else {
-                report.units_failed += 1;
-            }
-        }
-        if opts.audit {
-            let db = res.db()?;
-            if let Err(e) = db.insert_audit(&audit).await {
-                // Without a durable audit we do not go on deleting.
-                report.finish(Utc::now());
-                report.status = "aborted".into();
-                return Err(anyhow!(
-                    "cannot write the audit ({e:#}): stopped after {} of {} units",
-                    done_units + batch.len(),
-                    total_units
-                )
-                .context(Fatal {
-                    exit: crate::exit_codes::Exit::PartialFailure,
-                    message: "audit write failed".into(),
-                }));
-            }
-        }
-        done_units += batch.len();
-        bar.set(done_units as u64);
-        tracing::info!(target: "cleanup", "{verb} {done_units}/{total_units}...");
     }
+    drop(batches);
     bar.finish();
+    tracing::debug!(
+        target: "cleanup",
+        "Timings (summed over batches in flight): re-check rows {:.2} s, deletions {:.2} s, audit {:.2} s",
+        timings.precheck.as_secs_f64(),
+        timings.stages.as_secs_f64(),
+        timings.audit.as_secs_f64()
+    );
+    if let Some(e) = first_error {
+        return Err(
+            e.context(Fatal { exit: crate::exit_codes::Exit::PartialFailure, message: "the run stopped".into() })
+        );
+    }
     report.finish(Utc::now());
     Ok(report)
 }
 
-fn item_report(item: &Item, outcome: Outcome, error: Option<String>) -> ItemReport {
-    ItemReport {
-        kind: item.kind,
-        target: item.target.clone(),
-        reason: item.reason.clone(),
-        bytes: item.bytes,
-        outcome,
-        error,
+/// One batch: re-check rows, run each stage, write outcomes into the items, write the audit.
+async fn run_batch<'a>(
+    batch: &'a mut [Unit],
+    deleter: &Deleter<'_>,
+    res: &Resources,
+    opts: &ExecOptions,
+    policy: &str,
+    stop: &AtomicBool,
+) -> Result<BatchDone<'a>, (&'a mut [Unit], anyhow::Error)> {
+    let mut timings = Timings::default();
+    let interrupted = opts.cancel.load(Ordering::SeqCst);
+    if interrupted || stop.load(Ordering::SeqCst) {
+        let why =
+            if interrupted { "interrupted before this item" } else { "not attempted: the run stopped on an error" };
+        for item in batch.iter_mut().flat_map(|u| u.items.iter_mut()) {
+            item.outcome = Some(Outcome::Skipped);
+            item.error = Some(why.into());
+        }
+        return Ok(BatchDone { units: batch, ok: 0, failed: 0, interrupted: true, timings });
     }
+    let mut states: Vec<UnitState> =
+        batch.iter().map(|u| UnitState { results: vec![None; u.items.len()], alive: true }).collect();
+
+    // Refused items fail their unit before anything is touched.
+    for (u, unit) in batch.iter().enumerate() {
+        if let Some((i, why)) = unit.items.iter().enumerate().find_map(|(i, it)| it.refused.clone().map(|w| (i, w))) {
+            states[u].results[i] = Some((Outcome::Failed, Some(why)));
+            states[u].alive = false;
+        }
+    }
+
+    // Re-check rows before touching anything else of their unit.
+    let t = std::time::Instant::now();
+    if let Err(e) = precheck_rows(res, batch, &mut states).await {
+        return Err((batch, e.context("cannot re-check rows before deleting")));
+    }
+    timings.precheck += t.elapsed();
+
+    let stages = batch.iter().map(|u| u.items.len()).max().unwrap_or(0);
+    for stage in 0..stages {
+        let work: Vec<(usize, &Item)> = batch
+            .iter()
+            .enumerate()
+            .filter(|(u, unit)| states[*u].alive && unit.items.len() > stage)
+            .map(|(u, unit)| (u, &unit.items[stage]))
+            .collect();
+        let t = std::time::Instant::now();
+        let results = run_stage(deleter, &work).await;
+        timings.stages += t.elapsed();
+        let results = match results {
+            Ok(r) => r,
+            Err(e) => {
+                // A database error mid-batch: what ran is recorded, the rest is skipped.
+                let msg = format!("{e:#}");
+                for (u, _) in &work {
+                    states[*u].results[stage] = Some((Outcome::Failed, Some(msg.clone())));
+                    states[*u].alive = false;
+                }
+                stop.store(true, Ordering::SeqCst);
+                continue;
+            }
+        };
+        for ((u, _), r) in work.iter().zip(results) {
+            if r.0 == Outcome::Failed || r.0 == Outcome::Skipped {
+                states[*u].alive = false;
+            }
+            states[*u].results[stage] = Some(r);
+        }
+    }
+
+    // Outcomes into the plan and the log.
+    let (mut ok, mut failed) = (0, 0);
+    for (unit, st) in batch.iter_mut().zip(states) {
+        let mut unit_ok = true;
+        for (item, r) in unit.items.iter_mut().zip(st.results) {
+            let (outcome, error) = r.unwrap_or((
+                Outcome::Skipped,
+                Some("not attempted: an earlier step of this unit did not complete".into()),
+            ));
+            unit_ok &= outcome != Outcome::Failed;
+            log_item(item, outcome, error.as_deref());
+            item.outcome = Some(outcome);
+            item.error = error;
+        }
+        if unit_ok {
+            ok += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    if opts.audit {
+        let now = Utc::now();
+        let audit: Vec<AuditRow> = batch
+            .iter()
+            .flat_map(|u| u.items.iter())
+            .map(|item| AuditRow {
+                run_id: &opts.run_id,
+                policy,
+                kind: item.kind.as_str(),
+                target: &item.target,
+                reason: &item.reason,
+                bytes: item.bytes.map(|b| b as i64),
+                outcome: item.outcome.unwrap_or(Outcome::Skipped).as_str(),
+                error: item.error.as_deref(),
+                backup_location: None,
+                row_snapshot: item.snapshot.as_deref(),
+                at: now,
+            })
+            .collect();
+        let t = std::time::Instant::now();
+        let written = match res.db() {
+            Ok(db) => db.insert_audit(&audit).await,
+            Err(e) => Err(e),
+        };
+        timings.audit += t.elapsed();
+        drop(audit);
+        if let Err(e) = written {
+            // Without a durable audit we do not go on deleting.
+            let e = anyhow!(
+                "cannot write the audit ({e:#}): this batch of {} was carried out but is not audited; see the log above",
+                batch.len()
+            );
+            return Err((batch, e));
+        }
+    }
+    Ok(BatchDone { units: batch, ok, failed, interrupted: false, timings })
 }
 
 fn log_item(item: &Item, outcome: Outcome, error: Option<&str>) {
-    let size = item
-        .bytes
-        .map(crate::report::human_bytes)
-        .unwrap_or_default();
+    // Arguments of a disabled tracing macro are not evaluated: the size is formatted lazily.
+    let size = Size(item.bytes);
     match outcome {
         Outcome::Deleted => {
             tracing::info!(target: "cleanup", "Deleted {} {} size={} reason={}", item.kind.as_str(), item.target, size, item.reason)
@@ -396,47 +406,31 @@ fn log_item(item: &Item, outcome: Outcome, error: Option<&str>) {
 }
 
 /// Rows whose rule no longer holds take their whole unit out of the batch, untouched.
-async fn precheck_rows(
-    res: &Resources,
-    batch: &[crate::plan::Unit],
-    states: &mut [UnitState],
-) -> Result<()> {
-    let mut groups: HashMap<(Ident, Ident, Option<RowRule>), Vec<(usize, usize, String)>> =
-        HashMap::new();
+async fn precheck_rows(res: &Resources, batch: &[crate::plan::Unit], states: &mut [UnitState]) -> Result<()> {
+    let mut groups: HashMap<(Ident, Ident, Option<RowRule>), Vec<(usize, usize, String)>> = HashMap::new();
     for (u, unit) in batch.iter().enumerate() {
         if !states[u].alive {
             continue;
         }
         for (i, item) in unit.items.iter().enumerate() {
-            if let Op::DeleteRow {
-                table,
-                key_column,
-                key,
-                rule: Some(rule),
-            } = &item.op
-            {
-                groups
-                    .entry((table.clone(), key_column.clone(), Some(rule.clone())))
-                    .or_default()
-                    .push((u, i, key.clone()));
+            if let Op::DeleteRow { table, key_column, key, rule: Some(rule) } = &item.op {
+                groups.entry((table.clone(), key_column.clone(), Some(rule.clone()))).or_default().push((
+                    u,
+                    i,
+                    key.clone(),
+                ));
             }
         }
     }
     for ((table, key_column, rule), members) in groups {
         let keys: Vec<String> = members.iter().map(|m| m.2.clone()).collect();
-        let ok = res
-            .db()?
-            .rows_matching(&table, &key_column, &keys, rule.as_ref())
-            .await?;
+        let ok = res.db()?.rows_matching(&table, &key_column, &keys, rule.as_ref()).await?;
         for (u, i, key) in members {
             if !ok.contains(&key) && states[u].alive {
                 states[u].alive = false;
                 states[u].results[i] = Some((
                     Outcome::Skipped,
-                    Some(
-                        "the row changed since the plan and no longer matches its rule: kept"
-                            .into(),
-                    ),
+                    Some("the row changed since the plan and no longer matches its rule: kept".into()),
                 ));
             }
         }
@@ -453,15 +447,9 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Res>>
     let mut objects: HashMap<&str, Vec<usize>> = HashMap::new();
     for (w, (_, item)) in work.iter().enumerate() {
         match &item.op {
-            Op::DeleteRow {
-                table,
-                key_column,
-                rule,
-                ..
-            } => rows
-                .entry((table, key_column, rule.as_ref()))
-                .or_default()
-                .push(w),
+            Op::DeleteRow { table, key_column, rule, .. } => {
+                rows.entry((table, key_column, rule.as_ref())).or_default().push(w)
+            }
             Op::DeleteFile { .. } | Op::DeleteDir { .. } => local.push(w),
             Op::DeleteObject { store, .. } => objects.entry(store.as_str()).or_default().push(w),
         }
@@ -474,7 +462,9 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Res>>
                 _ => unreachable!(),
             })
             .collect();
+        let t = std::time::Instant::now();
         let out = d.rows(table, key_column, rule, &keys).await?;
+        tracing::trace!(target: "cleanup", "rows: {} in {:?}", keys.len(), t.elapsed());
         for (w, r) in idx.into_iter().zip(out) {
             results[w] = Some(r);
         }
@@ -488,7 +478,10 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Res>>
                 _ => unreachable!(),
             })
             .collect();
-        for (w, r) in local.into_iter().zip(d.local(jobs).await) {
+        let t = std::time::Instant::now();
+        let out = d.local(jobs).await;
+        tracing::trace!(target: "cleanup", "local: {} in {:?}", out.len(), t.elapsed());
+        for (w, r) in local.into_iter().zip(out) {
             results[w] = Some(r);
         }
     }
@@ -504,10 +497,35 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Res>>
             results[w] = Some(r);
         }
     }
-    Ok(results
-        .into_iter()
-        .map(|r| r.expect("every item has a result"))
-        .collect())
+    Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())
+}
+
+/// A size that is formatted only when a log line is written.
+struct Size(Option<u64>);
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(b) => f.write_str(&crate::report::human_bytes(b)),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// Time spent per step, reported at debug level (`-v`) at the end of a run.
+#[derive(Default)]
+struct Timings {
+    precheck: std::time::Duration,
+    stages: std::time::Duration,
+    audit: std::time::Duration,
+}
+
+impl Timings {
+    fn add(&mut self, o: &Timings) {
+        self.precheck += o.precheck;
+        self.stages += o.stages;
+        self.audit += o.audit;
+    }
 }
 
 /// Kinds in report order.

@@ -33,22 +33,13 @@ pub struct Fatal {
 
 impl Fatal {
     pub fn guard(message: impl Into<String>) -> Self {
-        Fatal {
-            exit: Exit::Guard,
-            message: message.into(),
-        }
+        Fatal { exit: Exit::Guard, message: message.into() }
     }
     pub fn locked(message: impl Into<String>) -> Self {
-        Fatal {
-            exit: Exit::Locked,
-            message: message.into(),
-        }
+        Fatal { exit: Exit::Locked, message: message.into() }
     }
     pub fn usage(message: impl Into<String>) -> Self {
-        Fatal {
-            exit: Exit::Usage,
-            message: message.into(),
-        }
+        Fatal { exit: Exit::Usage, message: message.into() }
     }
 }
 
@@ -62,8 +53,5 @@ impl std::error::Error for Fatal {}
 
 /// The exit code an error maps to: the `Fatal` in its chain, else 2.
 pub fn exit_for(err: &anyhow::Error) -> Exit {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<Fatal>())
-        .map(|f| f.exit)
-        .unwrap_or(Exit::Usage)
+    err.chain().find_map(|e| e.downcast_ref::<Fatal>()).map(|f| f.exit).unwrap_or(Exit::Usage)
 }

@@ -2,11 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// A validated table or column name (optionally `schema.table`), rendered double-quoted.
+/// Cheap to clone: plans hold one per row item.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Ident(String);
+pub struct Ident(Arc<str>);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0:?} is not a valid SQL identifier: use letters, digits and _ (not starting with a digit), at most 63 characters, optionally schema.name")]
@@ -24,7 +26,7 @@ impl Ident {
                     && !p.starts_with(|c: char| c.is_ascii_digit())
             });
         if ok {
-            Ok(Ident(s.to_string()))
+            Ok(Ident(Arc::from(s)))
         } else {
             Err(BadIdent(s.to_string()))
         }
@@ -53,7 +55,7 @@ impl TryFrom<String> for Ident {
 
 impl From<Ident> for String {
     fn from(i: Ident) -> String {
-        i.0
+        i.0.to_string()
     }
 }
 
@@ -63,29 +65,13 @@ mod tests {
 
     #[test]
     fn accepts_plain_and_schema_qualified_names() {
-        assert_eq!(
-            Ident::new("forum_attachment").unwrap().to_string(),
-            "\"forum_attachment\""
-        );
-        assert_eq!(
-            Ident::new("app.Files_2").unwrap().to_string(),
-            "\"app\".\"Files_2\""
-        );
+        assert_eq!(Ident::new("forum_attachment").unwrap().to_string(), "\"forum_attachment\"");
+        assert_eq!(Ident::new("app.Files_2").unwrap().to_string(), "\"app\".\"Files_2\"");
     }
 
     #[test]
     fn refuses_anything_that_could_inject() {
-        for bad in [
-            "",
-            "a;drop table x",
-            "a\"b",
-            "1abc",
-            "a.b.c",
-            "a b",
-            "a--",
-            ".a",
-            &"x".repeat(64),
-        ] {
+        for bad in ["", "a;drop table x", "a\"b", "1abc", "a.b.c", "a b", "a--", ".a", &"x".repeat(64)] {
             assert!(Ident::new(bad).is_err(), "{bad:?} should be refused");
         }
     }

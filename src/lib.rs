@@ -27,19 +27,18 @@ use std::process::ExitCode;
 /// The binary's `main`: parse, run, print any error with its causes, map it to an exit code.
 pub fn main_entry() -> ExitCode {
     let cli = cli::Cli::parse();
-    logging::init(&cli.global);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-    {
+    let _log_guard = logging::init(&cli.global);
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return exit_codes::Exit::Usage.into();
         }
     };
-    match rt.block_on(commands::run(cli)) {
+    let result = rt.block_on(commands::run(cli));
+    drop(rt);
+    drop(_log_guard); // flush the logs before the error line
+    match result {
         Ok(code) => code.into(),
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -15,11 +15,7 @@ pub fn level(g: &GlobalArgs, env_level: Option<String>) -> &'static str {
     let base = env_level
         .map(|l| l.trim().to_ascii_lowercase())
         .and_then(|l| {
-            let l = if l == "warning" {
-                "warn".to_string()
-            } else {
-                l
-            };
+            let l = if l == "warning" { "warn".to_string() } else { l };
             LEVELS.iter().position(|x| *x == l)
         })
         .unwrap_or(2) as i32;
@@ -27,16 +23,21 @@ pub fn level(g: &GlobalArgs, env_level: Option<String>) -> &'static str {
     LEVELS[i as usize]
 }
 
-pub fn init(g: &GlobalArgs) {
+/// Install the subscriber. Lines go through a buffered writer on its own thread, flushed
+/// whenever it has drained what was logged (lossless: a
+/// full buffer waits); keep the guard until the end of `main` so everything is flushed.
+pub fn init(g: &GlobalArgs) -> tracing_appender::non_blocking::WorkerGuard {
     let lvl = level(g, std::env::var("LOG_LEVEL").ok());
     let filter = EnvFilter::new(format!("warn,cleanup={lvl},sweep={lvl}"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::BufWriter::with_capacity(1 << 16, std::io::stderr()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let _ = match g.log_format {
         LogFormat::Json => builder.json().with_current_span(false).try_init(),
         LogFormat::Text => builder.event_format(CleanupFormat).try_init(),
     };
+    guard
 }
 
 /// `time LEVEL [target] message fields`.
@@ -47,12 +48,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut w: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let meta = event.metadata();
         let level = match *meta.level() {
             Level::ERROR => "ERROR",

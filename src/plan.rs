@@ -3,6 +3,7 @@
 //! `Serialize`: `--plan-out`, `--json` and the audit all come from it.
 
 use crate::ident::Ident;
+use crate::report::Outcome;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -34,11 +35,7 @@ impl Kind {
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum RowRule {
     /// `active_column = false AND deleted_column <= cutoff`.
-    SoftDeletedBefore {
-        active_column: Ident,
-        deleted_column: Ident,
-        cutoff: DateTime<Utc>,
-    },
+    SoftDeletedBefore { active_column: Ident, deleted_column: Ident, cutoff: DateTime<Utc> },
 }
 
 /// How to carry out one item.
@@ -46,12 +43,7 @@ pub enum RowRule {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// Delete one row by primary key, only if it still matches `rule`.
-    DeleteRow {
-        table: Ident,
-        key_column: Ident,
-        key: String,
-        rule: Option<RowRule>,
-    },
+    DeleteRow { table: Ident, key_column: Ident, key: String, rule: Option<RowRule> },
     /// Delete a file (or a symlink, as a link) under a named local root.
     DeleteFile { root: String, path: String },
     /// Delete a directory tree (never following links) under a named local root.
@@ -85,18 +77,18 @@ pub struct Item {
     /// reported as failed with this error, and its unit goes no further.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub refused: Option<String>,
-    /// The row as it was, for the audit and `restore`.
+    /// The row as it was (JSON text), for the audit and `restore`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub snapshot: Option<serde_json::Value>,
+    pub snapshot: Option<Box<serde_json::value::RawValue>>,
+    /// What the executor did; unset in a plan not yet carried out.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub outcome: Option<Outcome>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
 }
 
 impl Item {
-    pub fn new(
-        op: Op,
-        target: impl Into<String>,
-        reason: impl Into<String>,
-        bytes: Option<u64>,
-    ) -> Item {
+    pub fn new(op: Op, target: impl Into<String>, reason: impl Into<String>, bytes: Option<u64>) -> Item {
         Item {
             kind: op.kind(),
             target: target.into(),
@@ -105,6 +97,8 @@ impl Item {
             op,
             refused: None,
             snapshot: None,
+            outcome: None,
+            error: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The run report of SPEC §6: one JSON document with `--json`, a readable summary otherwise.
 
-use crate::plan::{Kind, Plan};
+use crate::plan::{Item, Kind, Plan, Unit};
 use chrono::{DateTime, Utc};
+use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -31,16 +32,6 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ItemReport {
-    pub kind: Kind,
-    pub target: String,
-    pub reason: String,
-    pub bytes: Option<u64>,
-    pub outcome: Outcome,
-    pub error: Option<String>,
-}
-
 /// Counts for one kind (and for the whole run).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Counts {
@@ -56,10 +47,10 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, i: &ItemReport) {
+    fn add(&mut self, i: &Item) {
         self.candidates += 1;
         let b = i.bytes.unwrap_or(0);
-        match i.outcome {
+        match i.outcome.unwrap_or(Outcome::Skipped) {
             Outcome::Deleted => {
                 self.deleted += 1;
                 self.bytes_reclaimed += b;
@@ -98,7 +89,6 @@ pub struct Report {
     pub bytes_reclaimed: u64,
     pub bytes_would_reclaim: u64,
     pub by_kind: BTreeMap<Kind, Counts>,
-    pub items: Vec<ItemReport>,
     /// What was kept, with why (at most `KEPT_SAMPLE` entries; `retained` has the count).
     pub kept_sample: Vec<crate::plan::Kept>,
     /// Command-specific fields (`cutoff`, …).
@@ -116,13 +106,7 @@ pub struct Report {
 pub const KEPT_SAMPLE: usize = 50;
 
 impl Report {
-    pub fn new(
-        run_id: &str,
-        command: &str,
-        dry_run: bool,
-        started: DateTime<Utc>,
-        plan: &Plan,
-    ) -> Report {
+    pub fn new(run_id: &str, command: &str, dry_run: bool, started: DateTime<Utc>, plan: &Plan) -> Report {
         let mut by_kind: BTreeMap<Kind, Counts> = BTreeMap::new();
         for k in &plan.kept {
             by_kind.entry(k.kind).or_default().retained += 1;
@@ -146,7 +130,6 @@ impl Report {
             bytes_reclaimed: 0,
             bytes_would_reclaim: 0,
             by_kind,
-            items: Vec::with_capacity(plan.item_count()),
             kept_sample: plan.kept.iter().take(KEPT_SAMPLE).cloned().collect(),
             fields: plan.fields.clone(),
             units_ok: 0,
@@ -156,20 +139,8 @@ impl Report {
     }
 
     /// A report for a run that decided not to do anything (`CLEANUP_ENABLED=false`, `--auto` off).
-    pub fn skipped(
-        run_id: &str,
-        command: &str,
-        dry_run: bool,
-        now: DateTime<Utc>,
-        why: &str,
-    ) -> Report {
-        let mut r = Report::new(
-            run_id,
-            command,
-            dry_run,
-            Utc::now(),
-            &Plan::new(command, now),
-        );
+    pub fn skipped(run_id: &str, command: &str, dry_run: bool, now: DateTime<Utc>, why: &str) -> Report {
+        let mut r = Report::new(run_id, command, dry_run, Utc::now(), &Plan::new(command, now));
         r.status = "skipped".into();
         r.fields.insert("message".into(), why.into());
         r.finish(Utc::now());
@@ -177,9 +148,9 @@ impl Report {
         r
     }
 
-    pub fn push(&mut self, i: ItemReport) {
-        self.by_kind.entry(i.kind).or_default().add(&i);
-        self.items.push(i);
+    /// Count an item the executor has settled.
+    pub fn count(&mut self, i: &Item) {
+        self.by_kind.entry(i.kind).or_default().add(i);
     }
 
     /// Sum the per-kind counts and settle the status.
@@ -204,30 +175,15 @@ impl Report {
         self.skipped = t.skipped;
         self.bytes_reclaimed = t.bytes_reclaimed;
         self.bytes_would_reclaim = t.bytes_would_reclaim;
-        self.status = if self.interrupted || self.failed > 0 {
-            "partial"
-        } else {
-            "success"
-        }
-        .into();
+        self.status = if self.interrupted || self.failed > 0 { "partial" } else { "success" }.into();
     }
 
     /// The readable summary printed without `--json`.
-    pub fn to_text(&self, max_items: usize) -> String {
+    pub fn to_text(&self, plan: &Plan, max_items: usize) -> String {
         let mut s = String::new();
-        let mode = if self.dry_run {
-            "DRY RUN: nothing was changed"
-        } else {
-            "real run"
-        };
+        let mode = if self.dry_run { "DRY RUN: nothing was changed" } else { "real run" };
         let _ = writeln!(s, "sweep {} ({mode})", self.command);
-        let _ = writeln!(
-            s,
-            "  run {}  status {}  as of {}",
-            self.run_id,
-            self.status,
-            self.now.to_rfc3339()
-        );
+        let _ = writeln!(s, "  run {}  status {}  as of {}", self.run_id, self.status, self.now.to_rfc3339());
         for (k, v) in &self.fields {
             if let Some(t) = v.as_str() {
                 let _ = writeln!(s, "  {k}: {t}");
@@ -235,29 +191,14 @@ impl Report {
                 let _ = writeln!(s, "  {k}: {v}");
             }
         }
-        let _ = writeln!(
-            s,
-            "  scanned {}  candidates {}  retained {}",
-            self.scanned, self.candidates, self.retained
-        );
+        let _ = writeln!(s, "  scanned {}  candidates {}  retained {}", self.scanned, self.candidates, self.retained);
         let _ = writeln!(
             s,
             "  {:<8}{:>12}{:>10}{:>14}{:>9}{:>9}{:>10}{:>12}",
-            "kind",
-            "candidates",
-            "deleted",
-            "would_delete",
-            "missing",
-            "failed",
-            "retained",
-            "bytes"
+            "kind", "candidates", "deleted", "would_delete", "missing", "failed", "retained", "bytes"
         );
         for (k, c) in &self.by_kind {
-            let bytes = if self.dry_run {
-                c.bytes_would_reclaim
-            } else {
-                c.bytes_reclaimed
-            };
+            let bytes = if self.dry_run { c.bytes_would_reclaim } else { c.bytes_reclaimed };
             let _ = writeln!(
                 s,
                 "  {:<8}{:>12}{:>10}{:>14}{:>9}{:>9}{:>10}{:>12}",
@@ -272,61 +213,37 @@ impl Report {
             );
         }
         if self.dry_run {
-            let _ = writeln!(
-                s,
-                "  would reclaim {}",
-                human_bytes(self.bytes_would_reclaim)
-            );
+            let _ = writeln!(s, "  would reclaim {}", human_bytes(self.bytes_would_reclaim));
         } else {
             let _ = writeln!(s, "  reclaimed {}", human_bytes(self.bytes_reclaimed));
         }
-        let failed: Vec<&ItemReport> = self
-            .items
-            .iter()
-            .filter(|i| i.outcome == Outcome::Failed)
-            .collect();
+        let all = || plan.units.iter().flat_map(|u| u.items.iter());
+        let failed: Vec<&Item> = all().filter(|i| i.outcome == Some(Outcome::Failed)).collect();
         if !failed.is_empty() {
             let _ = writeln!(s, "\nFailed ({}):", failed.len());
             for i in failed {
-                let _ = writeln!(
-                    s,
-                    "  {:<7}{}: {}",
-                    i.kind.as_str(),
-                    i.target,
-                    i.error.as_deref().unwrap_or("")
-                );
+                let _ = writeln!(s, "  {:<7}{}: {}", i.kind.as_str(), i.target, i.error.as_deref().unwrap_or(""));
             }
         }
-        let others: Vec<&ItemReport> = self
-            .items
-            .iter()
-            .filter(|i| i.outcome != Outcome::Failed)
-            .collect();
+        let others: Vec<&Item> = all().filter(|i| i.outcome != Some(Outcome::Failed)).collect();
         if !others.is_empty() {
             let shown = others.len().min(max_items);
             let _ = writeln!(
                 s,
                 "\nItems ({shown} of {}{}):",
                 others.len(),
-                if shown < others.len() {
-                    "; --json or --plan-out for all"
-                } else {
-                    ""
-                }
+                if shown < others.len() { "; --json or --plan-out for all" } else { "" }
             );
             for i in others.iter().take(shown) {
                 let _ = writeln!(
                     s,
                     "  {:<13}{:<7}{}  {}  ({}){}",
-                    i.outcome.as_str(),
+                    i.outcome.map(Outcome::as_str).unwrap_or("planned"),
                     i.kind.as_str(),
                     i.target,
                     i.bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
                     i.reason,
-                    i.error
-                        .as_deref()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default()
+                    i.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
                 );
             }
         }
@@ -338,6 +255,50 @@ impl Report {
             }
         }
         s
+    }
+}
+
+/// The report with its items, as `--json` prints it: the items are the plan's, serialized in
+/// place rather than copied (a large run holds one copy of each target and reason).
+pub struct ReportDoc<'a> {
+    pub report: &'a Report,
+    pub plan: &'a Plan,
+}
+
+impl Serialize for ReportDoc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            #[serde(flatten)]
+            report: &'a Report,
+            items: Items<'a>,
+        }
+        Doc { report: self.report, items: Items(&self.plan.units) }.serialize(s)
+    }
+}
+
+struct Items<'a>(&'a [Unit]);
+
+impl Serialize for Items<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().flat_map(|u| u.items.iter()).map(ItemView))
+    }
+}
+
+/// One item as the report shows it: `kind, target, reason, bytes, outcome, error`.
+struct ItemView<'a>(&'a Item);
+
+impl Serialize for ItemView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let i = self.0;
+        let mut st = s.serialize_struct("Item", 6)?;
+        st.serialize_field("kind", &i.kind)?;
+        st.serialize_field("target", &i.target)?;
+        st.serialize_field("reason", &i.reason)?;
+        st.serialize_field("bytes", &i.bytes)?;
+        st.serialize_field("outcome", &i.outcome)?;
+        st.serialize_field("error", &i.error)?;
+        st.end()
     }
 }
 

@@ -24,7 +24,8 @@ static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
 static DB_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// The message when PostgreSQL's server binaries are missing.
-pub const MISSING_PG: &str = "PostgreSQL server binaries (initdb, postgres) not found on PATH or under /usr/lib/postgresql/*/bin: \
+pub const MISSING_PG: &str =
+    "PostgreSQL server binaries (initdb, postgres) not found on PATH or under /usr/lib/postgresql/*/bin: \
 install Debian's `postgresql` package (apt-get install -y postgresql); the tests start their own temporary cluster";
 
 fn find_bin(name: &str) -> Option<PathBuf> {
@@ -36,31 +37,18 @@ fn find_bin(name: &str) -> Option<PathBuf> {
             }
         }
     }
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("bin"))
-        .collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir("/usr/lib/postgresql").ok()?.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect();
     dirs.sort();
-    dirs.into_iter()
-        .rev()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    dirs.into_iter().rev().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
 impl PgCluster {
@@ -68,8 +56,7 @@ impl PgCluster {
     /// not installed: a missing prerequisite is a failure, never a skip.
     pub fn shared() -> &'static PgCluster {
         CLUSTER.get_or_init(|| {
-            PgCluster::start()
-                .unwrap_or_else(|e| panic!("cannot start a temporary PostgreSQL cluster: {e}"))
+            PgCluster::start().unwrap_or_else(|e| panic!("cannot start a temporary PostgreSQL cluster: {e}"))
         })
     }
 
@@ -77,10 +64,8 @@ impl PgCluster {
         let initdb = find_bin("initdb").ok_or(MISSING_PG)?;
         let postgres = find_bin("postgres").ok_or(MISSING_PG)?;
         let root = is_root();
-        let dir =
-            std::env::temp_dir().join(format!("sweep-pg-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let dir = std::env::temp_dir().join(format!("sweep-pg-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let as_user = |bin: &Path| -> Command {
             if root {
                 let mut c = Command::new("runuser");
@@ -104,23 +89,11 @@ impl PgCluster {
         let out = as_user(&initdb)
             .arg("-D")
             .arg(&data)
-            .args([
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ])
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"])
             .output()
             .map_err(|e| format!("cannot run {}: {e}", initdb.display()))?;
         if !out.status.success() {
-            return Err(format!(
-                "initdb failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
         let port = free_port();
         // SIGINT goes to the postmaster itself (runuser does not pass it on): a fast shutdown.
@@ -154,22 +127,12 @@ impl PgCluster {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start postgres: {e}"))?;
+        let mut child = cmd.spawn().map_err(|e| format!("cannot start postgres: {e}"))?;
         let stdin = child.stdin.take().expect("piped stdin");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ready = Command::new(find_bin("pg_isready").unwrap_or_else(|| "pg_isready".into()))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    "postgres",
-                    "-q",
-                ])
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-q"])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or_else(|_| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
@@ -181,11 +144,7 @@ impl PgCluster {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(PgCluster {
-            port,
-            dir,
-            child: Mutex::new((child, Some(stdin))),
-        })
+        Ok(PgCluster { port, dir, child: Mutex::new((child, Some(stdin))) })
     }
 
     /// The URL of the maintenance database.
@@ -195,33 +154,14 @@ impl PgCluster {
 
     /// Create a fresh, empty database and return its URL.
     pub fn new_database(&self) -> String {
-        let name = format!(
-            "t{}_{}",
-            std::process::id(),
-            DB_SEQ.fetch_add(1, Ordering::SeqCst)
-        );
+        let name = format!("t{}_{}", std::process::id(), DB_SEQ.fetch_add(1, Ordering::SeqCst));
         let psql = find_bin("psql").unwrap_or_else(|| "psql".into());
         let out = Command::new(psql)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-qAt",
-                "-c",
-            ])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-qAt", "-c"])
             .arg(format!("CREATE DATABASE {name}"))
             .output()
             .expect("psql runs (Debian package postgresql-client)");
-        assert!(
-            out.status.success(),
-            "CREATE DATABASE failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "CREATE DATABASE failed: {}", String::from_utf8_lossy(&out.stderr));
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 

@@ -11,7 +11,7 @@ CREATE TABLE IF NOT EXISTS cleanup_runs (
     failed          bigint NOT NULL DEFAULT 0,
     retained        bigint NOT NULL DEFAULT 0,
     bytes_reclaimed bigint NOT NULL DEFAULT 0,
-    details         jsonb
+    details         json
 );
 CREATE INDEX IF NOT EXISTS cleanup_runs_command_started ON cleanup_runs (command, started_at);
 
@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS cleanup_audit (
     outcome         text NOT NULL,
     error           text,
     backup_location text,
-    row_snapshot    jsonb,
+    row_snapshot    json,
     at              timestamptz NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cleanup_audit_run ON cleanup_audit (run_id);

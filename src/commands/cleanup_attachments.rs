@@ -11,11 +11,12 @@ use crate::exit_codes::Exit;
 use crate::ident::Ident;
 use crate::plan::{Item, Kept, Kind, Op, Plan, RowRule, Unit};
 use crate::store::is_protected;
-use crate::store::local::LocalRoot;
+use crate::store::local::{in_blocking_chunks, LocalRoot, ParentCache};
 use crate::store::object::{parse_key, NamedStore};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt};
+use serde_json::value::RawValue;
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -60,11 +61,7 @@ impl AttachmentSettings {
         let l = ctx.settings.layers(&env);
         let raw = &ctx.settings.raw.attachments;
         let days = l.pick(
-            &Key {
-                flag: Some("--days"),
-                env: Some("ATTACHMENT_CLEANUP_DAYS"),
-                file: "attachments.days",
-            },
+            &Key { flag: Some("--days"), env: Some("ATTACHMENT_CLEANUP_DAYS"), file: "attachments.days" },
             args.days,
             raw.days,
             30,
@@ -103,68 +100,27 @@ impl AttachmentSettings {
             days,
             batch_size,
             store,
-            table: ident_setting(
-                f,
-                "attachments.table",
-                raw.table.as_ref(),
-                "forum_attachment",
-            )?,
+            table: ident_setting(f, "attachments.table", raw.table.as_ref(), "forum_attachment")?,
             id: ident_setting(f, "attachments.columns.id", c.id.as_ref(), "id")?,
             image: ident_setting(f, "attachments.columns.image", c.image.as_ref(), "image")?,
-            file_size: ident_setting(
-                f,
-                "attachments.columns.file_size",
-                c.file_size.as_ref(),
-                "file_size",
-            )?,
-            is_active: ident_setting(
-                f,
-                "attachments.columns.is_active",
-                c.is_active.as_ref(),
-                "is_active",
-            )?,
-            deleted_at: ident_setting(
-                f,
-                "attachments.columns.deleted_at",
-                c.deleted_at.as_ref(),
-                "deleted_at",
-            )?,
+            file_size: ident_setting(f, "attachments.columns.file_size", c.file_size.as_ref(), "file_size")?,
+            is_active: ident_setting(f, "attachments.columns.is_active", c.is_active.as_ref(), "is_active")?,
+            deleted_at: ident_setting(f, "attachments.columns.deleted_at", c.deleted_at.as_ref(), "deleted_at")?,
         })
     }
 
     fn rows(&self) -> Vec<(String, String, String)> {
         let d = |k: &str, v: String| (k.to_string(), v, "config or default".to_string());
         vec![
-            (
-                "attachments.days".into(),
-                self.days.value.to_string(),
-                self.days.source.to_string(),
-            ),
-            (
-                "attachments.batch_size".into(),
-                self.batch_size.value.to_string(),
-                self.batch_size.source.to_string(),
-            ),
-            (
-                "attachments.store".into(),
-                self.store.value.to_string(),
-                self.store.source.to_string(),
-            ),
+            ("attachments.days".into(), self.days.value.to_string(), self.days.source.to_string()),
+            ("attachments.batch_size".into(), self.batch_size.value.to_string(), self.batch_size.source.to_string()),
+            ("attachments.store".into(), self.store.value.to_string(), self.store.source.to_string()),
             d("attachments.table", self.table.as_str().into()),
             d("attachments.columns.id", self.id.as_str().into()),
             d("attachments.columns.image", self.image.as_str().into()),
-            d(
-                "attachments.columns.file_size",
-                self.file_size.as_str().into(),
-            ),
-            d(
-                "attachments.columns.is_active",
-                self.is_active.as_str().into(),
-            ),
-            d(
-                "attachments.columns.deleted_at",
-                self.deleted_at.as_str().into(),
-            ),
+            d("attachments.columns.file_size", self.file_size.as_str().into()),
+            d("attachments.columns.is_active", self.is_active.as_str().into()),
+            d("attachments.columns.deleted_at", self.deleted_at.as_str().into()),
         ]
     }
 }
@@ -194,7 +150,7 @@ pub struct Candidate {
     pub deleted_at: DateTime<Utc>,
     pub file_size: Option<i64>,
     pub file: FileFacts,
-    pub snapshot: serde_json::Value,
+    pub snapshot: Box<RawValue>,
 }
 
 /// The fixed inputs of the decision.
@@ -235,8 +191,7 @@ pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
     let cutoff = rules.cutoff();
     p.fields.insert("cutoff".into(), cutoff.to_rfc3339().into());
     p.fields.insert("days".into(), rules.days.into());
-    p.fields
-        .insert("batch_size".into(), (rules.batch_size as u64).into());
+    p.fields.insert("batch_size".into(), (rules.batch_size as u64).into());
     let row_target = |k: &str| format!("{} {}={}", rules.table.as_str(), rules.id.as_str(), k);
     for c in candidates {
         p.scanned += 1;
@@ -261,24 +216,17 @@ pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
                 ),
                 None,
             );
-            it.snapshot = Some(c.snapshot.clone());
+            it.snapshot = Some(c.snapshot);
             it
         };
         let image = c.image.clone().unwrap_or_default();
         let file_item = |bytes: Option<u64>, reason: String| {
             let (op, target) = match &rules.store {
-                StoreRef::Local { name } => (
-                    Op::DeleteFile {
-                        root: name.clone(),
-                        path: image.clone(),
-                    },
-                    format!("{name}:{image}"),
-                ),
+                StoreRef::Local { name } => {
+                    (Op::DeleteFile { root: name.clone(), path: image.clone() }, format!("{name}:{image}"))
+                }
                 StoreRef::Object { name, url } => (
-                    Op::DeleteObject {
-                        store: name.clone(),
-                        key: image.clone(),
-                    },
+                    Op::DeleteObject { store: name.clone(), key: image.clone() },
                     format!("{}/{image}", url.trim_end_matches('/')),
                 ),
             };
@@ -292,15 +240,10 @@ pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
             FileFacts::NoImage => p.units.push(Unit { items: vec![row] }),
             FileFacts::Refused(why) | FileFacts::Unknown(why) => {
                 let raw = c.image.clone().unwrap_or_default();
-                let mut f = file_item(
-                    c.file_size.map(|b| b as u64),
-                    format!("file of attachment {}", c.key),
-                );
+                let mut f = file_item(c.file_size.map(|b| b as u64), format!("file of attachment {}", c.key));
                 f.target = format!("{} image={raw:?}", row_target(&c.key));
                 f.refused = Some(why.clone());
-                p.units.push(Unit {
-                    items: vec![f, row],
-                });
+                p.units.push(Unit { items: vec![f, row] });
             }
             _ if is_protected(&image, &rules.protected) => {
                 p.kept.push(Kept {
@@ -333,24 +276,13 @@ pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
             FileFacts::Present { bytes, .. } => {
                 let f = file_item(
                     Some(*bytes),
-                    format!(
-                        "file of attachment {} soft-deleted at {}",
-                        c.key,
-                        c.deleted_at.to_rfc3339()
-                    ),
+                    format!("file of attachment {} soft-deleted at {}", c.key, c.deleted_at.to_rfc3339()),
                 );
-                p.units.push(Unit {
-                    items: vec![f, row],
-                });
+                p.units.push(Unit { items: vec![f, row] });
             }
             FileFacts::Missing => {
-                let f = file_item(
-                    None,
-                    format!("file of attachment {} (not found in the store)", c.key),
-                );
-                p.units.push(Unit {
-                    items: vec![f, row],
-                });
+                let f = file_item(None, format!("file of attachment {} (not found in the store)", c.key));
+                p.units.push(Unit { items: vec![f, row] });
             }
         }
     }
@@ -358,12 +290,7 @@ pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
 }
 
 /// Read the candidates page by page (keyset on the key column) and check each file.
-async fn gather(
-    db: &Db,
-    s: &AttachmentSettings,
-    rules: &Rules,
-    res: &Resources,
-) -> Result<Vec<Candidate>> {
+async fn gather(db: &Db, s: &AttachmentSettings, rules: &Rules, res: &Resources) -> Result<Vec<Candidate>> {
     let cutoff = rules.cutoff();
     let mut out = Vec::new();
     let mut last: Option<String> = None;
@@ -379,13 +306,7 @@ async fn gather(
     Ok(out)
 }
 
-type RawCandidate = (
-    String,
-    Option<String>,
-    Option<i64>,
-    DateTime<Utc>,
-    serde_json::Value,
-);
+type RawCandidate = (String, Option<String>, Option<i64>, DateTime<Utc>, Box<RawValue>);
 
 async fn read_page(
     db: &Db,
@@ -393,25 +314,14 @@ async fn read_page(
     cutoff: DateTime<Utc>,
     after: Option<&str>,
 ) -> Result<Vec<RawCandidate>> {
-    let (t, id, img, size, act, del) = (
-        &s.table,
-        &s.id,
-        &s.image,
-        &s.file_size,
-        &s.is_active,
-        &s.deleted_at,
-    );
+    let (t, id, img, size, act, del) = (&s.table, &s.id, &s.image, &s.file_size, &s.is_active, &s.deleted_at);
     let read_err = |e: sqlx::Error| {
         anyhow!("cannot read {t}: {e}: check [attachments] table and columns in the config (they must name existing columns)")
     };
     match &db.pool {
         Pool::Pg(p) => {
             let cast = db.key_cast(t, id).await?;
-            let after_cond = if after.is_some() {
-                format!(" AND {id} > $2{cast}")
-            } else {
-                String::new()
-            };
+            let after_cond = if after.is_some() { format!(" AND {id} > $2{cast}") } else { String::new() };
             let sql = format!(
                 "SELECT {id}::text AS k, {img}::text AS img, {size}::bigint AS sz, {del} AS del, row_to_json(x)::text AS snap \
                  FROM {t} x WHERE {act} = false AND {del} <= $1{after_cond} ORDER BY {id} LIMIT {PAGE}"
@@ -429,17 +339,13 @@ async fn read_page(
                         r.try_get("img")?,
                         r.try_get("sz")?,
                         r.try_get("del")?,
-                        serde_json::from_str(&snap)?,
+                        RawValue::from_string(snap)?,
                     ))
                 })
                 .collect()
         }
         Pool::Sqlite(p) => {
-            let after_cond = if after.is_some() {
-                format!(" AND {id} > ?2")
-            } else {
-                String::new()
-            };
+            let after_cond = if after.is_some() { format!(" AND {id} > ?2") } else { String::new() };
             let sql = format!(
                 "SELECT CAST({id} AS TEXT) AS __k, CAST({img} AS TEXT) AS __img, {size} AS __sz, {del} AS __del, x.* \
                  FROM {t} x WHERE {act} = 0 AND julianday({del}) <= julianday(?1){after_cond} ORDER BY {id} LIMIT {PAGE}"
@@ -452,14 +358,14 @@ async fn read_page(
             rows.into_iter()
                 .map(|r| {
                     let del: String = r.try_get("__del")?;
-                    let del = parse_sqlite_time(&del)
-                        .ok_or_else(|| anyhow!("{t}.{del:?} is not an RFC 3339 timestamp"))?;
+                    let del =
+                        parse_sqlite_time(&del).ok_or_else(|| anyhow!("{t}.{del:?} is not an RFC 3339 timestamp"))?;
                     Ok((
                         r.try_get("__k")?,
                         r.try_get("__img")?,
                         r.try_get("__sz")?,
                         del,
-                        sqlite_row_json(&r, 4),
+                        RawValue::from_string(sqlite_row_json(&r, 4).to_string())?,
                     ))
                 })
                 .collect()
@@ -478,10 +384,7 @@ pub fn sqlite_row_json(r: &sqlx::sqlite::SqliteRow, skip: usize) -> serde_json::
             Some(v) => match v.type_info().name() {
                 "INTEGER" | "BOOLEAN" => r.try_get::<i64, _>(i).map(Into::into).unwrap_or_default(),
                 "REAL" => r.try_get::<f64, _>(i).map(Into::into).unwrap_or_default(),
-                _ => r
-                    .try_get::<String, _>(i)
-                    .map(Into::into)
-                    .unwrap_or_default(),
+                _ => r.try_get::<String, _>(i).map(Into::into).unwrap_or_default(),
             },
         };
         m.insert(col.name().to_string(), v);
@@ -489,73 +392,58 @@ pub fn sqlite_row_json(r: &sqlx::sqlite::SqliteRow, skip: usize) -> serde_json::
     serde_json::Value::Object(m)
 }
 
-/// Stat (local) or HEAD (object) every candidate's file, several at once.
+/// Stat (local, in a few blocking chunks) or HEAD (object, several at once) each candidate's file.
 async fn check_files(page: Vec<RawCandidate>, rules: &Rules, res: &Resources) -> Vec<Candidate> {
-    let conc = 32;
-    stream::iter(page)
-        .map(|(key, image, size, deleted_at, snapshot)| async move {
-            let (image, file) = match image.as_deref().map(str::trim) {
-                None | Some("") => (None, FileFacts::NoImage),
-                Some(img) => match &rules.store {
-                    StoreRef::Local { name } => {
-                        let root = res
-                            .roots
-                            .get(name)
-                            .expect("the attachment root is opened before planning")
-                            .clone();
-                        let img = img.to_string();
-                        tokio::task::spawn_blocking(move || local_facts(&root, &img))
-                            .await
-                            .unwrap_or_else(|e| (None, FileFacts::Unknown(e.to_string())))
+    let build = |(key, image, size, deleted_at, snapshot): RawCandidate,
+                 (image_rel, file): (Option<String>, FileFacts)| {
+        let _ = image;
+        Candidate { key, image: image_rel, deleted_at, file_size: size, file, snapshot }
+    };
+    let images: Vec<Option<String>> =
+        page.iter().map(|c| c.1.as_deref().map(str::trim).filter(|i| !i.is_empty()).map(String::from)).collect();
+    let facts: Vec<(Option<String>, FileFacts)> = match &rules.store {
+        StoreRef::Local { name } => {
+            let root = res.roots.get(name).expect("the attachment root is opened before planning").clone();
+            in_blocking_chunks(images, 4, move |chunk| {
+                let mut cache = ParentCache::default();
+                chunk
+                    .into_iter()
+                    .map(|img| match img {
+                        None => (None, FileFacts::NoImage),
+                        Some(img) => local_facts(&root, &img, &mut cache),
+                    })
+                    .collect()
+            })
+            .await
+        }
+        StoreRef::Object { name, .. } => {
+            let store = res.stores.get(name).expect("the attachment store is opened before planning");
+            stream::iter(images)
+                .map(|img| async move {
+                    match img {
+                        None => (None, FileFacts::NoImage),
+                        Some(img) => object_facts(store, &img).await,
                     }
-                    StoreRef::Object { name, .. } => {
-                        let store = res
-                            .stores
-                            .get(name)
-                            .expect("the attachment store is opened before planning");
-                        object_facts(store, img).await
-                    }
-                },
-            };
-            Candidate {
-                key,
-                image,
-                deleted_at,
-                file_size: size,
-                file,
-                snapshot,
-            }
-        })
-        .buffered(conc)
-        .collect()
-        .await
+                })
+                .buffered(32)
+                .collect()
+                .await
+        }
+    };
+    page.into_iter().zip(facts).map(|(c, f)| build(c, f)).collect()
 }
 
-fn local_facts(root: &LocalRoot, img: &str) -> (Option<String>, FileFacts) {
+fn local_facts(root: &LocalRoot, img: &str, cache: &mut ParentCache) -> (Option<String>, FileFacts) {
     let rel = match root.relativize(img) {
         Ok(r) => r,
         Err(e) => return (Some(img.to_string()), FileFacts::Refused(e.to_string())),
     };
-    match root.stat(&rel) {
-        Ok(Some(e)) if e.is_dir => (
-            Some(rel),
-            FileFacts::Refused(format!("{img:?} names a directory, not a file")),
-        ),
-        Ok(Some(e)) => (
-            Some(rel),
-            FileFacts::Present {
-                bytes: e.bytes,
-                modified: to_utc(e.modified),
-            },
-        ),
+    match root.stat_with(&rel, cache) {
+        Ok(Some(e)) if e.is_dir => (Some(rel), FileFacts::Refused(format!("{img:?} names a directory, not a file"))),
+        Ok(Some(e)) => (Some(rel), FileFacts::Present { bytes: e.bytes, modified: to_utc(e.modified) }),
         Ok(None) => (Some(rel), FileFacts::Missing),
-        Err(e @ crate::store::local::LocalError::Outside { .. }) => {
-            (Some(rel), FileFacts::Refused(e.to_string()))
-        }
-        Err(e) => (
-            Some(rel),
-            FileFacts::Unknown(format!("cannot check the file: {e}")),
-        ),
+        Err(e @ crate::store::local::LocalError::Outside { .. }) => (Some(rel), FileFacts::Refused(e.to_string())),
+        Err(e) => (Some(rel), FileFacts::Unknown(format!("cannot check the file: {e}"))),
     }
 }
 
@@ -566,18 +454,9 @@ async fn object_facts(store: &NamedStore, img: &str) -> (Option<String>, FileFac
         Err(e) => return (Some(img.to_string()), FileFacts::Refused(e.to_string())),
     };
     match store.store.head(&path).await {
-        Ok(m) => (
-            Some(key.to_string()),
-            FileFacts::Present {
-                bytes: m.size,
-                modified: m.last_modified,
-            },
-        ),
+        Ok(m) => (Some(key.to_string()), FileFacts::Present { bytes: m.size, modified: m.last_modified }),
         Err(object_store::Error::NotFound { .. }) => (Some(key.to_string()), FileFacts::Missing),
-        Err(e) => (
-            Some(key.to_string()),
-            FileFacts::Unknown(format!("cannot check {}: {e}", store.target(key))),
-        ),
+        Err(e) => (Some(key.to_string()), FileFacts::Unknown(format!("cannot check {}: {e}", store.target(key)))),
     }
 }
 
@@ -593,26 +472,18 @@ pub async fn run(ctx: &Ctx, args: &CleanupAttachmentsArgs) -> Result<Exit> {
         return Ok(Exit::Success);
     }
     let db = super::connect(ctx).await?;
-    let mut res = Resources {
-        db: Some(db.clone()),
-        ..Default::default()
-    };
+    let mut res = Resources { db: Some(db.clone()), ..Default::default() };
     let store = match &s.store.value {
         StoreSpec::Local(dir) => {
-            let root = LocalRoot::open("media", dir)
-                .map_err(|e| anyhow!("attachment store ({}): {e}", s.store.source))?;
+            let root =
+                LocalRoot::open("media", dir).map_err(|e| anyhow!("attachment store ({}): {e}", s.store.source))?;
             res.roots.insert("media".into(), root);
-            StoreRef::Local {
-                name: "media".into(),
-            }
+            StoreRef::Local { name: "media".into() }
         }
         StoreSpec::Object(url) => {
             let st = NamedStore::open(url, &ctx.settings.object_storage)?;
             res.stores.insert("attachments".into(), st);
-            StoreRef::Object {
-                name: "attachments".into(),
-                url: url.clone(),
-            }
+            StoreRef::Object { name: "attachments".into(), url: url.clone() }
         }
     };
     let rules = Rules {
@@ -635,23 +506,15 @@ pub async fn run(ctx: &Ctx, args: &CleanupAttachmentsArgs) -> Result<Exit> {
         rules.cutoff().to_rfc3339(),
         rules.days
     );
-    let (exit, mut report) = run_policy(ctx, COMMAND, Some(db.clone()), &res, || async {
+    let super::Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, Some(db.clone()), &res, || async {
         let cands = gather(&db, &s, &rules, &res).await?;
         tracing::info!(target: "cleanup", "Permanently deleting {} attachments in batches of {}...", cands.len(), rules.batch_size);
         Ok(plan(cands, &rules))
     })
     .await?;
-    report
-        .fields
-        .insert("attachments_deleted".into(), report.units_ok.into());
-    report
-        .fields
-        .insert("attachments_failed".into(), report.units_failed.into());
-    let verb = if report.dry_run {
-        "Would delete"
-    } else {
-        "Successfully deleted"
-    };
+    report.fields.insert("attachments_deleted".into(), report.units_ok.into());
+    report.fields.insert("attachments_failed".into(), report.units_failed.into());
+    let verb = if report.dry_run { "Would delete" } else { "Successfully deleted" };
     tracing::info!(
         target: "cleanup",
         "Cleanup complete: {verb}: {} attachments; Failed: {} attachments; Cutoff date: {}",
@@ -659,7 +522,7 @@ pub async fn run(ctx: &Ctx, args: &CleanupAttachmentsArgs) -> Result<Exit> {
         report.units_failed,
         rules.cutoff().to_rfc3339()
     );
-    print_report(ctx, &report)?;
+    print_report(ctx, &report, &plan)?;
     db.close().await;
     Ok(exit)
 }
@@ -690,7 +553,7 @@ mod tests {
             deleted_at: "2026-09-01T00:00:00Z".parse().unwrap(),
             file_size: Some(10),
             file,
-            snapshot: serde_json::json!({"id": "k"}),
+            snapshot: RawValue::from_string(r#"{"id":"k"}"#.into()).unwrap(),
         }
     }
 
@@ -701,13 +564,33 @@ mod tests {
         let fresh: DateTime<Utc> = "2026-11-22T09:45:00Z".parse().unwrap();
         let edge: DateTime<Utc> = "2026-11-22T09:30:00Z".parse().unwrap();
         let cases: Vec<(&str, Candidate, Option<Vec<Kind>>, bool)> = vec![
-            ("present", cand(Some("a.jpg"), FileFacts::Present { bytes: 5, modified: old }), Some(vec![Kind::File, Kind::Row]), false),
+            (
+                "present",
+                cand(Some("a.jpg"), FileFacts::Present { bytes: 5, modified: old }),
+                Some(vec![Kind::File, Kind::Row]),
+                false,
+            ),
             ("missing file", cand(Some("a.jpg"), FileFacts::Missing), Some(vec![Kind::File, Kind::Row]), false),
             ("no image", cand(None, FileFacts::NoImage), Some(vec![Kind::Row]), false),
-            ("refused", cand(Some("../x"), FileFacts::Refused("leaves".into())), Some(vec![Kind::File, Kind::Row]), true),
-            ("unknown", cand(Some("a.jpg"), FileFacts::Unknown("EACCES".into())), Some(vec![Kind::File, Kind::Row]), true),
+            (
+                "refused",
+                cand(Some("../x"), FileFacts::Refused("leaves".into())),
+                Some(vec![Kind::File, Kind::Row]),
+                true,
+            ),
+            (
+                "unknown",
+                cand(Some("a.jpg"), FileFacts::Unknown("EACCES".into())),
+                Some(vec![Kind::File, Kind::Row]),
+                true,
+            ),
             ("within grace", cand(Some("a.jpg"), FileFacts::Present { bytes: 5, modified: fresh }), None, false),
-            ("grace edge", cand(Some("a.jpg"), FileFacts::Present { bytes: 5, modified: edge }), Some(vec![Kind::File, Kind::Row]), false),
+            (
+                "grace edge",
+                cand(Some("a.jpg"), FileFacts::Present { bytes: 5, modified: edge }),
+                Some(vec![Kind::File, Kind::Row]),
+                false,
+            ),
             ("protected", cand(Some("backups/a.jpg"), FileFacts::Present { bytes: 5, modified: old }), None, false),
         ];
         for (name, c, want, refused) in cases {
@@ -739,8 +622,20 @@ mod tests {
         r2.now += shift;
         let mk = |s: Duration| {
             vec![
-                cand(Some("a.jpg"), FileFacts::Present { bytes: 5, modified: "2026-11-22T09:45:00Z".parse::<DateTime<Utc>>().unwrap() + s }),
-                cand(Some("b.jpg"), FileFacts::Present { bytes: 5, modified: "2026-10-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + s }),
+                cand(
+                    Some("a.jpg"),
+                    FileFacts::Present {
+                        bytes: 5,
+                        modified: "2026-11-22T09:45:00Z".parse::<DateTime<Utc>>().unwrap() + s,
+                    },
+                ),
+                cand(
+                    Some("b.jpg"),
+                    FileFacts::Present {
+                        bytes: 5,
+                        modified: "2026-10-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + s,
+                    },
+                ),
             ]
         };
         let a = plan(mk(Duration::zero()), &rules());

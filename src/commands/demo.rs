@@ -38,10 +38,7 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
     )?;
 
     println!("sweep demo workspace in {}", dir.display());
-    println!(
-        "  database   {} (SQLite, reference schema + sweep's tables)",
-        db_path.display()
-    );
+    println!("  database   {} (SQLite, reference schema + sweep's tables)", db_path.display());
     println!("  media root {}", media.display());
     println!("  config     {}\n", config.display());
     println!("Dry run of every command (nothing is changed):\n");
@@ -58,10 +55,7 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
         ..ctx.global.clone()
     };
     let settings = Settings::load(&g, &ProcessEnv, Utc::now())?;
-    let demo_ctx = Ctx {
-        global: g,
-        settings,
-    };
+    let demo_ctx = Ctx { global: g, settings };
     println!("=== cleanup-attachments --days 30 ===");
     // The demo holds a row whose image points outside the media root, to show that it is
     // refused: that "failure" is the point, so the demo itself exits 0.
@@ -72,21 +66,17 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
     println!("  sweep --config {cfg} cleanup-attachments --dry-run --json     # the same decision as JSON");
     println!("  sweep --config {cfg} cleanup-attachments --show-config        # every setting and where it came from");
     println!("  sweep --config {cfg} cleanup-attachments --max-delete 3       # a safety cap stops the run (exit 3)");
-    println!("  sweep --config {cfg} cleanup-attachments                      # the real run, audited in cleanup_audit");
     println!(
-        "  sqlite3 {} 'SELECT outcome, count(*) FROM cleanup_audit GROUP BY 1'",
-        db_path.display()
+        "  sweep --config {cfg} cleanup-attachments                      # the real run, audited in cleanup_audit"
     );
+    println!("  sqlite3 {} 'SELECT outcome, count(*) FROM cleanup_audit GROUP BY 1'", db_path.display());
     Ok(Exit::Success)
 }
 
 /// Create DIR, or empty a previous demo workspace; refuse anything else.
 fn prepare_dir(dir: &Path) -> Result<PathBuf> {
     if dir.exists() {
-        let empty = fs::read_dir(dir)
-            .with_context(|| format!("cannot read {}", dir.display()))?
-            .next()
-            .is_none();
+        let empty = fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?.next().is_none();
         if !empty {
             if !dir.join(MARKER).is_file() {
                 return Err(Fatal::usage(format!(
@@ -95,8 +85,7 @@ fn prepare_dir(dir: &Path) -> Result<PathBuf> {
                 ))
                 .into());
             }
-            fs::remove_dir_all(dir)
-                .with_context(|| format!("cannot clear the previous demo in {}", dir.display()))?;
+            fs::remove_dir_all(dir).with_context(|| format!("cannot clear the previous demo in {}", dir.display()))?;
         }
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -121,111 +110,26 @@ async fn seed_attachments(db: &Db, media: &Path, now: DateTime<Utc>) -> Result<(
     let old_file = now - Duration::days(60);
     // (n, image, size, active, deleted days ago, write the file?)
     let rows: Vec<(u32, String, usize, bool, Option<i64>, bool)> = vec![
-        (
-            1,
-            "attachments/2026/08/fern-close-up.jpg".into(),
-            48_213,
-            false,
-            Some(84),
-            true,
-        ),
-        (
-            2,
-            "attachments/2026/08/monstera-leaf.png".into(),
-            122_880,
-            false,
-            Some(71),
-            true,
-        ),
-        (
-            3,
-            "attachments/2026/09/orchid-roots.jpg".into(),
-            35_104,
-            false,
-            Some(52),
-            true,
-        ),
-        (
-            4,
-            "attachments/2026/09/pothos-cutting.jpg".into(),
-            64_500,
-            false,
-            Some(45),
-            true,
-        ),
-        (
-            5,
-            "attachments/2026/10/cactus-bloom.webp".into(),
-            18_422,
-            false,
-            Some(33),
-            true,
-        ),
-        (
-            6,
-            "attachments/2026/10/already-removed.jpg".into(),
-            20_000,
-            false,
-            Some(40),
-            false,
-        ),
+        (1, "attachments/2026/08/fern-close-up.jpg".into(), 48_213, false, Some(84), true),
+        (2, "attachments/2026/08/monstera-leaf.png".into(), 122_880, false, Some(71), true),
+        (3, "attachments/2026/09/orchid-roots.jpg".into(), 35_104, false, Some(52), true),
+        (4, "attachments/2026/09/pothos-cutting.jpg".into(), 64_500, false, Some(45), true),
+        (5, "attachments/2026/10/cactus-bloom.webp".into(), 18_422, false, Some(33), true),
+        (6, "attachments/2026/10/already-removed.jpg".into(), 20_000, false, Some(40), false),
         (7, "../../etc/passwd".into(), 0, false, Some(90), false),
-        (
-            8,
-            "backups/attachments/keep-forever.jpg".into(),
-            9_000,
-            false,
-            Some(120),
-            true,
-        ),
-        (
-            9,
-            "attachments/2026/11/deleted-last-week.jpg".into(),
-            51_000,
-            false,
-            Some(7),
-            true,
-        ),
-        (
-            10,
-            "attachments/2026/11/deleted-yesterday.png".into(),
-            77_000,
-            false,
-            Some(1),
-            true,
-        ),
-        (
-            11,
-            "attachments/2026/11/active-1.jpg".into(),
-            41_000,
-            true,
-            None,
-            true,
-        ),
-        (
-            12,
-            "attachments/2026/11/active-2.jpg".into(),
-            39_000,
-            true,
-            None,
-            true,
-        ),
-        (
-            13,
-            "attachments/2026/11/active-3.jpg".into(),
-            88_000,
-            true,
-            None,
-            true,
-        ),
+        (8, "backups/attachments/keep-forever.jpg".into(), 9_000, false, Some(120), true),
+        (9, "attachments/2026/11/deleted-last-week.jpg".into(), 51_000, false, Some(7), true),
+        (10, "attachments/2026/11/deleted-yesterday.png".into(), 77_000, false, Some(1), true),
+        (11, "attachments/2026/11/active-1.jpg".into(), 41_000, true, None, true),
+        (12, "attachments/2026/11/active-2.jpg".into(), 39_000, true, None, true),
+        (13, "attachments/2026/11/active-3.jpg".into(), 88_000, true, None, true),
     ];
     for (n, image, size, active, deleted_days, write) in rows {
         if write {
             write_aged(&media.join(&image), size, old_file)?;
         }
-        let deleted = deleted_days
-            .map(|d| format!("'{}'", rfc3339(now - Duration::days(d))))
-            .unwrap_or_else(|| "NULL".into());
+        let deleted =
+            deleted_days.map(|d| format!("'{}'", rfc3339(now - Duration::days(d)))).unwrap_or_else(|| "NULL".into());
         let created = rfc3339(now - Duration::days(deleted_days.unwrap_or(10) + 30));
         let name = image.rsplit('/').next().unwrap_or("file").replace('\'', "");
         sql.push_str(&format!(

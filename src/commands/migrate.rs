@@ -28,7 +28,10 @@ pub async fn run(ctx: &Ctx) -> Result<Exit> {
     if applied.is_empty() {
         println!("sweep's tables are up to date in {}", db.url);
     } else {
-        println!("applied migration(s) {applied:?} in {}: cleanup_runs, cleanup_audit, cleanup_policies are ready", db.url);
+        println!(
+            "applied migration(s) {applied:?} in {}: cleanup_runs, cleanup_audit, cleanup_policies are ready",
+            db.url
+        );
     }
     db.close().await;
     Ok(Exit::Success)

@@ -14,11 +14,7 @@ use std::time::SystemTime;
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
     #[error("refused {path:?}: {why} (it would leave {root})")]
-    Outside {
-        path: String,
-        root: String,
-        why: &'static str,
-    },
+    Outside { path: String, root: String, why: &'static str },
     #[error("refused {path:?}: it is a directory, not a file")]
     IsDir { path: String },
     #[error("refused {path:?}: it is not a directory")]
@@ -47,6 +43,17 @@ pub struct Entry {
     pub is_symlink: bool,
 }
 
+/// Parent directories already checked in this batch, and what was found.
+#[derive(Debug, Default)]
+pub struct ParentCache(std::collections::HashMap<PathBuf, ParentState>);
+
+#[derive(Debug, Clone, Copy)]
+pub enum ParentState {
+    Inside,
+    Missing,
+    Outside,
+}
+
 /// A confined root directory.
 #[derive(Debug, Clone)]
 pub struct LocalRoot {
@@ -57,20 +64,15 @@ pub struct LocalRoot {
 impl LocalRoot {
     /// Open an existing directory as a root; `name` appears in targets (`media:path`).
     pub fn open(name: &str, dir: &Path) -> Result<LocalRoot, LocalError> {
-        let root = fs::canonicalize(dir).map_err(|source| LocalError::Root {
-            root: dir.display().to_string(),
-            source,
-        })?;
+        let root =
+            fs::canonicalize(dir).map_err(|source| LocalError::Root { root: dir.display().to_string(), source })?;
         if !root.is_dir() {
             return Err(LocalError::Root {
                 root: dir.display().to_string(),
                 source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
             });
         }
-        Ok(LocalRoot {
-            name: name.to_string(),
-            root,
-        })
+        Ok(LocalRoot { name: name.to_string(), root })
     }
 
     pub fn name(&self) -> &str {
@@ -89,17 +91,12 @@ impl LocalRoot {
     /// Normalise a stored path into one relative to the root, or refuse it. Absolute paths are
     /// accepted only when they lie inside the root.
     pub fn relativize(&self, stored: &str) -> Result<String, LocalError> {
-        let refuse = |why| LocalError::Outside {
-            path: stored.to_string(),
-            root: self.root.display().to_string(),
-            why,
-        };
+        let refuse = |why| LocalError::Outside { path: stored.to_string(), root: self.root.display().to_string(), why };
         if stored.is_empty() || stored.contains('\0') {
             return Err(refuse("empty or holds a NUL byte"));
         }
         let p = Path::new(stored);
-        let rel: PathBuf = if p.is_absolute() || stored.starts_with('/') || stored.starts_with('\\')
-        {
+        let rel: PathBuf = if p.is_absolute() || stored.starts_with('/') || stored.starts_with('\\') {
             match p.strip_prefix(&self.root) {
                 Ok(r) => r.to_path_buf(),
                 Err(_) => return Err(refuse("an absolute path outside the root")),
@@ -113,9 +110,7 @@ impl LocalRoot {
                 Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
                 Component::CurDir => {}
                 Component::ParentDir => return Err(refuse("it contains '..'")),
-                Component::RootDir | Component::Prefix(_) => {
-                    return Err(refuse("an absolute path"))
-                }
+                Component::RootDir | Component::Prefix(_) => return Err(refuse("an absolute path")),
             }
         }
         if parts.is_empty() {
@@ -130,27 +125,47 @@ impl LocalRoot {
     /// The absolute path for a relative one, after checking that its parent directory resolves
     /// inside the root (no symlinked parent leads out). `Ok(None)` when the parent is missing.
     pub fn resolve(&self, rel: &str) -> Result<Option<PathBuf>, LocalError> {
+        self.resolve_with(rel, &mut ParentCache::default())
+    }
+
+    /// `resolve`, checking each distinct parent directory once per cache. Many files share a
+    /// few directories, so a batch costs one `canonicalize` per directory, not per file.
+    pub fn resolve_with(&self, rel: &str, cache: &mut ParentCache) -> Result<Option<PathBuf>, LocalError> {
         let rel = self.relativize(rel)?;
         let full = self.root.join(&rel);
-        let parent = full.parent().expect("a joined relative path has a parent");
-        match fs::canonicalize(parent) {
-            Ok(real) if real.starts_with(&self.root) => Ok(Some(full)),
-            Ok(_) => Err(LocalError::Outside {
+        let parent = full.parent().expect("a joined relative path has a parent").to_path_buf();
+        let state = match cache.0.get(&parent) {
+            Some(s) => *s,
+            None => {
+                let s = match fs::canonicalize(&parent) {
+                    Ok(real) if real.starts_with(&self.root) => ParentState::Inside,
+                    Ok(_) => ParentState::Outside,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => ParentState::Missing,
+                    Err(source) => return Err(LocalError::Io { path: full.display().to_string(), source }),
+                };
+                cache.0.insert(parent, s);
+                s
+            }
+        };
+        match state {
+            ParentState::Inside => Ok(Some(full)),
+            ParentState::Missing => Ok(None),
+            ParentState::Outside => Err(LocalError::Outside {
                 path: rel,
                 root: self.root.display().to_string(),
                 why: "a parent directory is a symlink that leads out",
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(LocalError::Io {
-                path: full.display().to_string(),
-                source,
             }),
         }
     }
 
     /// Facts about an entry (not following a final symlink); `None` if it does not exist.
     pub fn stat(&self, rel: &str) -> Result<Option<Entry>, LocalError> {
-        let Some(full) = self.resolve(rel)? else {
+        self.stat_with(rel, &mut ParentCache::default())
+    }
+
+    /// `stat` with a shared parent-directory cache (for batches).
+    pub fn stat_with(&self, rel: &str, cache: &mut ParentCache) -> Result<Option<Entry>, LocalError> {
+        let Some(full) = self.resolve_with(rel, cache)? else {
             return Ok(None);
         };
         match fs::symlink_metadata(&full) {
@@ -161,48 +176,43 @@ impl LocalRoot {
                 is_symlink: m.file_type().is_symlink(),
             })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(LocalError::Io {
-                path: full.display().to_string(),
-                source,
-            }),
+            Err(source) => Err(LocalError::Io { path: full.display().to_string(), source }),
         }
     }
 
     /// Delete a file, or a symlink as a link. A directory is refused.
     pub fn delete_file(&self, rel: &str) -> Result<Removed, LocalError> {
-        let Some(full) = self.resolve(rel)? else {
+        self.delete_file_with(rel, &mut ParentCache::default())
+    }
+
+    /// `delete_file` with a shared parent-directory cache (for batches).
+    pub fn delete_file_with(&self, rel: &str, cache: &mut ParentCache) -> Result<Removed, LocalError> {
+        let Some(full) = self.resolve_with(rel, cache)? else {
             return Ok(Removed::Missing);
         };
-        let io_err = |source| LocalError::Io {
-            path: full.display().to_string(),
-            source,
-        };
-        match fs::symlink_metadata(&full) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removed::Missing),
-            Err(e) => return Err(io_err(e)),
-            Ok(m) if m.is_dir() => {
-                return Err(LocalError::IsDir {
-                    path: rel.to_string(),
-                })
-            }
-            Ok(_) => {}
-        }
+        // unlink(2) never follows a symlink and refuses a directory, so no stat is needed first:
+        // only a failure is looked at more closely.
         match remove_link_or_file(&full) {
             Ok(()) => Ok(Removed::Deleted),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Removed::Missing),
-            Err(e) => Err(io_err(e)),
+            Err(_) if fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) => {
+                Err(LocalError::IsDir { path: rel.to_string() })
+            }
+            Err(source) => Err(LocalError::Io { path: full.display().to_string(), source }),
         }
     }
 
     /// Delete a directory tree without following any link in it; a symlink is removed as a link.
     pub fn delete_dir(&self, rel: &str) -> Result<Removed, LocalError> {
-        let Some(full) = self.resolve(rel)? else {
+        self.delete_dir_with(rel, &mut ParentCache::default())
+    }
+
+    /// `delete_dir` with a shared parent-directory cache (for batches).
+    pub fn delete_dir_with(&self, rel: &str, cache: &mut ParentCache) -> Result<Removed, LocalError> {
+        let Some(full) = self.resolve_with(rel, cache)? else {
             return Ok(Removed::Missing);
         };
-        let io_err = |source| LocalError::Io {
-            path: full.display().to_string(),
-            source,
-        };
+        let io_err = |source| LocalError::Io { path: full.display().to_string(), source };
         let meta = match fs::symlink_metadata(&full) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removed::Missing),
             Err(e) => return Err(io_err(e)),
@@ -214,9 +224,7 @@ impl LocalRoot {
             // std's remove_dir_all does not follow symlinks inside the tree.
             fs::remove_dir_all(&full)
         } else {
-            return Err(LocalError::NotDir {
-                path: rel.to_string(),
-            });
+            return Err(LocalError::NotDir { path: rel.to_string() });
         };
         match result {
             Ok(()) => Ok(Removed::Deleted),
@@ -248,6 +256,35 @@ impl LocalRoot {
     }
 }
 
+/// Run `f` over `items` in at most `parallel` blocking tasks, each taking a contiguous chunk;
+/// results come back in input order. Filesystem work is done this way rather than one task per
+/// file: a task per file costs more in thread hand-offs than the syscall it wraps.
+pub async fn in_blocking_chunks<T, R, F>(items: Vec<T>, parallel: usize, f: F) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Vec<T>) -> Vec<R> + Send + Sync + 'static,
+{
+    if items.is_empty() {
+        return Vec::new();
+    }
+    let f = std::sync::Arc::new(f);
+    let per = items.len().div_ceil(parallel.max(1));
+    let mut items = items;
+    let mut handles = Vec::new();
+    while !items.is_empty() {
+        let rest = items.split_off(per.min(items.len()));
+        let chunk = std::mem::replace(&mut items, rest);
+        let f = f.clone();
+        handles.push(tokio::task::spawn_blocking(move || f(chunk)));
+    }
+    let mut out = Vec::new();
+    for h in handles {
+        out.extend(h.await.expect("a filesystem task panicked"));
+    }
+    out
+}
+
 fn remove_link_or_file(p: &Path) -> io::Result<()> {
     // On Windows a symlink to a directory is removed with remove_dir.
     #[cfg(windows)]
@@ -277,18 +314,8 @@ mod tests {
     #[test]
     fn traversal_and_foreign_absolute_paths_are_refused() {
         let (d, r) = root();
-        for bad in [
-            "../secret.txt",
-            "a/../../secret.txt",
-            "/etc/passwd",
-            "",
-            ".",
-            "a/..",
-        ] {
-            assert!(
-                matches!(r.delete_file(bad), Err(LocalError::Outside { .. })),
-                "{bad:?} must be refused"
-            );
+        for bad in ["../secret.txt", "a/../../secret.txt", "/etc/passwd", "", ".", "a/.."] {
+            assert!(matches!(r.delete_file(bad), Err(LocalError::Outside { .. })), "{bad:?} must be refused");
         }
         assert!(d.path().join("secret.txt").exists());
         let inside = r.path().join("a/x.png");
@@ -302,10 +329,7 @@ mod tests {
         std::os::unix::fs::symlink(d.path().join("secret.txt"), r.path().join("link.txt")).unwrap();
         std::os::unix::fs::symlink(d.path(), r.path().join("out")).unwrap();
         // A file reached through a symlinked parent that leads out is refused.
-        assert!(matches!(
-            r.delete_file("out/secret.txt"),
-            Err(LocalError::Outside { .. })
-        ));
+        assert!(matches!(r.delete_file("out/secret.txt"), Err(LocalError::Outside { .. })));
         // A link is removed as a link; its target survives.
         assert_eq!(r.delete_file("link.txt").unwrap(), Removed::Deleted);
         assert_eq!(r.delete_dir("out").unwrap(), Removed::Deleted);

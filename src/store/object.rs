@@ -19,10 +19,7 @@ pub enum StoreError {
     #[error("store URL {url:?} is not valid: {why}")]
     BadUrl { url: String, why: String },
     #[error("cannot open store {url}: {source}")]
-    Open {
-        url: String,
-        source: object_store::Error,
-    },
+    Open { url: String, source: object_store::Error },
     #[error("object key {key:?} is not usable: {why}")]
     BadKey { key: String, why: String },
 }
@@ -38,21 +35,15 @@ impl NamedStore {
     /// Open `s3://bucket[/prefix]` (credentials and endpoint from `OBJECT_STORAGE_*`) or
     /// `file:///dir`.
     pub fn open(url: &str, os: &ObjectStorageSettings) -> Result<NamedStore, StoreError> {
-        let bad = |why: &str| StoreError::BadUrl {
-            url: url.to_string(),
-            why: why.to_string(),
-        };
+        let bad = |why: &str| StoreError::BadUrl { url: url.to_string(), why: why.to_string() };
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(bad("no bucket: expected s3://bucket/prefix"));
             }
-            let mut b = AmazonS3Builder::new().with_bucket_name(bucket).with_region(
-                os.region
-                    .as_ref()
-                    .map(|s| s.value.as_str())
-                    .unwrap_or("us-east-1"),
-            );
+            let mut b = AmazonS3Builder::new()
+                .with_bucket_name(bucket)
+                .with_region(os.region.as_ref().map(|s| s.value.as_str()).unwrap_or("us-east-1"));
             if let Some(ep) = &os.endpoint {
                 b = b
                     .with_endpoint(ep.value.trim_end_matches('/'))
@@ -65,27 +56,16 @@ impl NamedStore {
             if let Some(k) = &os.secret_key {
                 b = b.with_secret_access_key(k.value.expose());
             }
-            let s3 = b.build().map_err(|source| StoreError::Open {
-                url: url.to_string(),
-                source,
-            })?;
-            Ok(NamedStore {
-                url: url.to_string(),
-                store: with_prefix(Arc::new(s3), prefix, url)?,
-            })
+            let s3 = b.build().map_err(|source| StoreError::Open { url: url.to_string(), source })?;
+            Ok(NamedStore { url: url.to_string(), store: with_prefix(Arc::new(s3), prefix, url)? })
         } else if let Some(rest) = url.strip_prefix("file://") {
             if !rest.starts_with('/') {
                 return Err(bad("expected an absolute path: file:///dir"));
             }
             let dir = std::path::Path::new(rest);
-            let fs = LocalFileSystem::new_with_prefix(dir).map_err(|source| StoreError::Open {
-                url: url.to_string(),
-                source,
-            })?;
-            Ok(NamedStore {
-                url: url.to_string(),
-                store: Arc::new(fs.with_automatic_cleanup(true)),
-            })
+            let fs = LocalFileSystem::new_with_prefix(dir)
+                .map_err(|source| StoreError::Open { url: url.to_string(), source })?;
+            Ok(NamedStore { url: url.to_string(), store: Arc::new(fs.with_automatic_cleanup(true)) })
         } else {
             Err(bad("expected s3://bucket/prefix or file:///dir"))
         }
@@ -97,29 +77,20 @@ impl NamedStore {
     }
 }
 
-fn with_prefix(
-    s: Arc<dyn ObjectStore>,
-    prefix: &str,
-    url: &str,
-) -> Result<Arc<dyn ObjectStore>, StoreError> {
+fn with_prefix(s: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
     let prefix = prefix.trim_matches('/');
     if prefix.is_empty() {
         return Ok(s);
     }
-    let p = parse_key(prefix).map_err(|_| StoreError::BadUrl {
-        url: url.to_string(),
-        why: "the prefix is not a clean path".into(),
-    })?;
+    let p = parse_key(prefix)
+        .map_err(|_| StoreError::BadUrl { url: url.to_string(), why: "the prefix is not a clean path".into() })?;
     Ok(Arc::new(PrefixStore::new(s, p)))
 }
 
 /// A store key as an object_store path, refusing keys that would not round-trip exactly
 /// (empty segments, `.`/`..` segments, leading or trailing `/`).
 pub fn parse_key(key: &str) -> Result<ObjPath, StoreError> {
-    let bad = |why: &str| StoreError::BadKey {
-        key: key.to_string(),
-        why: why.to_string(),
-    };
+    let bad = |why: &str| StoreError::BadKey { key: key.to_string(), why: why.to_string() };
     if key.is_empty() {
         return Err(bad("it is empty"));
     }
@@ -128,9 +99,7 @@ pub fn parse_key(key: &str) -> Result<ObjPath, StoreError> {
     }
     let p = ObjPath::parse(key).map_err(|e| bad(&e.to_string()))?;
     if p.as_ref() != key {
-        return Err(bad(
-            "it does not name exactly one object (empty segments or surrounding '/')",
-        ));
+        return Err(bad("it does not name exactly one object (empty segments or surrounding '/')"));
     }
     Ok(p)
 }
@@ -155,8 +124,7 @@ pub async fn delete_keys(
             async move {
                 let n = c.len();
                 let input = stream::iter(c.into_iter().map(Ok)).boxed();
-                let out: Vec<object_store::Result<ObjPath>> =
-                    store.delete_stream(input).collect().await;
+                let out: Vec<object_store::Result<ObjPath>> = store.delete_stream(input).collect().await;
                 if out.len() == n {
                     out.into_iter().map(map_delete).collect()
                 } else {
@@ -165,9 +133,7 @@ pub async fn delete_keys(
                         .into_iter()
                         .find_map(|r| r.err())
                         .map(|e| e.to_string())
-                        .unwrap_or_else(|| {
-                            "the delete request returned an unexpected number of results".into()
-                        });
+                        .unwrap_or_else(|| "the delete request returned an unexpected number of results".into());
                     vec![Err(why); n]
                 }
             }
@@ -205,12 +171,7 @@ mod tests {
     async fn deletes_in_order_and_missing_is_success() {
         let s: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         for i in 0..25 {
-            s.put(
-                &ObjPath::from(format!("k/{i}")),
-                PutPayload::from_static(b"x"),
-            )
-            .await
-            .unwrap();
+            s.put(&ObjPath::from(format!("k/{i}")), PutPayload::from_static(b"x")).await.unwrap();
         }
         let keys: Vec<ObjPath> = (0..30).map(|i| ObjPath::from(format!("k/{i}"))).collect();
         let r = delete_keys(&s, keys, 7, 3).await;

@@ -18,16 +18,8 @@ fn uuid(n: u32) -> String {
 }
 
 /// Insert an attachment row.
-async fn row(
-    ws: &Ws,
-    n: u32,
-    image: Option<&str>,
-    active: bool,
-    deleted_at: Option<DateTime<Utc>>,
-) {
-    let image = image
-        .map(|i| format!("'{}'", i.replace('\'', "''")))
-        .unwrap_or_else(|| "NULL".into());
+async fn row(ws: &Ws, n: u32, image: Option<&str>, active: bool, deleted_at: Option<DateTime<Utc>>) {
+    let image = image.map(|i| format!("'{}'", i.replace('\'', "''"))).unwrap_or_else(|| "NULL".into());
     let deleted = deleted_at.map(ts).unwrap_or_else(|| "NULL".into());
     ws.exec(&format!(
         "INSERT INTO forum_attachment (id, image, original_filename, file_size, is_active, deleted_at, created_at) \
@@ -40,12 +32,7 @@ async fn row(
 }
 
 async fn row_exists(ws: &Ws, n: u32) -> bool {
-    ws.count(&format!(
-        "SELECT count(*) FROM forum_attachment WHERE CAST(id AS TEXT) = '{}'",
-        uuid(n)
-    ))
-    .await
-        == 1
+    ws.count(&format!("SELECT count(*) FROM forum_attachment WHERE CAST(id AS TEXT) = '{}'", uuid(n))).await == 1
 }
 
 /// Targets with one of `outcomes` in a JSON report.
@@ -68,39 +55,11 @@ pub async fn cutoff_is_inclusive_and_everything_else_survives(b: Backend) {
     let f4 = ws.file("att/4.jpg", 4000, old_file_time());
     let f5 = ws.file("att/5.jpg", 5000, old_file_time());
     row(&ws, 1, Some("att/1.jpg"), false, Some(cutoff)).await; // exactly at the cutoff: deleted
-    row(
-        &ws,
-        2,
-        Some("att/2.jpg"),
-        false,
-        Some(cutoff + Duration::seconds(1)),
-    )
-    .await; // one second later: kept
+    row(&ws, 2, Some("att/2.jpg"), false, Some(cutoff + Duration::seconds(1))).await; // one second later: kept
     row(&ws, 3, Some("att/3.jpg"), true, None).await; // active: kept
-    row(
-        &ws,
-        4,
-        Some("att/4.jpg"),
-        false,
-        Some(at(NOW) - Duration::days(5)),
-    )
-    .await; // recent: kept
-    row(
-        &ws,
-        5,
-        Some("att/5.jpg"),
-        false,
-        Some(at(NOW) - Duration::days(90)),
-    )
-    .await; // old: deleted
-    row(
-        &ws,
-        6,
-        Some("att/4.jpg"),
-        true,
-        Some(at(NOW) - Duration::days(90)),
-    )
-    .await; // active despite old deleted_at: kept
+    row(&ws, 4, Some("att/4.jpg"), false, Some(at(NOW) - Duration::days(5))).await; // recent: kept
+    row(&ws, 5, Some("att/5.jpg"), false, Some(at(NOW) - Duration::days(90))).await; // old: deleted
+    row(&ws, 6, Some("att/4.jpg"), true, Some(at(NOW) - Duration::days(90))).await; // active despite old deleted_at: kept
 
     let r = ws.sweep(&["--now", NOW, "cleanup-attachments", "--json"]);
     r.expect(0);
@@ -115,46 +74,18 @@ pub async fn cutoff_is_inclusive_and_everything_else_survives(b: Backend) {
     }
     assert!(f2.exists() && f3.exists() && f4.exists());
     // The audit has every item, and the run is recorded.
-    assert_eq!(
-        ws.count("SELECT count(*) FROM cleanup_audit WHERE outcome = 'deleted'")
-            .await,
-        4
-    );
-    assert_eq!(
-        ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'success' AND deleted = 4")
-            .await,
-        1
-    );
-    assert_eq!(
-        ws.count(
-            "SELECT count(*) FROM cleanup_audit WHERE kind = 'row' AND row_snapshot IS NOT NULL"
-        )
-        .await,
-        2
-    );
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_audit WHERE outcome = 'deleted'").await, 4);
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'success' AND deleted = 4").await, 1);
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_audit WHERE kind = 'row' AND row_snapshot IS NOT NULL").await, 2);
 }
 
 pub async fn dry_run_changes_nothing_and_lists_what_the_real_run_deletes(b: Backend) {
     let ws = Ws::new(b, true).await;
     for n in 1..=6 {
         ws.file(&format!("att/{n}.png"), 100 * n as usize, old_file_time());
-        row(
-            &ws,
-            n,
-            Some(&format!("att/{n}.png")),
-            n % 3 == 0,
-            Some(at(NOW) - Duration::days(40 + n as i64)),
-        )
-        .await;
+        row(&ws, n, Some(&format!("att/{n}.png")), n % 3 == 0, Some(at(NOW) - Duration::days(40 + n as i64))).await;
     }
-    row(
-        &ws,
-        7,
-        Some("att/gone.png"),
-        false,
-        Some(at(NOW) - Duration::days(50)),
-    )
-    .await; // file missing
+    row(&ws, 7, Some("att/gone.png"), false, Some(at(NOW) - Duration::days(50))).await; // file missing
     row(&ws, 8, None, false, Some(at(NOW) - Duration::days(50))).await; // no file at all
 
     let dry = ws.sweep(&["--now", NOW, "--dry-run", "cleanup-attachments", "--json"]);
@@ -171,47 +102,24 @@ pub async fn dry_run_changes_nothing_and_lists_what_the_real_run_deletes(b: Back
         assert!(ws.media.join(format!("att/{n}.png")).exists());
     }
     // The environment form of dry run too.
-    ws.sweep_env(
-        &["--now", NOW, "cleanup-attachments"],
-        &[("CLEANUP_DRY_RUN", "true")],
-    )
-    .expect(0);
+    ws.sweep_env(&["--now", NOW, "cleanup-attachments"], &[("CLEANUP_DRY_RUN", "true")]).expect(0);
     assert_eq!(ws.count("SELECT count(*) FROM forum_attachment").await, 8);
 
     let real = ws.sweep(&["--now", NOW, "cleanup-attachments", "--json"]);
     real.expect(0);
     let done = targets(&real.json(), &["deleted", "missing"]);
-    assert_eq!(
-        would, done,
-        "the real run deleted exactly what the dry run listed"
-    );
-    assert_eq!(
-        ws.count("SELECT count(*) FROM forum_attachment").await,
-        2,
-        "the two active rows survive"
-    );
+    assert_eq!(would, done, "the real run deleted exactly what the dry run listed");
+    assert_eq!(ws.count("SELECT count(*) FROM forum_attachment").await, 2, "the two active rows survive");
     assert!(ws.media.join("att/3.png").exists() && ws.media.join("att/6.png").exists());
 }
 
 pub async fn a_file_already_gone_is_a_success(b: Backend) {
     let ws = Ws::new(b, true).await;
-    row(
-        &ws,
-        1,
-        Some("att/never-written.jpg"),
-        false,
-        Some(at(NOW) - Duration::days(60)),
-    )
-    .await;
+    row(&ws, 1, Some("att/never-written.jpg"), false, Some(at(NOW) - Duration::days(60))).await;
     let r = ws.sweep(&["--now", NOW, "cleanup-attachments", "--json"]);
     r.expect(0);
     let j = r.json();
-    let outcomes: Vec<&str> = j["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes: Vec<&str> = j["items"].as_array().unwrap().iter().map(|i| i["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes, ["missing", "deleted"]);
     assert!(!row_exists(&ws, 1).await);
 }
@@ -240,10 +148,7 @@ pub async fn traversal_values_are_refused_and_their_rows_kept(b: Backend) {
     assert_eq!(j["status"], "partial");
     assert!(outside.exists(), "the file outside the root survives");
     for n in 1..=4 {
-        assert!(
-            row_exists(&ws, n).await,
-            "row {n} with a refused image is kept"
-        );
+        assert!(row_exists(&ws, n).await, "row {n} with a refused image is kept");
     }
     assert!(!row_exists(&ws, 5).await && !row_exists(&ws, 6).await);
     assert!(!inside.exists());
@@ -253,21 +158,13 @@ pub async fn traversal_values_are_refused_and_their_rows_kept(b: Backend) {
 pub async fn a_real_run_without_migrations_is_refused(b: Backend) {
     let ws = Ws::new(b, false).await;
     let f = ws.file("att/1.jpg", 10, old_file_time());
-    row(
-        &ws,
-        1,
-        Some("att/1.jpg"),
-        false,
-        Some(at(NOW) - Duration::days(60)),
-    )
-    .await;
+    row(&ws, 1, Some("att/1.jpg"), false, Some(at(NOW) - Duration::days(60))).await;
     let r = ws.sweep(&["--now", NOW, "cleanup-attachments"]);
     r.expect(2);
     assert!(r.stderr.contains("sweep migrate"), "{}", r.stderr);
     assert!(row_exists(&ws, 1).await && f.exists());
     // A dry run needs no tables of sweep's.
-    ws.sweep(&["--now", NOW, "--dry-run", "cleanup-attachments"])
-        .expect(0);
+    ws.sweep(&["--now", NOW, "--dry-run", "cleanup-attachments"]).expect(0);
     // After `sweep migrate` (twice: idempotent) the real run goes ahead.
     ws.sweep(&["migrate"]).expect(0);
     ws.sweep(&["migrate"]).expect(0);
@@ -279,27 +176,16 @@ pub async fn a_real_run_without_migrations_is_refused(b: Backend) {
 pub async fn a_second_concurrent_run_exits_75(b: Backend) {
     let ws = Ws::new(b, true).await;
     let f = ws.file("att/1.jpg", 10, old_file_time());
-    row(
-        &ws,
-        1,
-        Some("att/1.jpg"),
-        false,
-        Some(at(NOW) - Duration::days(60)),
-    )
-    .await;
+    row(&ws, 1, Some("att/1.jpg"), false, Some(at(NOW) - Duration::days(60))).await;
     {
         // Another run holds the lock, exactly as sweep takes it.
         let _held = hold_lock(&ws, "cleanup-attachments").await;
         let r = ws.sweep(&["--now", NOW, "cleanup-attachments"]);
         r.expect(75);
         assert!(r.stderr.contains("another"), "{}", r.stderr);
-        assert!(
-            row_exists(&ws, 1).await && f.exists(),
-            "the locked-out run changed nothing"
-        );
+        assert!(row_exists(&ws, 1).await && f.exists(), "the locked-out run changed nothing");
         // Another command is not blocked by this lock... but there is no other yet; a dry run is not blocked.
-        ws.sweep(&["--now", NOW, "--dry-run", "cleanup-attachments"])
-            .expect(0);
+        ws.sweep(&["--now", NOW, "--dry-run", "cleanup-attachments"]).expect(0);
     }
     // The holder went away (as a crashed run would): no stale lock remains.
     ws.sweep(&["--now", NOW, "cleanup-attachments"]).expect(0);
@@ -340,25 +226,12 @@ pub async fn grace_period_and_protected_prefix_keep_files_and_rows(b: Backend) {
     row(&ws, 3, Some("backups/att/b.jpg"), false, old).await;
     let r = ws.sweep(&["--now", NOW, "cleanup-attachments", "--json"]);
     r.expect(0);
-    assert!(
-        fresh.exists() && row_exists(&ws, 1).await,
-        "modified 10 minutes ago: within the 30-minute grace"
-    );
-    assert!(
-        backup.exists() && row_exists(&ws, 3).await,
-        "backups/ is protected"
-    );
-    assert!(
-        !edge.exists() && !row_exists(&ws, 2).await,
-        "modified exactly 30 minutes ago: past the grace"
-    );
+    assert!(fresh.exists() && row_exists(&ws, 1).await, "modified 10 minutes ago: within the 30-minute grace");
+    assert!(backup.exists() && row_exists(&ws, 3).await, "backups/ is protected");
+    assert!(!edge.exists() && !row_exists(&ws, 2).await, "modified exactly 30 minutes ago: past the grace");
     assert_eq!(r.json()["retained"], 4);
     // A shorter grace from the environment lets the fresh one go.
-    ws.sweep_env(
-        &["--now", NOW, "cleanup-attachments"],
-        &[("CLEANUP_GRACE_MINUTES", "5")],
-    )
-    .expect(0);
+    ws.sweep_env(&["--now", NOW, "cleanup-attachments"], &[("CLEANUP_GRACE_MINUTES", "5")]).expect(0);
     assert!(!fresh.exists() && !row_exists(&ws, 1).await);
     assert!(backup.exists());
 }
@@ -367,36 +240,18 @@ pub async fn caps_stop_the_run_before_anything_is_deleted(b: Backend) {
     let ws = Ws::new(b, true).await;
     for n in 1..=3 {
         ws.file(&format!("att/{n}.jpg"), 10, old_file_time());
-        row(
-            &ws,
-            n,
-            Some(&format!("att/{n}.jpg")),
-            false,
-            Some(at(NOW) - Duration::days(60)),
-        )
-        .await;
+        row(&ws, n, Some(&format!("att/{n}.jpg")), false, Some(at(NOW) - Duration::days(60))).await;
     }
     row(&ws, 4, None, true, None).await;
     let r = ws.sweep(&["--now", NOW, "--max-delete", "2", "cleanup-attachments"]);
     r.expect(3);
     assert!(r.stderr.contains("--max-delete 2"), "{}", r.stderr);
-    let r = ws.sweep(&[
-        "--now",
-        NOW,
-        "--max-delete-percent",
-        "50",
-        "cleanup-attachments",
-    ]);
+    let r = ws.sweep(&["--now", NOW, "--max-delete-percent", "50", "cleanup-attachments"]);
     r.expect(3);
     assert_eq!(ws.count("SELECT count(*) FROM forum_attachment").await, 4);
     assert!(ws.media.join("att/1.jpg").exists());
-    assert_eq!(
-        ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'aborted'")
-            .await,
-        2
-    );
-    ws.sweep(&["--now", NOW, "--max-delete", "3", "cleanup-attachments"])
-        .expect(0);
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'aborted'").await, 2);
+    ws.sweep(&["--now", NOW, "--max-delete", "3", "cleanup-attachments"]).expect(0);
     assert_eq!(ws.count("SELECT count(*) FROM forum_attachment").await, 1);
 }
 
@@ -406,12 +261,7 @@ pub async fn s3_store_one_failed_delete_keeps_its_row(b: Backend) {
     let bucket = format!("att-{}", if b == Backend::Postgres { "pg" } else { "lite" });
     s3.bucket(&bucket);
     let old = Some(at(NOW) - Duration::days(60));
-    let keys = [
-        "2026/a b+c.jpg",
-        "2026/ünï.png",
-        "2026/x-undeletable.png",
-        "2026/plain.jpg",
-    ];
+    let keys = ["2026/a b+c.jpg", "2026/ünï.png", "2026/x-undeletable.png", "2026/plain.jpg"];
     for (i, k) in keys.iter().enumerate() {
         s3.put(&bucket, &format!("attachments/{k}"), 100, old_file_time());
         row(&ws, i as u32 + 1, Some(k), false, old).await;
@@ -419,52 +269,25 @@ pub async fn s3_store_one_failed_delete_keeps_its_row(b: Backend) {
     s3.put(&bucket, "attachments/2026/active.jpg", 100, old_file_time());
     row(&ws, 9, Some("2026/active.jpg"), true, None).await;
     let cfg = ws.dir.path().join("sweep.toml");
-    std::fs::write(
-        &cfg,
-        format!("[attachments]\nstore = \"s3://{bucket}/attachments\"\n"),
-    )
-    .unwrap();
+    std::fs::write(&cfg, format!("[attachments]\nstore = \"s3://{bucket}/attachments\"\n")).unwrap();
     let env: Vec<(&str, String)> = s3.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
-    let r = ws.sweep_env(
-        &[
-            "--now",
-            NOW,
-            "cleanup-attachments",
-            "--json",
-            "--batch-size",
-            "2",
-        ],
-        &env,
-    );
+    let r = ws.sweep_env(&["--now", NOW, "cleanup-attachments", "--json", "--batch-size", "2"], &env);
     r.expect(1);
     let j = r.json();
     assert_eq!(j["failed"], 1, "{}", r.stdout);
     assert_eq!(j["attachments_failed"], 1);
     assert_eq!(j["attachments_deleted"], 3);
-    assert!(
-        row_exists(&ws, 3).await,
-        "the row whose object could not be deleted is kept"
-    );
+    assert!(row_exists(&ws, 3).await, "the row whose object could not be deleted is kept");
     assert!(s3.exists(&bucket, "attachments/2026/x-undeletable.png"));
     for n in [1, 2, 4] {
         assert!(!row_exists(&ws, n).await);
     }
-    assert!(
-        !s3.exists(&bucket, "attachments/2026/a b+c.jpg")
-            && !s3.exists(&bucket, "attachments/2026/ünï.png")
-    );
+    assert!(!s3.exists(&bucket, "attachments/2026/a b+c.jpg") && !s3.exists(&bucket, "attachments/2026/ünï.png"));
     assert!(s3.exists(&bucket, "attachments/2026/active.jpg") && row_exists(&ws, 9).await);
-    assert!(
-        !r.stderr.contains(S3_SECRET) && !r.stdout.contains(S3_SECRET),
-        "the secret key never appears"
-    );
-    assert!(
-        r.stderr.contains("AccessDenied") || r.stderr.contains("Access Denied"),
-        "{}",
-        r.stderr
-    );
+    assert!(!r.stderr.contains(S3_SECRET) && !r.stdout.contains(S3_SECRET), "the secret key never appears");
+    assert!(r.stderr.contains("AccessDenied") || r.stderr.contains("Access Denied"), "{}", r.stderr);
 }
 
 pub async fn many_rows_are_paged_and_batched(b: Backend) {
@@ -488,33 +311,17 @@ pub async fn many_rows_are_paged_and_batched(b: Backend) {
     let r = ws.sweep(&["--now", NOW, "cleanup-attachments", "--batch-size", "250"]);
     r.expect(0);
     assert_eq!(ws.count("SELECT count(*) FROM forum_attachment").await, 100);
-    assert_eq!(
-        ws.count("SELECT count(*) FROM cleanup_audit").await,
-        2 * n_old as i64
-    );
-    assert!(
-        r.stderr.contains(&format!("Deleted 250/{n_old}")),
-        "progress every batch"
-    );
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_audit").await, 2 * n_old as i64);
+    assert!(r.stderr.contains(&format!("Deleted 250/{n_old}")), "progress every batch");
     assert!(r.stderr.contains(&format!("Deleted {n_old}/{n_old}")));
-    assert!(ws
-        .media
-        .join(format!("bulk/{:02}/{}.jpg", (n_old + 1) % 50, n_old + 1))
-        .exists());
+    assert!(ws.media.join(format!("bulk/{:02}/{}.jpg", (n_old + 1) % 50, n_old + 1)).exists());
     assert!(r.stdout.contains("Successfully deleted") || r.stderr.contains("Successfully deleted"));
 }
 
 pub async fn the_json_report_carries_the_spec_fields(b: Backend) {
     let ws = Ws::new(b, true).await;
     ws.file("att/1.jpg", 10, old_file_time());
-    row(
-        &ws,
-        1,
-        Some("att/1.jpg"),
-        false,
-        Some(at(NOW) - Duration::days(60)),
-    )
-    .await;
+    row(&ws, 1, Some("att/1.jpg"), false, Some(at(NOW) - Duration::days(60))).await;
     let r = ws.sweep(&["--now", NOW, "cleanup-attachments", "--json"]);
     r.expect(0);
     let j = r.json();
@@ -546,13 +353,64 @@ pub async fn the_json_report_carries_the_spec_fields(b: Backend) {
         assert!(item.get(k).is_some(), "item lacks {k}: {item}");
     }
     let run_id = j["run_id"].as_str().unwrap();
-    assert_eq!(
-        ws.count(&format!(
-            "SELECT count(*) FROM cleanup_audit WHERE run_id = '{run_id}'"
-        ))
-        .await,
-        2
-    );
+    assert_eq!(ws.count(&format!("SELECT count(*) FROM cleanup_audit WHERE run_id = '{run_id}'")).await, 2);
     // Logs went to stderr, and they carry the [cleanup] target.
     assert!(r.stderr.contains("[cleanup]"));
+}
+
+/// Ctrl-C stops between batches; whatever was deleted is audited, and no row outlives its file.
+#[cfg(unix)]
+pub async fn ctrl_c_stops_between_batches_and_the_audit_stays_consistent(b: Backend) {
+    let ws = Ws::new(b, true).await;
+    let n = 3000u32;
+    let mut sql = String::new();
+    for i in 1..=n {
+        let rel = format!("int/{:02}/{i}.jpg", i % 20);
+        write_aged(&ws.media.join(&rel), 8, old_file_time());
+        sql.push_str(&format!(
+            "INSERT INTO forum_attachment (id, image, original_filename, file_size, is_active, deleted_at, created_at) \
+             VALUES ('{}', '{rel}', 'x.jpg', 8, FALSE, {}, {});\n",
+            uuid(i),
+            ts(at(NOW) - Duration::days(31)),
+            ts(at("2026-01-01T00:00:00Z"))
+        ));
+    }
+    ws.exec(&sql).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sweep"))
+        .args(["--now", NOW, "cleanup-attachments", "--batch-size", "1", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &ws.url)
+        .env("MEDIA_ROOT", &ws.media)
+        .current_dir(ws.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it is deleting, then interrupt it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ws.count("SELECT count(*) FROM forum_attachment").await == n as i64 {
+        assert!(std::time::Instant::now() < deadline, "the run never started deleting");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "an interrupted run exits 1\n{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(j["status"], "partial");
+    let left = ws.count("SELECT count(*) FROM forum_attachment").await;
+    assert!(left > 0, "interrupted before the end");
+    let audited_rows = ws.count("SELECT count(*) FROM cleanup_audit WHERE kind = 'row' AND outcome = 'deleted'").await;
+    assert_eq!(audited_rows, n as i64 - left, "every deleted row is in the audit");
+    let audited_files =
+        ws.count("SELECT count(*) FROM cleanup_audit WHERE kind = 'file' AND outcome = 'deleted'").await;
+    let files_left = walkdir::WalkDir::new(ws.media.join("int"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .count();
+    assert_eq!(audited_files, n as i64 - files_left as i64, "every deleted file is in the audit");
+    assert_eq!(files_left as i64, left, "no row outlives its file, no file its row");
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'partial'").await, 1);
 }

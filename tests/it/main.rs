@@ -40,5 +40,6 @@ mod cleanup_attachments {
         s3_store_one_failed_delete_keeps_its_row,
         many_rows_are_paged_and_batched,
         the_json_report_carries_the_spec_fields,
+        ctrl_c_stops_between_batches_and_the_audit_stays_consistent,
     );
 }

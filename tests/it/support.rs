@@ -41,34 +41,23 @@ impl Ws {
         };
         let media = dir.path().join("media");
         std::fs::create_dir_all(&media).unwrap();
-        let db = Db::connect(&DatabaseUrl::new(url.clone()), true)
-            .await
-            .unwrap();
+        let db = Db::connect(&DatabaseUrl::new(url.clone()), true).await.unwrap();
         sweep::reference::create(&db).await.unwrap();
         if migrated {
             db.migrate().await.unwrap();
         }
         db.close().await;
-        Ws {
-            backend,
-            dir,
-            url,
-            media,
-        }
+        Ws { backend, dir, url, media }
     }
 
     pub async fn db(&self) -> Db {
-        Db::connect(&DatabaseUrl::new(self.url.clone()), false)
-            .await
-            .unwrap()
+        Db::connect(&DatabaseUrl::new(self.url.clone()), false).await.unwrap()
     }
 
     /// Run SQL written so that both backends accept it.
     pub async fn exec(&self, sql: &str) {
         let db = self.db().await;
-        db.execute_script(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:#}"));
+        db.execute_script(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:#}"));
         db.close().await;
     }
 
@@ -90,10 +79,7 @@ impl Ws {
     }
 
     pub fn sweep_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut all = vec![
-            ("DATABASE_URL", self.url.as_str()),
-            ("MEDIA_ROOT", self.media.to_str().unwrap()),
-        ];
+        let mut all = vec![("DATABASE_URL", self.url.as_str()), ("MEDIA_ROOT", self.media.to_str().unwrap())];
         all.extend_from_slice(env);
         sweep_in(self.dir.path(), args, &all)
     }
@@ -123,20 +109,12 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
     }
     #[track_caller]
     pub fn expect(&self, code: i32) -> &Run {
-        assert_eq!(
-            self.code, code,
-            "exit code\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, code, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
 }
@@ -144,10 +122,7 @@ impl Run {
 /// Run the real binary in `cwd` with a clean environment plus `env`.
 pub fn sweep_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sweep"));
-    c.current_dir(cwd)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    c.current_dir(cwd).args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         c.env(k, v);
     }
@@ -219,11 +194,7 @@ fn start_s3() -> S3Server {
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let http = ConnBuilder::new(TokioExecutor::new());
@@ -231,19 +202,14 @@ fn start_s3() -> S3Server {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
-                let conn = http
-                    .serve_connection(TokioIo::new(socket), service.clone())
-                    .into_owned();
+                let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
             }
         });
     });
-    S3Server {
-        endpoint: format!("http://{addr}"),
-        root,
-    }
+    S3Server { endpoint: format!("http://{addr}"), root }
 }
 
 /// Earlier test processes cannot remove their S3 root (statics are not dropped at exit):
@@ -271,12 +237,8 @@ impl S3 for Flaky {
         &self,
         mut req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        let (bad, good): (Vec<ObjectIdentifier>, Vec<ObjectIdentifier>) = req
-            .input
-            .delete
-            .objects
-            .drain(..)
-            .partition(|o| o.key.contains(UNDELETABLE));
+        let (bad, good): (Vec<ObjectIdentifier>, Vec<ObjectIdentifier>) =
+            req.input.delete.objects.drain(..).partition(|o| o.key.contains(UNDELETABLE));
         req.input.delete.objects = good;
         let mut resp = self.0.delete_objects(req).await?;
         if !bad.is_empty() {
@@ -293,71 +255,41 @@ impl S3 for Flaky {
         }
         Ok(resp)
     }
-    async fn delete_object(
-        &self,
-        req: S3Request<DeleteObjectInput>,
-    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
         if req.input.key.contains(UNDELETABLE) {
             return Err(s3s::s3_error!(AccessDenied));
         }
         self.0.delete_object(req).await
     }
-    async fn head_object(
-        &self,
-        req: S3Request<HeadObjectInput>,
-    ) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
         self.0.head_object(req).await
     }
-    async fn get_object(
-        &self,
-        req: S3Request<GetObjectInput>,
-    ) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         self.0.get_object(req).await
     }
-    async fn put_object(
-        &self,
-        req: S3Request<PutObjectInput>,
-    ) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         self.0.put_object(req).await
     }
-    async fn copy_object(
-        &self,
-        req: S3Request<CopyObjectInput>,
-    ) -> S3Result<S3Response<CopyObjectOutput>> {
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         self.0.copy_object(req).await
     }
-    async fn list_objects_v2(
-        &self,
-        req: S3Request<ListObjectsV2Input>,
-    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
         self.0.list_objects_v2(req).await
     }
-    async fn create_bucket(
-        &self,
-        req: S3Request<CreateBucketInput>,
-    ) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
         self.0.create_bucket(req).await
     }
-    async fn head_bucket(
-        &self,
-        req: S3Request<HeadBucketInput>,
-    ) -> S3Result<S3Response<HeadBucketOutput>> {
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
         self.0.head_bucket(req).await
     }
-    async fn list_buckets(
-        &self,
-        req: S3Request<ListBucketsInput>,
-    ) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
         self.0.list_buckets(req).await
     }
 }
 
 /// An instant as RFC 3339 text both databases accept in SQL.
 pub fn ts(t: DateTime<Utc>) -> String {
-    format!(
-        "'{}'",
-        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
-    )
+    format!("'{}'", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
 }
 
 pub fn at(s: &str) -> DateTime<Utc> {
