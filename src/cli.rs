@@ -111,6 +111,26 @@ pub enum Command {
     /// as failed and kept). Works in batches; one failure is logged and the rest go on.
     CleanupAttachments(CleanupAttachmentsArgs),
 
+    /// Keep the N latest versions of each published module; delete older rows, then the UI files
+    /// only they referenced.
+    ///
+    /// Per module_id, keeps the N rows of authoring_publishedmodule with the highest version (ties:
+    /// later published_at, then higher id) and deletes the others (committed first), then the
+    /// files under MEDIA_ROOT/published_modules/ that only deleted rows referenced. Never deletes a
+    /// file that any kept row references, a file a row with an unreadable payload might reference,
+    /// a file modified within the grace period, or anything outside MEDIA_ROOT.
+    PruneModules(PruneModulesArgs),
+
+    /// Delete UI files under MEDIA_ROOT/published_modules/ that no published module references.
+    ///
+    /// A file is referenced when any JSON string in any row's payload contains its path from
+    /// published_modules/ on (query and fragment ignored). Never deletes a referenced file, a file
+    /// modified within the grace period (a publish writes files before its row commits), a file
+    /// a row with an unreadable payload might reference, or anything when no row references
+    /// anything at all while files exist (unless --allow-empty-references). Removes the empty
+    /// directories it leaves behind.
+    CleanupUiFiles(CleanupUiFilesArgs),
+
     /// Build a sample workspace (SQLite, files, a config) and dry-run every command on it.
     ///
     /// Writes only inside DIR (default ./sweep-demo), which must be empty or absent, or a
@@ -130,6 +150,29 @@ pub struct CleanupAttachmentsArgs {
 }
 
 #[derive(Debug, Args, Clone, Default)]
+pub struct PruneModulesArgs {
+    /// Versions to keep per module, at least 1 [env: PUBLISHED_MODULE_RETENTION_KEEP_LATEST] [default: 3]
+    #[arg(long, value_name = "N")]
+    pub keep_latest: Option<i64>,
+
+    /// Prune only this module_id (what a publish flow calls after publishing)
+    #[arg(long, value_name = "ID")]
+    pub module: Option<i64>,
+
+    /// Act only if auto-prune is enabled (PUBLISHED_MODULE_AUTO_PRUNE=1 or [published_modules]
+    /// auto_prune = true); otherwise exit 0 having done nothing
+    #[arg(long)]
+    pub auto: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct CleanupUiFilesArgs {
+    /// Run even if no row references any file while files exist (otherwise exit 3)
+    #[arg(long)]
+    pub allow_empty_references: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
 pub struct DemoArgs {
     /// Where to build the workspace
     #[arg(value_name = "DIR", default_value = "sweep-demo")]
@@ -142,6 +185,8 @@ impl Command {
         match self {
             Command::Migrate => "migrate",
             Command::CleanupAttachments(_) => "cleanup-attachments",
+            Command::PruneModules(_) => "prune-modules",
+            Command::CleanupUiFiles(_) => "cleanup-ui-files",
             Command::Demo(_) => "demo",
         }
     }

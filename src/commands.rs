@@ -2,8 +2,11 @@
 //! `--plan-out`, caps, execute, record the run, print the report, choose the exit code.
 
 pub mod cleanup_attachments;
+pub mod cleanup_ui_files;
 pub mod demo;
 pub mod migrate;
+pub mod prune_modules;
+pub mod published_modules;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{ProcessEnv, Settings};
@@ -31,6 +34,8 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Migrate => migrate::run(&ctx).await,
         Command::CleanupAttachments(a) => cleanup_attachments::run(&ctx, &a).await,
+        Command::PruneModules(a) => prune_modules::run(&ctx, &a).await,
+        Command::CleanupUiFiles(a) => cleanup_ui_files::run(&ctx, &a).await,
         Command::Demo(a) => demo::run(&ctx, &a).await,
     }
 }

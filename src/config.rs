@@ -148,6 +148,8 @@ pub struct RawConfig {
     pub executor: RawExecutor,
     #[serde(default)]
     pub attachments: RawAttachments,
+    #[serde(default)]
+    pub published_modules: RawPublishedModules,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +200,26 @@ pub struct RawAttachments {
     pub table: Option<String>,
     #[serde(default)]
     pub columns: RawAttachmentColumns,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPublishedModules {
+    pub keep_latest: Option<i64>,
+    pub auto_prune: Option<bool>,
+    pub table: Option<String>,
+    #[serde(default)]
+    pub columns: RawPublishedModuleColumns,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPublishedModuleColumns {
+    pub id: Option<String>,
+    pub module_id: Option<String>,
+    pub version: Option<String>,
+    pub payload: Option<String>,
+    pub published_at: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -380,41 +380,7 @@ impl Db {
         keys: &[String],
         rule: Option<&RowRule>,
     ) -> Result<HashSet<String>> {
-        if keys.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let found: Vec<String> = match &self.pool {
-            Pool::Pg(p) => {
-                let ty = self.pg_key_type(p, table, key_column).await?;
-                let (cond, cutoff) = render_rule_pg(rule, 2);
-                let sql = format!("SELECT {key_column}::text FROM {table} WHERE {key_column} = ANY($1::{ty}[]){cond}");
-                let mut q = sqlx::query_scalar(&sql).bind(keys);
-                if let Some(c) = cutoff {
-                    q = q.bind(c);
-                }
-                q.fetch_all(p).await?
-            }
-            Pool::Sqlite(p) => {
-                let mut out = Vec::new();
-                for chunk in keys.chunks(5000) {
-                    let (cond, cutoff) = render_rule_sqlite(rule);
-                    let sql = format!(
-                        "SELECT CAST({key_column} AS TEXT) FROM {table} WHERE {key_column} IN ({}){cond}",
-                        vec!["?"; chunk.len()].join(",")
-                    );
-                    let mut q = sqlx::query_scalar(&sql);
-                    for k in chunk {
-                        q = q.bind(k);
-                    }
-                    if let Some(c) = cutoff {
-                        q = q.bind(c);
-                    }
-                    out.extend(q.fetch_all(p).await?);
-                }
-                out
-            }
-        };
-        Ok(found.into_iter().collect())
+        self.keyed(false, table, key_column, keys, rule).await
     }
 
     /// Delete the rows with these keys that still match `rule`, in one transaction; returns the
@@ -426,19 +392,37 @@ impl Db {
         keys: &[String],
         rule: Option<&RowRule>,
     ) -> Result<HashSet<String>> {
+        self.keyed(true, table, key_column, keys, rule).await
+    }
+
+    /// `SELECT` (or `DELETE … RETURNING`) the keys among `keys` whose rows match `rule`.
+    async fn keyed(
+        &self,
+        delete: bool,
+        table: &Ident,
+        key_column: &Ident,
+        keys: &[String],
+        rule: Option<&RowRule>,
+    ) -> Result<HashSet<String>> {
         if keys.is_empty() {
             return Ok(HashSet::new());
         }
-        let deleted: Vec<String> = match &self.pool {
+        let found: Vec<String> = match &self.pool {
             Pool::Pg(p) => {
                 let ty = self.pg_key_type(p, table, key_column).await?;
-                let (cond, cutoff) = render_rule_pg(rule, 2);
-                let sql = format!(
-                    "DELETE FROM {table} WHERE {key_column} = ANY($1::{ty}[]){cond} RETURNING {key_column}::text"
-                );
+                let (cond, binds) = render_rule(rule, table, Backend::Postgres, 2);
+                let filter = format!("{key_column} = ANY($1::{ty}[]){cond}");
+                let sql = if delete {
+                    format!("DELETE FROM {table} WHERE {filter} RETURNING {key_column}::text")
+                } else {
+                    format!("SELECT {key_column}::text FROM {table} WHERE {filter}")
+                };
                 let mut q = sqlx::query_scalar(&sql).bind(keys);
-                if let Some(c) = cutoff {
-                    q = q.bind(c);
+                for b in binds {
+                    q = match b {
+                        Bind::Time(t) => q.bind(t),
+                        Bind::Int(i) => q.bind(i),
+                    };
                 }
                 q.fetch_all(p).await?
             }
@@ -446,17 +430,22 @@ impl Db {
                 let mut tx = p.begin().await?;
                 let mut out = Vec::new();
                 for chunk in keys.chunks(5000) {
-                    let (cond, cutoff) = render_rule_sqlite(rule);
-                    let sql = format!(
-                        "DELETE FROM {table} WHERE {key_column} IN ({}){cond} RETURNING CAST({key_column} AS TEXT)",
-                        vec!["?"; chunk.len()].join(",")
-                    );
+                    let (cond, binds) = render_rule(rule, table, Backend::Sqlite, 0);
+                    let filter = format!("{key_column} IN ({}){cond}", vec!["?"; chunk.len()].join(","));
+                    let sql = if delete {
+                        format!("DELETE FROM {table} WHERE {filter} RETURNING CAST({key_column} AS TEXT)")
+                    } else {
+                        format!("SELECT CAST({key_column} AS TEXT) FROM {table} WHERE {filter}")
+                    };
                     let mut q = sqlx::query_scalar(&sql);
                     for k in chunk {
                         q = q.bind(k);
                     }
-                    if let Some(c) = cutoff {
-                        q = q.bind(c);
+                    for b in binds {
+                        q = match b {
+                            Bind::Time(t) => q.bind(rfc3339(t)),
+                            Bind::Int(i) => q.bind(i),
+                        };
                     }
                     out.extend(q.fetch_all(&mut *tx).await?);
                 }
@@ -464,7 +453,7 @@ impl Db {
                 out
             }
         };
-        Ok(deleted.into_iter().collect())
+        Ok(found.into_iter().collect())
     }
 
     /// Run arbitrary reference-schema SQL (tests and `demo` only).
@@ -492,24 +481,39 @@ impl Db {
     }
 }
 
-/// `AND …` for a rule on PostgreSQL, with its cutoff bound at `$n`.
-fn render_rule_pg(rule: Option<&RowRule>, n: usize) -> (String, Option<DateTime<Utc>>) {
-    match rule {
-        None => (String::new(), None),
-        Some(RowRule::SoftDeletedBefore { active_column, deleted_column, cutoff }) => {
-            (format!(" AND {active_column} = false AND {deleted_column} <= ${n}"), Some(*cutoff))
-        }
-    }
+/// A value a rule binds.
+enum Bind {
+    Time(DateTime<Utc>),
+    Int(i64),
 }
 
-/// `AND …` for a rule on SQLite (timestamps compared as instants, whatever their text form).
-fn render_rule_sqlite(rule: Option<&RowRule>) -> (String, Option<String>) {
+/// `AND …` for a rule, with its parameters (`$n`, `$n+1`… on PostgreSQL; `?` on SQLite, where
+/// timestamps are compared as instants whatever their text form).
+fn render_rule(rule: Option<&RowRule>, table: &Ident, backend: Backend, n: usize) -> (String, Vec<Bind>) {
+    let pg = backend == Backend::Postgres;
+    let param = |i: usize| if pg { format!("${}", n + i) } else { "?".to_string() };
     match rule {
-        None => (String::new(), None),
-        Some(RowRule::SoftDeletedBefore { active_column, deleted_column, cutoff }) => (
-            format!(" AND {active_column} = 0 AND julianday({deleted_column}) <= julianday(?)"),
-            Some(rfc3339(*cutoff)),
-        ),
+        None => (String::new(), Vec::new()),
+        Some(RowRule::SoftDeletedBefore { active_column, deleted_column, cutoff }) => {
+            let sql = if pg {
+                format!(" AND {active_column} = false AND {deleted_column} <= {}", param(0))
+            } else {
+                format!(" AND {active_column} = 0 AND julianday({deleted_column}) <= julianday({})", param(0))
+            };
+            (sql, vec![Bind::Time(*cutoff)])
+        }
+        Some(RowRule::NotLatest { group_column, order_columns, keep }) => {
+            let cols =
+                |prefix: &str| order_columns.iter().map(|c| format!("{prefix}.{c}")).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                " AND (SELECT count(*) FROM {table} AS newer WHERE newer.{group_column} = {table}.{group_column} \
+                 AND ({}) > ({})) >= {}",
+                cols("newer"),
+                cols(&table.to_string()),
+                param(0)
+            );
+            (sql, vec![Bind::Int(*keep)])
+        }
     }
 }
 

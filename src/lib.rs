@@ -16,6 +16,7 @@ pub mod logging;
 pub mod plan;
 pub mod progress;
 pub mod reference;
+pub mod refs;
 pub mod report;
 pub mod store;
 #[doc(hidden)]

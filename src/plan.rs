@@ -36,6 +36,9 @@ impl Kind {
 pub enum RowRule {
     /// `active_column = false AND deleted_column <= cutoff`.
     SoftDeletedBefore { active_column: Ident, deleted_column: Ident, cutoff: DateTime<Utc> },
+    /// At least `keep` rows of the same `group_column` value sort after this one by
+    /// `order_columns` (compared as a tuple): the row is not among the latest `keep`.
+    NotLatest { group_column: Ident, order_columns: Vec<Ident>, keep: i64 },
 }
 
 /// How to carry out one item.
@@ -127,6 +130,10 @@ pub struct Plan {
     pub scanned: u64,
     pub units: Vec<Unit>,
     pub kept: Vec<Kept>,
+    /// Things kept for the ordinary reason (a referenced file, a latest version), counted per
+    /// kind but not listed: a million referenced files need no million-line report.
+    #[serde(default)]
+    pub kept_unlisted: std::collections::BTreeMap<Kind, u64>,
     /// Units carried out per batch (one transaction and one audit write each).
     pub batch_size: usize,
     /// Command-specific report fields (`cutoff`, …).
@@ -141,6 +148,7 @@ impl Plan {
             scanned: 0,
             units: Vec::new(),
             kept: Vec::new(),
+            kept_unlisted: Default::default(),
             batch_size: 1000,
             fields: serde_json::Map::new(),
         }

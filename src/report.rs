@@ -111,6 +111,9 @@ impl Report {
         for k in &plan.kept {
             by_kind.entry(k.kind).or_default().retained += 1;
         }
+        for (k, n) in &plan.kept_unlisted {
+            by_kind.entry(*k).or_default().retained += n;
+        }
         Report {
             run_id: run_id.to_string(),
             command: command.to_string(),
@@ -126,7 +129,7 @@ impl Report {
             missing: 0,
             failed: 0,
             skipped: 0,
-            retained: plan.kept.len() as u64,
+            retained: plan.kept.len() as u64 + plan.kept_unlisted.values().sum::<u64>(),
             bytes_reclaimed: 0,
             bytes_would_reclaim: 0,
             by_kind,

@@ -3,6 +3,7 @@
 
 mod attachments;
 mod cli;
+mod modules;
 mod support;
 
 /// Run each scenario on both databases, as its own test.
@@ -41,5 +42,18 @@ mod cleanup_attachments {
         many_rows_are_paged_and_batched,
         the_json_report_carries_the_spec_fields,
         ctrl_c_stops_between_batches_and_the_audit_stays_consistent,
+    );
+}
+
+mod published_modules {
+    on_both!(modules:
+        keeps_the_latest_n_per_module_and_files_still_referenced,
+        ties_break_on_published_at_then_id,
+        module_flag_prunes_one_module_only,
+        auto_acts_only_when_enabled,
+        grace_keeps_a_fresh_file_and_the_dry_run_matches,
+        a_crash_between_rows_and_files_leaves_orphans_that_cleanup_ui_files_removes,
+        cleanup_ui_files_keeps_fresh_and_protected_files_and_guards_empty_references,
+        an_unreadable_payload_protects_its_module,
     );
 }

@@ -1,0 +1,139 @@
+//! UI-file references in published-module payloads (SPEC §4.1): any JSON string, at any depth,
+//! that contains `published_modules/` references the path from `published_modules/` on, without
+//! query or fragment. `/media/published_modules/7/v3/step-1.json` and
+//! `https://cdn.example/media/published_modules/7/v3/step-1.json?x=1` both reference
+//! `published_modules/7/v3/step-1.json`.
+
+use std::cmp::Ordering;
+
+pub const MARKER: &str = "published_modules/";
+
+/// The references of one payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadRefs {
+    /// Parsed: these paths (sorted, without duplicates).
+    Known(Vec<String>),
+    /// Not valid JSON: its references cannot be known. `salvaged` holds what a plain text scan
+    /// found, to be protected (never to justify a deletion).
+    Unknown { error: String, salvaged: Vec<String> },
+}
+
+/// The path a string references, if any.
+pub fn reference_in(s: &str) -> Option<String> {
+    let start = s.find(MARKER)?;
+    let rest = &s[start..];
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let path = rest[..end].trim_end();
+    (path.len() > MARKER.len()).then(|| path.to_string())
+}
+
+/// Every reference in a payload's JSON text.
+pub fn payload_refs(text: Option<&str>) -> PayloadRefs {
+    let Some(text) = text else { return PayloadRefs::Known(Vec::new()) };
+    if !text.contains(MARKER) {
+        // Still must be valid JSON to be trusted: a cheap check for the common case.
+        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => PayloadRefs::Known(Vec::new()),
+            Err(e) => PayloadRefs::Unknown { error: e.to_string(), salvaged: Vec::new() },
+        };
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => {
+            let mut out = Vec::new();
+            collect(&v, &mut out);
+            out.sort_by(|a, b| path_cmp(a, b));
+            out.dedup();
+            PayloadRefs::Known(out)
+        }
+        Err(e) => PayloadRefs::Unknown { error: e.to_string(), salvaged: salvage(text) },
+    }
+}
+
+fn collect(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.extend(reference_in(s)),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect(x, out)),
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                out.extend(reference_in(k));
+                collect(x, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// References found by scanning text that is not valid JSON: each `published_modules/…` run up
+/// to a quote, whitespace, `?` or `#`.
+fn salvage(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(MARKER) {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| c == '"' || c == '\'' || c == '?' || c == '#' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        if end > MARKER.len() {
+            out.push(tail[..end].trim_end_matches('\\').to_string());
+        }
+        rest = &tail[MARKER.len()..];
+    }
+    out.sort_by(|a, b| path_cmp(a, b));
+    out.dedup();
+    out
+}
+
+/// Order paths component by component (`a/b` before `a-b/c`), the order a sorted directory walk
+/// visits them, so that a sorted list of references can be merged with a walk.
+pub fn path_cmp(a: &str, b: &str) -> Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_found_at_any_depth_in_any_form() {
+        let payload = r#"{
+            "title": "Pump maintenance",
+            "steps": [
+                {"ui": "/media/published_modules/7/v3/step-1.json", "next": 2},
+                {"ui": "https://cdn.example/media/published_modules/7/v3/step-2.json?x=1#top",
+                 "assets": {"nested": [["published_modules/7/shared/logo.json"]]}},
+                {"ui": "/media/published_modules/7/v3/step-1.json"}
+            ],
+            "note": "no reference here: published_modules/",
+            "count": 3, "ok": true, "nothing": null
+        }"#;
+        assert_eq!(
+            payload_refs(Some(payload)),
+            PayloadRefs::Known(vec![
+                "published_modules/7/shared/logo.json".into(),
+                "published_modules/7/v3/step-1.json".into(),
+                "published_modules/7/v3/step-2.json".into(),
+            ])
+        );
+        assert_eq!(payload_refs(Some(r#"{"a": 1}"#)), PayloadRefs::Known(vec![]));
+        assert_eq!(payload_refs(None), PayloadRefs::Known(vec![]));
+    }
+
+    #[test]
+    fn a_broken_payload_is_unknown_with_what_a_scan_finds() {
+        let r = payload_refs(Some(r#"{"steps": [{"ui": "/media/published_modules/9/v1/a.json?v=2"}, "#));
+        match r {
+            PayloadRefs::Unknown { salvaged, .. } => {
+                assert_eq!(salvaged, vec!["published_modules/9/v1/a.json".to_string()])
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(payload_refs(Some("not json")), PayloadRefs::Unknown { .. }));
+    }
+
+    #[test]
+    fn component_order_matches_a_sorted_walk() {
+        let mut v = vec!["a-b/c", "a/b", "a/b/c", "a0", "a"];
+        v.sort_by(|x, y| path_cmp(x, y));
+        assert_eq!(v, vec!["a", "a/b", "a/b/c", "a-b/c", "a0"]);
+    }
+}
