@@ -40,7 +40,11 @@ fn prepare_db(pg: &PgCluster, files: usize) -> String {
         migration = include_str!("../migrations/postgres/0001_sweep_tables.sql"),
     );
     let _ = per_row;
-    let mut child = Command::new("psql").args(["-q", "-v", "ON_ERROR_STOP=1", &url]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new("psql")
+        .args(["-q", "-v", "ON_ERROR_STOP=1", &url])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
     url
@@ -83,7 +87,13 @@ fn main() {
         for contender in ["sweep cleanup-ui-files", "find|sort, refs|sort, comm -23, xargs rm"] {
             let media = prepare_tree(base.path(), &format!("{rep}-{}", contender.len()), files);
             let (d, peak) = if contender.starts_with("sweep") {
-                measure(Command::new(sweep).args(["--database-url", &url, "--media-root", media.to_str().unwrap(), "cleanup-ui-files"]))
+                measure(Command::new(sweep).args([
+                    "--database-url",
+                    &url,
+                    "--media-root",
+                    media.to_str().unwrap(),
+                    "cleanup-ui-files",
+                ]))
             } else {
                 let script = format!(
                     "cd '{m}' && find published_modules -type f | sort > ../files-{r}.txt && \

@@ -66,6 +66,14 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DIR")]
     pub media_root: Option<PathBuf>,
 
+    /// Root of the worker's data: repos/, previews/, tmp/, logs/ [env: DATA_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Write Prometheus text-format metrics here after a real run (node_exporter textfile collector)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
     /// Log format on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -131,6 +139,20 @@ pub enum Command {
     /// directories it leaves behind.
     CleanupUiFiles(CleanupUiFilesArgs),
 
+    /// One cycle of the cleanup worker over DATA_DIR and the previews bucket, in this order:
+    /// tmp, previews, objects, logs, repos.
+    ///
+    /// tmp: directories under DATA_DIR/tmp/ untouched for TMP_DIR_TTL_MINUTES (60) that no pending or
+    /// running background job uses. previews: bundles (directory and object) of preview sessions that
+    /// are expired, past expires_at, or failed/cancelled, then their bundle_path/bundle_key set to
+    /// NULL. objects: objects under the previews prefix older than PREVIEW_BUNDLE_TTL_HOURS (24)
+    /// that no session references. logs: files under DATA_DIR/logs/ older than LOG_RETENTION_DAYS (7).
+    /// repos: only with CLEANUP_STALE_REPOS_ENABLED=true, directories of repos with active = false
+    /// and no activity for STALE_REPO_DAYS (180). Never deletes outside DATA_DIR, an active repo,
+    /// a running job's directory, anything under backups/, or anything modified within the grace
+    /// period; follows no symlink. CLEANUP_ENABLED=false turns the cycle into a dry run.
+    WorkerOnce(WorkerOnceArgs),
+
     /// Build a sample workspace (SQLite, files, a config) and dry-run every command on it.
     ///
     /// Writes only inside DIR (default ./sweep-demo), which must be empty or absent, or a
@@ -173,6 +195,17 @@ pub struct CleanupUiFilesArgs {
 }
 
 #[derive(Debug, Args, Clone, Default)]
+pub struct WorkerOnceArgs {
+    /// Tasks to run, comma-separated, from tmp,previews,objects,logs,repos [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub tasks: Option<Vec<String>>,
+
+    /// Run the objects task even if no session references any object while objects exist
+    #[arg(long)]
+    pub allow_empty_references: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
 pub struct DemoArgs {
     /// Where to build the workspace
     #[arg(value_name = "DIR", default_value = "sweep-demo")]
@@ -187,6 +220,7 @@ impl Command {
             Command::CleanupAttachments(_) => "cleanup-attachments",
             Command::PruneModules(_) => "prune-modules",
             Command::CleanupUiFiles(_) => "cleanup-ui-files",
+            Command::WorkerOnce(_) => "worker-once",
             Command::Demo(_) => "demo",
         }
     }

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod migrate;
 pub mod prune_modules;
 pub mod published_modules;
+pub mod worker_once;
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{ProcessEnv, Settings};
@@ -36,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::CleanupAttachments(a) => cleanup_attachments::run(&ctx, &a).await,
         Command::PruneModules(a) => prune_modules::run(&ctx, &a).await,
         Command::CleanupUiFiles(a) => cleanup_ui_files::run(&ctx, &a).await,
+        Command::WorkerOnce(a) => worker_once::run(&ctx, &a).await,
         Command::Demo(a) => demo::run(&ctx, &a).await,
     }
 }

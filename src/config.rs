@@ -150,6 +150,8 @@ pub struct RawConfig {
     pub attachments: RawAttachments,
     #[serde(default)]
     pub published_modules: RawPublishedModules,
+    #[serde(default)]
+    pub worker: RawWorker,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,6 +202,25 @@ pub struct RawAttachments {
     pub table: Option<String>,
     #[serde(default)]
     pub columns: RawAttachmentColumns,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorker {
+    pub tasks: Option<Vec<String>>,
+    pub previews_store: Option<String>,
+    pub previews_prefix: Option<String>,
+    pub preview_bundle_ttl_hours: Option<i64>,
+    pub tmp_dir_ttl_minutes: Option<i64>,
+    pub log_retention_days: Option<i64>,
+    pub stale_repo_days: Option<i64>,
+    pub stale_repos_enabled: Option<bool>,
+    /// Glob patterns (relative to DATA_DIR/logs) of logs never deleted.
+    pub log_keep: Option<Vec<String>>,
+    /// Table name and column overrides: `{ table = "…", status = "…" }`.
+    pub preview_sessions: Option<std::collections::BTreeMap<String, String>>,
+    pub background_jobs: Option<std::collections::BTreeMap<String, String>>,
+    pub repos: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -370,6 +391,7 @@ pub struct Settings {
     pub now: Sourced<DateTime<Utc>>,
     pub grace_minutes: Sourced<i64>,
     pub media_root: Option<Sourced<PathBuf>>,
+    pub data_dir: Option<Sourced<PathBuf>>,
     pub protected_prefixes: Sourced<Vec<String>>,
     pub max_delete: Option<Sourced<u64>>,
     pub max_delete_percent: Option<Sourced<f64>>,
@@ -434,7 +456,8 @@ impl Settings {
             &|_: &String| true,
         )?;
         let now = match now_text {
-            None => Sourced::new(real_now, Source::Default),
+            // Whole seconds: reports and reasons read better, and no rule needs finer.
+            None => Sourced::new(chrono::SubsecRound::trunc_subsecs(real_now, 0), Source::Default),
             Some(s) => {
                 let t = DateTime::parse_from_rfc3339(s.value.trim())
                     .map_err(|_| {
@@ -469,6 +492,14 @@ impl Settings {
             &Key { flag: Some("--media-root"), env: Some("MEDIA_ROOT"), file: "paths.media_root" },
             g.media_root.clone(),
             raw.paths.media_root.clone(),
+            "a directory",
+            &|_: &PathBuf| true,
+        )?;
+
+        let data_dir = l.pick_opt(
+            &Key { flag: Some("--data-dir"), env: Some("DATA_DIR"), file: "paths.data_dir" },
+            g.data_dir.clone(),
+            raw.paths.data_dir.clone(),
             "a directory",
             &|_: &PathBuf| true,
         )?;
@@ -534,6 +565,7 @@ impl Settings {
             now,
             grace_minutes,
             media_root,
+            data_dir,
             protected_prefixes,
             max_delete,
             max_delete_percent,
@@ -555,6 +587,13 @@ impl Settings {
             .as_ref()
             .map(|s| &s.value)
             .ok_or_else(|| anyhow!("DATABASE_URL is not set: pass --database-url, set DATABASE_URL, or set [database] url in the config file"))
+    }
+
+    /// `DATA_DIR`, or an error that says how to give it.
+    pub fn require_data_dir(&self) -> Result<&Path> {
+        self.data_dir.as_ref().map(|s| s.value.as_path()).ok_or_else(|| {
+            anyhow!("DATA_DIR is not set: pass --data-dir, set DATA_DIR, or set [paths] data_dir in the config file")
+        })
     }
 
     /// `MEDIA_ROOT`, or an error that says how to give it.
@@ -589,9 +628,11 @@ impl Settings {
         opt_row(&mut push, "safety.max_delete", &self.max_delete);
         opt_row(&mut push, "safety.max_delete_percent", &self.max_delete_percent);
         push("executor.concurrency", self.concurrency.value.to_string(), self.concurrency.source.to_string());
-        match &self.media_root {
-            Some(s) => push("paths.media_root", s.value.display().to_string(), s.source.to_string()),
-            None => push("paths.media_root", "(unset)".into(), "-".into()),
+        for (k, v) in [("paths.media_root", &self.media_root), ("paths.data_dir", &self.data_dir)] {
+            match v {
+                Some(s) => push(k, s.value.display().to_string(), s.source.to_string()),
+                None => push(k, "(unset)".into(), "-".into()),
+            }
         }
         let os = &self.object_storage;
         opt_row(&mut push, "object_storage.endpoint", &os.endpoint);

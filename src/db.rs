@@ -380,7 +380,7 @@ impl Db {
         keys: &[String],
         rule: Option<&RowRule>,
     ) -> Result<HashSet<String>> {
-        self.keyed(false, table, key_column, keys, rule).await
+        self.keyed(RowAction::Select, table, key_column, keys, rule).await
     }
 
     /// Delete the rows with these keys that still match `rule`, in one transaction; returns the
@@ -392,13 +392,26 @@ impl Db {
         keys: &[String],
         rule: Option<&RowRule>,
     ) -> Result<HashSet<String>> {
-        self.keyed(true, table, key_column, keys, rule).await
+        self.keyed(RowAction::Delete, table, key_column, keys, rule).await
+    }
+
+    /// Set `columns` to NULL in the rows with these keys that still match `rule`; returns the
+    /// keys actually updated.
+    pub async fn null_columns(
+        &self,
+        table: &Ident,
+        key_column: &Ident,
+        keys: &[String],
+        columns: &[Ident],
+        rule: Option<&RowRule>,
+    ) -> Result<HashSet<String>> {
+        self.keyed(RowAction::Null(columns), table, key_column, keys, rule).await
     }
 
     /// `SELECT` (or `DELETE … RETURNING`) the keys among `keys` whose rows match `rule`.
     async fn keyed(
         &self,
-        delete: bool,
+        action: RowAction<'_>,
         table: &Ident,
         key_column: &Ident,
         keys: &[String],
@@ -412,11 +425,7 @@ impl Db {
                 let ty = self.pg_key_type(p, table, key_column).await?;
                 let (cond, binds) = render_rule(rule, table, Backend::Postgres, 2);
                 let filter = format!("{key_column} = ANY($1::{ty}[]){cond}");
-                let sql = if delete {
-                    format!("DELETE FROM {table} WHERE {filter} RETURNING {key_column}::text")
-                } else {
-                    format!("SELECT {key_column}::text FROM {table} WHERE {filter}")
-                };
+                let sql = action.sql(table, &filter, &format!("{key_column}::text"));
                 let mut q = sqlx::query_scalar(&sql).bind(keys);
                 for b in binds {
                     q = match b {
@@ -432,11 +441,7 @@ impl Db {
                 for chunk in keys.chunks(5000) {
                     let (cond, binds) = render_rule(rule, table, Backend::Sqlite, 0);
                     let filter = format!("{key_column} IN ({}){cond}", vec!["?"; chunk.len()].join(","));
-                    let sql = if delete {
-                        format!("DELETE FROM {table} WHERE {filter} RETURNING CAST({key_column} AS TEXT)")
-                    } else {
-                        format!("SELECT CAST({key_column} AS TEXT) FROM {table} WHERE {filter}")
-                    };
+                    let sql = action.sql(table, &filter, &format!("CAST({key_column} AS TEXT)"));
                     let mut q = sqlx::query_scalar(&sql);
                     for k in chunk {
                         q = q.bind(k);
@@ -481,6 +486,27 @@ impl Db {
     }
 }
 
+/// What `keyed` does to the matching rows.
+#[derive(Clone, Copy)]
+enum RowAction<'a> {
+    Select,
+    Delete,
+    Null(&'a [Ident]),
+}
+
+impl RowAction<'_> {
+    fn sql(&self, table: &Ident, filter: &str, key: &str) -> String {
+        match self {
+            RowAction::Select => format!("SELECT {key} FROM {table} WHERE {filter}"),
+            RowAction::Delete => format!("DELETE FROM {table} WHERE {filter} RETURNING {key}"),
+            RowAction::Null(cols) => {
+                let set: Vec<String> = cols.iter().map(|c| format!("{c} = NULL")).collect();
+                format!("UPDATE {table} SET {} WHERE {filter} RETURNING {key}", set.join(", "))
+            }
+        }
+    }
+}
+
 /// A value a rule binds.
 enum Bind {
     Time(DateTime<Utc>),
@@ -513,6 +539,28 @@ fn render_rule(rule: Option<&RowRule>, table: &Ident, backend: Backend, n: usize
                 param(0)
             );
             (sql, vec![Bind::Int(*keep)])
+        }
+        Some(RowRule::PreviewCleanable { status_column: st, expires_column: ex, updated_column: up, cutoff }) => {
+            let (e, u) = if pg {
+                (ex.to_string(), up.to_string())
+            } else {
+                (format!("julianday({ex})"), format!("julianday({up})"))
+            };
+            let p = |i| if pg { param(i) } else { format!("julianday({})", param(i)) };
+            let sql = format!(
+                " AND ({st} = 'expired' OR ({ex} IS NOT NULL AND {e} < {}) OR ({st} IN ('failed', 'cancelled') AND {u} < {}))",
+                p(0),
+                p(1)
+            );
+            (sql, vec![Bind::Time(*cutoff), Bind::Time(*cutoff)])
+        }
+        Some(RowRule::InactiveSince { active_column, activity_column, cutoff }) => {
+            let sql = if pg {
+                format!(" AND {active_column} = false AND {activity_column} < {}", param(0))
+            } else {
+                format!(" AND {active_column} = 0 AND julianday({activity_column}) < julianday({})", param(0))
+            };
+            (sql, vec![Bind::Time(*cutoff)])
         }
     }
 }

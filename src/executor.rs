@@ -78,18 +78,23 @@ struct Deleter<'a> {
 type Res = (Outcome, Option<String>);
 
 impl Deleter<'_> {
+    /// Delete rows (or, with `null`, set those columns to NULL), each only if it still matches.
     async fn rows(
         &self,
         table: &Ident,
         key_column: &Ident,
         rule: Option<&RowRule>,
+        null: Option<&[Ident]>,
         keys: &[String],
     ) -> Result<Vec<Res>> {
         let db = self.res.db()?;
         if self.dry_run {
             return Ok(keys.iter().map(|_| (Outcome::WouldDelete, None)).collect());
         }
-        let deleted = db.delete_rows(table, key_column, keys, rule).await?;
+        let deleted = match null {
+            None => db.delete_rows(table, key_column, keys, rule).await?,
+            Some(cols) => db.null_columns(table, key_column, keys, cols, rule).await?,
+        };
         let not_deleted: Vec<String> = keys.iter().filter(|k| !deleted.contains(*k)).cloned().collect();
         let still_there = db.rows_matching(table, key_column, &not_deleted, None).await?;
         Ok(keys
@@ -347,10 +352,15 @@ async fn run_batch<'a>(
     }
     if opts.audit {
         let now = Utc::now();
+        let policies: Vec<String> = batch
+            .iter()
+            .map(|u| u.task.as_ref().map(|t| format!("{policy}/{t}")).unwrap_or_else(|| policy.to_string()))
+            .collect();
         let audit: Vec<AuditRow> = batch
             .iter()
-            .flat_map(|u| u.items.iter())
-            .map(|item| AuditRow {
+            .zip(&policies)
+            .flat_map(|(u, policy)| u.items.iter().map(move |item| (item, policy.as_str())))
+            .map(|(item, policy)| AuditRow {
                 run_id: &opts.run_id,
                 policy,
                 kind: item.kind.as_str(),
@@ -413,13 +423,22 @@ async fn precheck_rows(res: &Resources, batch: &[crate::plan::Unit], states: &mu
             continue;
         }
         for (i, item) in unit.items.iter().enumerate() {
-            if let Op::DeleteRow { table, key_column, key, rule: Some(rule) } = &item.op {
-                groups.entry((table.clone(), key_column.clone(), Some(rule.clone()))).or_default().push((
-                    u,
-                    i,
-                    key.clone(),
-                ));
+            match &item.op {
+                Op::DeleteRow { table, key_column, key, rule: Some(rule) }
+                | Op::NullColumns { table, key_column, key, rule: Some(rule), .. } => groups
+                    .entry((table.clone(), key_column.clone(), Some(rule.clone())))
+                    .or_default()
+                    .push((u, i, key.clone())),
+                _ => {}
             }
+        }
+        if let Some(g) = &unit.guard {
+            // A guard failing marks the unit's first item skipped.
+            groups.entry((g.table.clone(), g.key_column.clone(), Some(g.rule.clone()))).or_default().push((
+                u,
+                0,
+                g.key.clone(),
+            ));
         }
     }
     for ((table, key_column, rule), members) in groups {
@@ -442,28 +461,32 @@ async fn precheck_rows(res: &Resources, batch: &[crate::plan::Unit], states: &mu
 /// directories concurrently, objects per store in bulk requests. Results in `work` order.
 async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Res>> {
     let mut results: Vec<Option<Res>> = vec![None; work.len()];
-    let mut rows: HashMap<(&Ident, &Ident, Option<&RowRule>), Vec<usize>> = HashMap::new();
+    type RowGroup<'a> = (&'a Ident, &'a Ident, Option<&'a RowRule>, Option<&'a [Ident]>);
+    let mut rows: HashMap<RowGroup, Vec<usize>> = HashMap::new();
     let mut local: Vec<usize> = Vec::new();
     let mut objects: HashMap<&str, Vec<usize>> = HashMap::new();
     for (w, (_, item)) in work.iter().enumerate() {
         match &item.op {
             Op::DeleteRow { table, key_column, rule, .. } => {
-                rows.entry((table, key_column, rule.as_ref())).or_default().push(w)
+                rows.entry((table, key_column, rule.as_ref(), None)).or_default().push(w)
+            }
+            Op::NullColumns { table, key_column, rule, columns, .. } => {
+                rows.entry((table, key_column, rule.as_ref(), Some(columns.as_slice()))).or_default().push(w)
             }
             Op::DeleteFile { .. } | Op::DeleteDir { .. } => local.push(w),
             Op::DeleteObject { store, .. } => objects.entry(store.as_str()).or_default().push(w),
         }
     }
-    for ((table, key_column, rule), idx) in rows {
+    for ((table, key_column, rule, null), idx) in rows {
         let keys: Vec<String> = idx
             .iter()
             .map(|&w| match &work[w].1.op {
-                Op::DeleteRow { key, .. } => key.clone(),
+                Op::DeleteRow { key, .. } | Op::NullColumns { key, .. } => key.clone(),
                 _ => unreachable!(),
             })
             .collect();
         let t = std::time::Instant::now();
-        let out = d.rows(table, key_column, rule, &keys).await?;
+        let out = d.rows(table, key_column, rule, null, &keys).await?;
         tracing::trace!(target: "cleanup", "rows: {} in {:?}", keys.len(), t.elapsed());
         for (w, r) in idx.into_iter().zip(out) {
             results[w] = Some(r);

@@ -39,6 +39,21 @@ pub enum RowRule {
     /// At least `keep` rows of the same `group_column` value sort after this one by
     /// `order_columns` (compared as a tuple): the row is not among the latest `keep`.
     NotLatest { group_column: Ident, order_columns: Vec<Ident>, keep: i64 },
+    /// A preview session past its life: `status = 'expired'`, or `expires_at < cutoff`, or
+    /// `status IN ('failed', 'cancelled') AND updated_at < cutoff`.
+    PreviewCleanable { status_column: Ident, expires_column: Ident, updated_column: Ident, cutoff: DateTime<Utc> },
+    /// `active_column = false AND activity_column < cutoff`.
+    InactiveSince { active_column: Ident, activity_column: Ident, cutoff: DateTime<Utc> },
+}
+
+/// A row that must still match `rule` for its unit to go ahead (checked just before the unit's
+/// first item, like a row deletion's rule, but the row itself is not changed).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RowGuard {
+    pub table: Ident,
+    pub key_column: Ident,
+    pub key: String,
+    pub rule: RowRule,
 }
 
 /// How to carry out one item.
@@ -47,6 +62,9 @@ pub enum RowRule {
 pub enum Op {
     /// Delete one row by primary key, only if it still matches `rule`.
     DeleteRow { table: Ident, key_column: Ident, key: String, rule: Option<RowRule> },
+    /// Set `columns` to NULL in one row (a reference whose target was just deleted), only if it
+    /// still matches `rule`.
+    NullColumns { table: Ident, key_column: Ident, key: String, columns: Vec<Ident>, rule: Option<RowRule> },
     /// Delete a file (or a symlink, as a link) under a named local root.
     DeleteFile { root: String, path: String },
     /// Delete a directory tree (never following links) under a named local root.
@@ -58,7 +76,7 @@ pub enum Op {
 impl Op {
     pub fn kind(&self) -> Kind {
         match self {
-            Op::DeleteRow { .. } => Kind::Row,
+            Op::DeleteRow { .. } | Op::NullColumns { .. } => Kind::Row,
             Op::DeleteFile { .. } => Kind::File,
             Op::DeleteDir { .. } => Kind::Dir,
             Op::DeleteObject { .. } => Kind::Object,
@@ -111,6 +129,19 @@ impl Item {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Unit {
     pub items: Vec<Item>,
+    /// The part of a command this unit belongs to (`worker-once`'s tasks); the audit's policy
+    /// becomes `command/task`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// A row that must still match its rule, re-checked before the unit starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<RowGuard>,
+}
+
+impl Unit {
+    pub fn new(items: Vec<Item>) -> Unit {
+        Unit { items, task: None, guard: None }
+    }
 }
 
 /// Something looked at and kept, with why.

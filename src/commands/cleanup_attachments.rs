@@ -237,13 +237,13 @@ pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
             StoreRef::Object { .. } => Kind::Object,
         };
         match &c.file {
-            FileFacts::NoImage => p.units.push(Unit { items: vec![row] }),
+            FileFacts::NoImage => p.units.push(Unit::new(vec![row])),
             FileFacts::Refused(why) | FileFacts::Unknown(why) => {
                 let raw = c.image.clone().unwrap_or_default();
                 let mut f = file_item(c.file_size.map(|b| b as u64), format!("file of attachment {}", c.key));
                 f.target = format!("{} image={raw:?}", row_target(&c.key));
                 f.refused = Some(why.clone());
-                p.units.push(Unit { items: vec![f, row] });
+                p.units.push(Unit::new(vec![f, row]));
             }
             _ if is_protected(&image, &rules.protected) => {
                 p.kept.push(Kept {
@@ -278,11 +278,11 @@ pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
                     Some(*bytes),
                     format!("file of attachment {} soft-deleted at {}", c.key, c.deleted_at.to_rfc3339()),
                 );
-                p.units.push(Unit { items: vec![f, row] });
+                p.units.push(Unit::new(vec![f, row]));
             }
             FileFacts::Missing => {
                 let f = file_item(None, format!("file of attachment {} (not found in the store)", c.key));
-                p.units.push(Unit { items: vec![f, row] });
+                p.units.push(Unit::new(vec![f, row]));
             }
         }
     }

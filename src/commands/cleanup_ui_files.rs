@@ -88,14 +88,12 @@ pub fn plan(
                     rules.grace_minutes
                 ),
             }),
-            Some((bytes, _)) => p.units.push(Unit {
-                items: vec![Item::new(
-                    Op::DeleteFile { root: "media".into(), path: rel },
-                    target,
-                    "no published module's payload references it",
-                    Some(bytes),
-                )],
-            }),
+            Some((bytes, _)) => p.units.push(Unit::new(vec![Item::new(
+                Op::DeleteFile { root: "media".into(), path: rel },
+                target,
+                "no published module's payload references it",
+                Some(bytes),
+            )])),
         }
     }
     p.kept_unlisted.insert(Kind::File, referenced);

@@ -160,7 +160,7 @@ pub fn plan(pruned: Vec<ModuleRow>, kept: Vec<Kept>, files: &BTreeMap<String, Fi
                 bytes,
             ));
         }
-        p.units.push(Unit { items });
+        p.units.push(Unit::new(items));
     }
     p.fields.insert("keep_latest".into(), rules.keep.into());
     p

@@ -17,8 +17,6 @@ pub enum LocalError {
     Outside { path: String, root: String, why: &'static str },
     #[error("refused {path:?}: it is a directory, not a file")]
     IsDir { path: String },
-    #[error("refused {path:?}: it is not a directory")]
-    NotDir { path: String },
     #[error("unable to delete {path}: {source}")]
     Io { path: String, source: io::Error },
     #[error("root {root} is not usable: {source}")]
@@ -202,7 +200,8 @@ impl LocalRoot {
         }
     }
 
-    /// Delete a directory tree without following any link in it; a symlink is removed as a link.
+    /// Delete a directory tree without following any link in it; a symlink is removed as a
+    /// link, a plain file as a file.
     pub fn delete_dir(&self, rel: &str) -> Result<Removed, LocalError> {
         self.delete_dir_with(rel, &mut ParentCache::default())
     }
@@ -224,7 +223,8 @@ impl LocalRoot {
             // std's remove_dir_all does not follow symlinks inside the tree.
             fs::remove_dir_all(&full)
         } else {
-            return Err(LocalError::NotDir { path: rel.to_string() });
+            // A file where a directory was expected (a bundle stored as one file): remove it.
+            remove_link_or_file(&full)
         };
         match result {
             Ok(()) => Ok(Removed::Deleted),

@@ -376,7 +376,7 @@ pub async fn ctrl_c_stops_between_batches_and_the_audit_stays_consistent(b: Back
         ));
     }
     ws.exec(&sql).await;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sweep"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sweep"))
         .args(["--now", NOW, "cleanup-attachments", "--batch-size", "1", "--json"])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

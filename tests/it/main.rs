@@ -5,6 +5,7 @@ mod attachments;
 mod cli;
 mod modules;
 mod support;
+mod worker;
 
 /// Run each scenario on both databases, as its own test.
 macro_rules! on_both {
@@ -55,5 +56,17 @@ mod published_modules {
         a_crash_between_rows_and_files_leaves_orphans_that_cleanup_ui_files_removes,
         cleanup_ui_files_keeps_fresh_and_protected_files_and_guards_empty_references,
         an_unreadable_payload_protects_its_module,
+    );
+}
+
+mod worker_once {
+    on_both!(worker:
+        a_running_jobs_tmp_dir_survives_and_abandoned_ones_go,
+        a_symlink_in_tmp_is_removed_as_a_link_and_its_target_survives,
+        an_expired_preview_loses_dir_object_and_references_while_a_ready_one_survives,
+        orphaned_objects_older_than_the_ttl_go_and_young_or_referenced_ones_stay,
+        old_logs_go_and_kept_patterns_stay,
+        stale_repos_go_only_with_the_flag_and_never_active_ones,
+        cleanup_disabled_changes_nothing_and_metrics_parse,
     );
 }

@@ -1,0 +1,823 @@
+//! `worker-once` (seed 004): one cycle of the cleanup worker over `DATA_DIR` and the previews
+//! bucket, in the seed's order (§8.2): tmp, previews, objects, logs, repos.
+//!
+//! Every task only gathers and decides; the units of all tasks go into one plan (each unit
+//! tagged with its task) that the executor carries out. Nothing is kept between runs outside the
+//! database, so several workers and restarts are safe.
+
+use super::{print_config, print_report, run_policy, Ctx, Finished};
+use crate::cli::WorkerOnceArgs;
+use crate::config::{Key, ProcessEnv, Source, Sourced};
+use crate::db::{Db, Pool};
+use crate::executor::Resources;
+use crate::exit_codes::{Exit, Fatal};
+use crate::ident::Ident;
+use crate::plan::{Item, Kept, Kind, Op, Plan, RowGuard, RowRule, Unit};
+use crate::report::{Outcome, Report};
+use crate::store::is_protected;
+use crate::store::local::LocalRoot;
+use crate::store::object::{parse_key, NamedStore};
+use anyhow::{anyhow, bail, Result};
+use chrono::{DateTime, Duration, Utc};
+use futures::stream::TryStreamExt;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::SystemTime;
+
+pub const COMMAND: &str = "worker-once";
+pub const TASKS: [&str; 5] = ["tmp", "previews", "objects", "logs", "repos"];
+
+/// A table and its columns, from `[worker.<name>]` (`table = "…"`, `<column> = "…"`).
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub table: Ident,
+    cols: BTreeMap<&'static str, Ident>,
+}
+
+impl TableSpec {
+    fn load(
+        raw: Option<&BTreeMap<String, String>>,
+        section: &str,
+        default_table: &str,
+        known: &[&'static str],
+        file: &str,
+    ) -> Result<TableSpec> {
+        let get = |k: &str| raw.and_then(|m| m.get(k));
+        if let Some(m) = raw {
+            for k in m.keys() {
+                if k != "table" && !known.contains(&k.as_str()) {
+                    bail!("[worker.{section}] in {file}: unknown key {k:?}; known: table, {}", known.join(", "));
+                }
+            }
+        }
+        let ident = |k: &str, d: &str| crate::config::ident_setting(file, &format!("worker.{section}.{k}"), get(k), d);
+        let mut cols = BTreeMap::new();
+        for k in known {
+            cols.insert(*k, ident(k, k)?);
+        }
+        Ok(TableSpec { table: ident("table", default_table)?, cols })
+    }
+
+    pub fn col(&self, name: &str) -> &Ident {
+        &self.cols[name]
+    }
+}
+
+/// The validated settings of the worker (seed 004 §3).
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub tasks: Vec<&'static str>,
+    pub previews_store: Option<Sourced<String>>,
+    pub previews_prefix: String,
+    pub preview_bundle_ttl_hours: Sourced<i64>,
+    pub tmp_dir_ttl_minutes: Sourced<i64>,
+    pub log_retention_days: Sourced<i64>,
+    pub stale_repo_days: Sourced<i64>,
+    pub stale_repos_enabled: Sourced<bool>,
+    pub log_keep: Vec<String>,
+    pub previews: TableSpec,
+    pub jobs: TableSpec,
+    pub repos: TableSpec,
+}
+
+impl WorkerSettings {
+    pub fn load(ctx: &Ctx, args: &WorkerOnceArgs) -> Result<WorkerSettings> {
+        let env = ProcessEnv;
+        let l = ctx.settings.layers(&env);
+        let raw = &ctx.settings.raw.worker;
+        let f = &ctx.settings.file_name;
+        let requested = args.tasks.clone().or_else(|| raw.tasks.clone());
+        let tasks: Vec<&'static str> = match requested {
+            None => TASKS.to_vec(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for t in &list {
+                    let t = t.trim();
+                    match TASKS.iter().find(|k| **k == t) {
+                        Some(k) => out.push(*k),
+                        None => {
+                            return Err(Fatal::usage(format!(
+                                "--tasks: unknown task {t:?}: choose from {}",
+                                TASKS.join(",")
+                            ))
+                            .into())
+                        }
+                    }
+                }
+                // Always the seed's order, whatever order they were named in.
+                TASKS.iter().copied().filter(|k| out.contains(k)).collect()
+            }
+        };
+        let num = |flag_env: &'static str, file_key: &'static str, file: Option<i64>, default: i64, what: &str| {
+            l.pick(&Key { flag: None, env: Some(flag_env), file: file_key }, None, file, default, what, |v| *v >= 0)
+        };
+        let previews_store = match (&raw.previews_store, ctx.settings_env("OBJECT_STORAGE_BUCKET_PREVIEWS")) {
+            (_, Some(bucket)) => {
+                Some(Sourced::new(format!("s3://{bucket}"), Source::Env("OBJECT_STORAGE_BUCKET_PREVIEWS")))
+            }
+            (Some(url), None) => Some(Sourced::new(url.clone(), Source::File(format!("worker.previews_store in {f}")))),
+            (None, None) => None,
+        };
+        let stale_repos_enabled = match l.env_bool("CLEANUP_STALE_REPOS_ENABLED")? {
+            Some(v) => Sourced::new(v, Source::Env("CLEANUP_STALE_REPOS_ENABLED")),
+            None => match raw.stale_repos_enabled {
+                Some(v) => Sourced::new(v, Source::File(format!("worker.stale_repos_enabled in {f}"))),
+                None => Sourced::new(false, Source::Default),
+            },
+        };
+        let mut prefix = raw.previews_prefix.clone().unwrap_or_else(|| "previews/".into());
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(WorkerSettings {
+            tasks,
+            previews_store,
+            previews_prefix: prefix,
+            preview_bundle_ttl_hours: num(
+                "PREVIEW_BUNDLE_TTL_HOURS",
+                "worker.preview_bundle_ttl_hours",
+                raw.preview_bundle_ttl_hours,
+                24,
+                "hours, 0 or more",
+            )?,
+            tmp_dir_ttl_minutes: num(
+                "TMP_DIR_TTL_MINUTES",
+                "worker.tmp_dir_ttl_minutes",
+                raw.tmp_dir_ttl_minutes,
+                60,
+                "minutes, 0 or more",
+            )?,
+            log_retention_days: num(
+                "LOG_RETENTION_DAYS",
+                "worker.log_retention_days",
+                raw.log_retention_days,
+                7,
+                "days, 0 or more",
+            )?,
+            stale_repo_days: num(
+                "STALE_REPO_DAYS",
+                "worker.stale_repo_days",
+                raw.stale_repo_days,
+                180,
+                "days, 0 or more",
+            )?,
+            stale_repos_enabled,
+            log_keep: raw.log_keep.clone().unwrap_or_else(|| vec!["**/access*".into(), "**/*audit*".into()]),
+            previews: TableSpec::load(
+                raw.preview_sessions.as_ref(),
+                "preview_sessions",
+                "preview_sessions",
+                &["id", "status", "updated_at", "expires_at", "bundle_path", "bundle_key"],
+                f,
+            )?,
+            jobs: TableSpec::load(
+                raw.background_jobs.as_ref(),
+                "background_jobs",
+                "background_jobs",
+                &["status", "working_dir"],
+                f,
+            )?,
+            repos: TableSpec::load(
+                raw.repos.as_ref(),
+                "repos",
+                "repos",
+                &["id", "active", "last_activity_at", "filesystem_path"],
+                f,
+            )?,
+        })
+    }
+
+    fn rows(&self) -> Vec<(String, String, String)> {
+        let r = |k: &str, v: String, s: &Source| (k.to_string(), v, s.to_string());
+        let mut v = vec![
+            ("worker.tasks".into(), self.tasks.join(","), "--tasks / [worker] tasks / default".into()),
+            r(
+                "worker.preview_bundle_ttl_hours",
+                self.preview_bundle_ttl_hours.value.to_string(),
+                &self.preview_bundle_ttl_hours.source,
+            ),
+            r(
+                "worker.tmp_dir_ttl_minutes",
+                self.tmp_dir_ttl_minutes.value.to_string(),
+                &self.tmp_dir_ttl_minutes.source,
+            ),
+            r("worker.log_retention_days", self.log_retention_days.value.to_string(), &self.log_retention_days.source),
+            r("worker.stale_repo_days", self.stale_repo_days.value.to_string(), &self.stale_repo_days.source),
+            r(
+                "worker.stale_repos_enabled",
+                self.stale_repos_enabled.value.to_string(),
+                &self.stale_repos_enabled.source,
+            ),
+            ("worker.previews_prefix".into(), self.previews_prefix.clone(), "config or default".into()),
+            ("worker.log_keep".into(), format!("{:?}", self.log_keep), "config or default".into()),
+        ];
+        match &self.previews_store {
+            Some(s) => v.push(r("worker.previews_store", s.value.clone(), &s.source)),
+            None => v.push(("worker.previews_store".into(), "(unset)".into(), "-".into())),
+        }
+        v
+    }
+}
+
+impl Ctx {
+    /// A plain environment variable (for the few settings that have no flag and no file key).
+    pub fn settings_env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+/// Everything the tasks need while gathering.
+struct Gather<'a> {
+    db: &'a Db,
+    s: &'a WorkerSettings,
+    root: &'a LocalRoot,
+    previews: Option<&'a NamedStore>,
+    now: DateTime<Utc>,
+    grace: Duration,
+    protected: &'a [String],
+    allow_empty_references: bool,
+}
+
+fn tagged(task: &str, items: Vec<Item>) -> Unit {
+    let mut u = Unit::new(items);
+    u.task = Some(task.to_string());
+    u
+}
+
+/// The newest modification time and the total size of a tree (not following links).
+fn tree_facts(path: &Path) -> (DateTime<Utc>, u64) {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    let mut bytes = 0;
+    for e in walkdir::WalkDir::new(path).follow_links(false).into_iter().filter_map(|e| e.ok()) {
+        if let Ok(m) = e.metadata() {
+            newest = newest.max(m.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+            if m.is_file() {
+                bytes += m.len();
+            }
+        }
+    }
+    (DateTime::<Utc>::from(newest), bytes)
+}
+
+impl Gather<'_> {
+    fn quiet_cutoff(&self, minutes: i64) -> DateTime<Utc> {
+        self.now - Duration::minutes(minutes).max(self.grace)
+    }
+
+    /// tmp: abandoned directories under DATA_DIR/tmp/.
+    async fn tmp(&self, p: &mut Plan) -> Result<()> {
+        let jobs = &self.s.jobs;
+        let (st, wd) = (jobs.col("status"), jobs.col("working_dir"));
+        let sql = format!(
+            "SELECT CAST({wd} AS TEXT) FROM {} WHERE {st} IN ('pending', 'running') AND {wd} IS NOT NULL",
+            jobs.table
+        );
+        let dirs: Vec<String> = match &self.db.pool {
+            Pool::Pg(pg) => sqlx::query_scalar(&sql).fetch_all(pg).await,
+            Pool::Sqlite(l) => sqlx::query_scalar(&sql).fetch_all(l).await,
+        }
+        .map_err(|e| anyhow!("cannot read active jobs from {}: {e}", jobs.table))?;
+        let mut active: Vec<String> = Vec::new();
+        for d in dirs {
+            match self.root.relativize(&d) {
+                Ok(rel) => active.push(rel),
+                Err(e) => tracing::warn!(target: "cleanup", "an active job's working_dir is not usable: {e}"),
+            }
+        }
+        let cutoff = self.quiet_cutoff(self.s.tmp_dir_ttl_minutes.value);
+        let tmp = self.root.path().join("tmp");
+        let entries = match std::fs::read_dir(&tmp) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => bail!("cannot list {}: {e}", tmp.display()),
+        };
+        let mut names: Vec<_> = entries.filter_map(|e| e.ok()).collect();
+        names.sort_by_key(|e| e.file_name());
+        for e in names {
+            p.scanned += 1;
+            let Some(name) = e.file_name().to_str().map(String::from) else { continue };
+            let rel = format!("tmp/{name}");
+            let target = format!("data:{rel}");
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
+            if !meta.is_dir() && !meta.file_type().is_symlink() {
+                p.kept.push(Kept {
+                    kind: Kind::File,
+                    target,
+                    reason: "not a directory (the tmp task removes directories)".into(),
+                });
+                continue;
+            }
+            if let Some(job) = active.iter().find(|a| **a == rel || a.starts_with(&format!("{rel}/"))) {
+                p.kept.push(Kept {
+                    kind: Kind::Dir,
+                    target,
+                    reason: format!("working directory of a pending/running job ({job})"),
+                });
+                continue;
+            }
+            let (newest, bytes) = if meta.file_type().is_symlink() {
+                (DateTime::<Utc>::from(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)), 0)
+            } else {
+                tree_facts(&e.path())
+            };
+            if newest > cutoff {
+                p.kept.push(Kept {
+                    kind: Kind::Dir,
+                    target,
+                    reason: format!(
+                        "modified {} (within {} minutes)",
+                        newest.to_rfc3339(),
+                        self.s.tmp_dir_ttl_minutes.value
+                    ),
+                });
+                continue;
+            }
+            let what = if meta.file_type().is_symlink() { "symlink (removed as a link)" } else { "directory" };
+            p.units.push(tagged(
+                "tmp",
+                vec![Item::new(
+                    Op::DeleteDir { root: "data".into(), path: rel },
+                    target,
+                    format!(
+                        "abandoned tmp {what}, last modified {} (TTL {} minutes), no pending/running job uses it",
+                        newest.to_rfc3339(),
+                        self.s.tmp_dir_ttl_minutes.value
+                    ),
+                    Some(bytes),
+                )],
+            ));
+        }
+        Ok(())
+    }
+
+    /// previews: bundles of finished sessions, then their references set to NULL.
+    async fn previews(&self, p: &mut Plan) -> Result<()> {
+        let t = &self.s.previews;
+        let (id, st, up, ex, bp, bk) = (
+            t.col("id"),
+            t.col("status"),
+            t.col("updated_at"),
+            t.col("expires_at"),
+            t.col("bundle_path"),
+            t.col("bundle_key"),
+        );
+        let cutoff = self.now - self.grace;
+        let rule = RowRule::PreviewCleanable {
+            status_column: st.clone(),
+            expires_column: ex.clone(),
+            updated_column: up.clone(),
+            cutoff,
+        };
+        type Session = (String, String, Option<String>, Option<String>);
+        let sessions: Vec<Session> = match &self.db.pool {
+            Pool::Pg(pg) => {
+                let sql = format!(
+                    "SELECT {id}::text, {st}::text, {bp}::text, {bk}::text FROM {tb} WHERE ({st} = 'expired' OR ({ex} IS NOT NULL AND {ex} < $1) \
+                     OR ({st} IN ('failed', 'cancelled') AND {up} < $1)) AND ({bp} IS NOT NULL OR {bk} IS NOT NULL) ORDER BY {id}",
+                    tb = t.table
+                );
+                sqlx::query_as(&sql).bind(cutoff).fetch_all(pg).await
+            }
+            Pool::Sqlite(l) => {
+                let sql = format!(
+                    "SELECT CAST({id} AS TEXT), {st}, {bp}, {bk} FROM {tb} WHERE ({st} = 'expired' OR ({ex} IS NOT NULL AND julianday({ex}) < julianday(?1)) \
+                     OR ({st} IN ('failed', 'cancelled') AND julianday({up}) < julianday(?1))) AND ({bp} IS NOT NULL OR {bk} IS NOT NULL) ORDER BY {id}",
+                    tb = t.table
+                );
+                sqlx::query_as(&sql).bind(crate::db::rfc3339(cutoff)).fetch_all(l).await
+            }
+        }
+        .map_err(|e| anyhow!("cannot read {}: {e}", t.table))?;
+        for (key, status, path, bkey) in sessions {
+            p.scanned += 1;
+            let row_target = format!("{} {}={key}", t.table.as_str(), id.as_str());
+            let reason = format!("preview {key} is {status} (or past expires_at + grace)");
+            let mut items = Vec::new();
+            let mut fresh = None;
+            if let Some(path) = path.filter(|s| !s.is_empty()) {
+                let mut it = Item::new(
+                    Op::DeleteDir { root: "data".into(), path: path.clone() },
+                    format!("data:{path}"),
+                    reason.clone(),
+                    None,
+                );
+                match self.root.relativize(&path) {
+                    Err(e) => it.refused = Some(e.to_string()),
+                    Ok(rel) => {
+                        it.op = Op::DeleteDir { root: "data".into(), path: rel.clone() };
+                        it.target = format!("data:{rel}");
+                        match self.root.stat(&rel) {
+                            Err(e) => it.refused = Some(e.to_string()),
+                            Ok(None) => {}
+                            Ok(Some(_)) => {
+                                let (newest, bytes) = tree_facts(&self.root.path().join(&rel));
+                                it.bytes = Some(bytes);
+                                if newest > cutoff {
+                                    fresh = Some(format!(
+                                        "its bundle was modified {} (within the grace period)",
+                                        newest.to_rfc3339()
+                                    ));
+                                }
+                                if is_protected(&rel, self.protected) {
+                                    fresh = Some("its bundle is under a protected prefix".into());
+                                }
+                            }
+                        }
+                    }
+                }
+                items.push(it);
+            }
+            if let Some(k) = bkey.filter(|s| !s.is_empty()) {
+                let mut it = Item::new(
+                    Op::DeleteObject { store: "previews".into(), key: k.clone() },
+                    format!("previews:{k}"),
+                    reason.clone(),
+                    None,
+                );
+                match (self.previews, parse_key(&k)) {
+                    (None, _) => {
+                        it.refused = Some(
+                            "bundle_key is set but no previews store is configured (OBJECT_STORAGE_BUCKET_PREVIEWS)"
+                                .into(),
+                        )
+                    }
+                    (_, Err(e)) => it.refused = Some(e.to_string()),
+                    (Some(store), Ok(path)) => {
+                        it.target = store.target(&k);
+                        match store.store.head(&path).await {
+                            Ok(m) => {
+                                it.bytes = Some(m.size);
+                                if m.last_modified > cutoff {
+                                    fresh = Some(format!(
+                                        "its object was modified {} (within the grace period)",
+                                        m.last_modified.to_rfc3339()
+                                    ));
+                                }
+                            }
+                            Err(object_store::Error::NotFound { .. }) => {}
+                            Err(e) => it.refused = Some(format!("cannot check {}: {e}", store.target(&k))),
+                        }
+                        if is_protected(&k, self.protected) {
+                            fresh = Some("its object is under a protected prefix".into());
+                        }
+                    }
+                }
+                items.push(it);
+            }
+            if let Some(why) = fresh {
+                p.kept.push(Kept { kind: Kind::Row, target: row_target, reason: why });
+                continue;
+            }
+            items.push(Item::new(
+                Op::NullColumns {
+                    table: t.table.clone(),
+                    key_column: id.clone(),
+                    key: key.clone(),
+                    columns: vec![bp.clone(), bk.clone()],
+                    rule: Some(rule.clone()),
+                },
+                row_target,
+                format!("{reason}: bundle_path and bundle_key set to NULL once the bundle is gone"),
+                None,
+            ));
+            p.units.push(tagged("previews", items));
+        }
+        Ok(())
+    }
+
+    /// objects: orphaned preview objects older than the TTL.
+    async fn objects(&self, p: &mut Plan) -> Result<()> {
+        let Some(store) = self.previews else {
+            tracing::info!(target: "cleanup", "objects: no previews store configured (OBJECT_STORAGE_BUCKET_PREVIEWS): skipped");
+            return Ok(());
+        };
+        let t = &self.s.previews;
+        let bk = t.col("bundle_key");
+        let sql = format!("SELECT CAST({bk} AS TEXT) FROM {} WHERE {bk} IS NOT NULL", t.table);
+        let refs: HashSet<String> = match &self.db.pool {
+            Pool::Pg(pg) => sqlx::query_scalar::<_, String>(&sql).fetch_all(pg).await,
+            Pool::Sqlite(l) => sqlx::query_scalar::<_, String>(&sql).fetch_all(l).await,
+        }
+        .map_err(|e| anyhow!("cannot read {}: {e}", t.table))?
+        .into_iter()
+        .collect();
+        let cutoff = self.now - Duration::hours(self.s.preview_bundle_ttl_hours.value).max(self.grace);
+        let prefix = object_store::path::Path::from(self.s.previews_prefix.trim_end_matches('/'));
+        let mut listing = store.store.list(Some(&prefix));
+        let mut referenced = 0u64;
+        let start_units = p.units.len();
+        while let Some(meta) =
+            listing.try_next().await.map_err(|e| anyhow!("cannot list {}: {e}", store.target(prefix.as_ref())))?
+        {
+            p.scanned += 1;
+            let key = meta.location.to_string();
+            if refs.contains(&key) {
+                referenced += 1;
+                continue;
+            }
+            let target = store.target(&key);
+            if is_protected(&key, self.protected) {
+                p.kept.push(Kept { kind: Kind::Object, target, reason: "under a protected prefix".into() });
+            } else if meta.last_modified > cutoff {
+                p.kept.push(Kept {
+                    kind: Kind::Object,
+                    target,
+                    reason: format!(
+                        "unreferenced but younger than PREVIEW_BUNDLE_TTL_HOURS ({}h)",
+                        self.s.preview_bundle_ttl_hours.value
+                    ),
+                });
+            } else {
+                p.units.push(tagged(
+                    "objects",
+                    vec![Item::new(
+                        Op::DeleteObject { store: "previews".into(), key },
+                        target,
+                        format!("no preview session references it; last modified {}", meta.last_modified.to_rfc3339()),
+                        Some(meta.size),
+                    )],
+                ));
+            }
+        }
+        *p.kept_unlisted.entry(Kind::Object).or_default() += referenced;
+        if refs.is_empty() && p.units.len() > start_units && !self.allow_empty_references {
+            return Err(Fatal::guard(format!(
+                "no preview session references any object, yet {} objects under {} would be deleted: refusing (SPEC safety rule 2); pass --allow-empty-references if that is right",
+                p.units.len() - start_units,
+                store.target(prefix.as_ref())
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// logs: old files under DATA_DIR/logs/.
+    fn logs(&self, p: &mut Plan) -> Result<()> {
+        let keep = {
+            let mut b = globset::GlobSetBuilder::new();
+            for g in &self.s.log_keep {
+                b.add(globset::Glob::new(g).map_err(|e| anyhow!("worker.log_keep: {g:?} is not a valid glob: {e}"))?);
+            }
+            b.build()?
+        };
+        let cutoff = self.now - Duration::days(self.s.log_retention_days.value).max(self.grace);
+        let logs = self.root.path().join("logs");
+        for e in walkdir::WalkDir::new(&logs).follow_links(false).sort_by_file_name().into_iter().filter_map(|e| e.ok())
+        {
+            if e.file_type().is_dir() {
+                continue;
+            }
+            p.scanned += 1;
+            let Ok(inside) = e.path().strip_prefix(&logs) else { continue };
+            let Some(inside) = inside.to_str() else { continue };
+            let rel = format!("logs/{inside}");
+            if keep.is_match(inside) {
+                p.kept.push(Kept {
+                    kind: Kind::File,
+                    target: format!("data:{rel}"),
+                    reason: "matches worker.log_keep (not a debug log)".into(),
+                });
+                continue;
+            }
+            let Ok(m) = e.metadata() else { continue };
+            let modified = DateTime::<Utc>::from(m.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+            if modified > cutoff {
+                *p.kept_unlisted.entry(Kind::File).or_default() += 1;
+                continue;
+            }
+            p.units.push(tagged(
+                "logs",
+                vec![Item::new(
+                    Op::DeleteFile { root: "data".into(), path: rel.clone() },
+                    format!("data:{rel}"),
+                    format!(
+                        "log last modified {} (older than {} days)",
+                        modified.to_rfc3339(),
+                        self.s.log_retention_days.value
+                    ),
+                    Some(if m.is_file() { m.len() } else { 0 }),
+                )],
+            ));
+        }
+        Ok(())
+    }
+
+    /// repos: directories of inactive repos, only when enabled.
+    async fn repos(&self, p: &mut Plan) -> Result<()> {
+        if !self.s.stale_repos_enabled.value {
+            tracing::info!(target: "cleanup", "repos: stale repo deletion is off (CLEANUP_STALE_REPOS_ENABLED is not true): skipped");
+            return Ok(());
+        }
+        let t = &self.s.repos;
+        let (id, active, last, path) =
+            (t.col("id"), t.col("active"), t.col("last_activity_at"), t.col("filesystem_path"));
+        let cutoff = self.now - Duration::days(self.s.stale_repo_days.value);
+        let rule = RowRule::InactiveSince { active_column: active.clone(), activity_column: last.clone(), cutoff };
+        let rows: Vec<(String, String, String)> = match &self.db.pool {
+            Pool::Pg(pg) => {
+                let sql = format!(
+                    "SELECT {id}::text, {path}::text, {last}::text FROM {tb} WHERE {active} = false AND {last} < $1 AND {path} IS NOT NULL ORDER BY {id}",
+                    tb = t.table
+                );
+                sqlx::query_as(&sql).bind(cutoff).fetch_all(pg).await
+            }
+            Pool::Sqlite(l) => {
+                let sql = format!(
+                    "SELECT CAST({id} AS TEXT), {path}, {last} FROM {tb} WHERE {active} = 0 AND julianday({last}) < julianday(?1) AND {path} IS NOT NULL ORDER BY {id}",
+                    tb = t.table
+                );
+                sqlx::query_as(&sql).bind(crate::db::rfc3339(cutoff)).fetch_all(l).await
+            }
+        }
+        .map_err(|e| anyhow!("cannot read {}: {e}", t.table))?;
+        for (key, fs_path, last_seen) in rows {
+            p.scanned += 1;
+            let mut it = Item::new(
+                Op::DeleteDir { root: "data".into(), path: fs_path.clone() },
+                format!("data:{fs_path}"),
+                format!(
+                    "repo {key} is inactive, last activity {last_seen} (more than {} days ago)",
+                    self.s.stale_repo_days.value
+                ),
+                None,
+            );
+            match self.root.relativize(&fs_path) {
+                Err(e) => it.refused = Some(e.to_string()),
+                Ok(rel) if !rel.starts_with("repos/") => {
+                    it.refused = Some(format!("{rel:?} is not under DATA_DIR/repos/: refused"))
+                }
+                Ok(rel) => {
+                    it.op = Op::DeleteDir { root: "data".into(), path: rel.clone() };
+                    it.target = format!("data:{rel}");
+                    if let Ok(Some(_)) = self.root.stat(&rel) {
+                        let (newest, bytes) = tree_facts(&self.root.path().join(&rel));
+                        it.bytes = Some(bytes);
+                        if newest > self.now - self.grace {
+                            p.kept.push(Kept {
+                                kind: Kind::Dir,
+                                target: it.target,
+                                reason: "modified within the grace period".into(),
+                            });
+                            continue;
+                        }
+                    }
+                }
+            }
+            let mut u = tagged("repos", vec![it]);
+            u.guard = Some(RowGuard { table: t.table.clone(), key_column: id.clone(), key, rule: rule.clone() });
+            p.units.push(u);
+        }
+        Ok(())
+    }
+}
+
+/// Per-task counts from the carried-out plan, for the report and the summary line.
+fn task_counts(plan: &Plan) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for task in TASKS {
+        let units: Vec<&Unit> = plan.units.iter().filter(|u| u.task.as_deref() == Some(task)).collect();
+        let items = || units.iter().flat_map(|u| u.items.iter());
+        let done = |i: &&Item| {
+            matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::Missing) | Some(Outcome::WouldDelete))
+        };
+        m.insert(
+            task.into(),
+            serde_json::json!({
+                "candidates": units.len(),
+                "deleted": units.iter().filter(|u| u.items.iter().all(|i| matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::Missing)))).count(),
+                "failed": units.iter().filter(|u| u.items.iter().any(|i| i.outcome == Some(Outcome::Failed))).count(),
+                "objects_deleted": items().filter(|i| i.kind == Kind::Object).filter(done).count(),
+                "bytes": items().filter(done).filter_map(|i| i.bytes).sum::<u64>(),
+            }),
+        );
+    }
+    serde_json::Value::Object(m)
+}
+
+pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs) -> Result<Exit> {
+    let s = WorkerSettings::load(ctx, args)?;
+    if ctx.global.show_config {
+        print_config(ctx, s.rows());
+        return Ok(Exit::Success);
+    }
+    let mut ctx_settings = ctx.settings.clone();
+    if !ctx.settings.cleanup_enabled.value && !ctx_settings.dry_run.value {
+        tracing::warn!(target: "cleanup", "CLEANUP_ENABLED=false: this cycle is a dry run; nothing will be deleted");
+        ctx_settings.dry_run = Sourced::new(true, Source::Env("CLEANUP_ENABLED"));
+    }
+    let ctx = &Ctx { global: ctx.global.clone(), settings: ctx_settings };
+    let data = ctx.settings.require_data_dir()?.to_path_buf();
+    let root = LocalRoot::open("data", &data).map_err(|e| anyhow!("DATA_DIR: {e}"))?;
+    let db = super::connect(ctx).await?;
+    let mut res = Resources { db: Some(db.clone()), ..Default::default() };
+    res.roots.insert("data".into(), root.clone());
+    let previews = match &s.previews_store {
+        Some(url) => {
+            let st = NamedStore::open(&url.value, &ctx.settings.object_storage)?;
+            res.stores.insert("previews".into(), st.clone());
+            Some(st)
+        }
+        None => None,
+    };
+    tracing::info!(target: "cleanup", "Starting cleanup cycle (dry_run={}, tasks={})", ctx.settings.dry_run.value, s.tasks.join(","));
+    let started = std::time::Instant::now();
+    let g = Gather {
+        db: &db,
+        s: &s,
+        root: &root,
+        previews: previews.as_ref(),
+        now: ctx.settings.now.value,
+        grace: Duration::minutes(ctx.settings.grace_minutes.value),
+        protected: &ctx.settings.protected_prefixes.value,
+        allow_empty_references: args.allow_empty_references,
+    };
+    let Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, Some(db.clone()), &res, || async {
+        let mut p = Plan::new(COMMAND, g.now);
+        p.batch_size = 500;
+        for task in &s.tasks {
+            match *task {
+                "tmp" => g.tmp(&mut p).await?,
+                "previews" => g.previews(&mut p).await?,
+                "objects" => g.objects(&mut p).await?,
+                "logs" => g.logs(&mut p)?,
+                "repos" => g.repos(&mut p).await?,
+                _ => unreachable!("tasks are validated"),
+            }
+        }
+        p.fields.insert("tasks_run".into(), s.tasks.join(",").into());
+        Ok(p)
+    })
+    .await?;
+    let counts = task_counts(&plan);
+    let n = |t: &str, k: &str| counts[t][k].as_u64().unwrap_or(0);
+    let objects_deleted = n("previews", "objects_deleted") + n("objects", "objects_deleted");
+    let reclaimed = TASKS.iter().map(|t| n(t, "bytes")).sum::<u64>() as f64 / (1024.0 * 1024.0);
+    tracing::info!(
+        target: "cleanup",
+        "Cleanup cycle completed: previews_deleted={} tmp_deleted={} objects_deleted={objects_deleted} logs_deleted={} repos_deleted={} reclaimed_mb={reclaimed:.1}",
+        n("previews", "deleted"),
+        n("tmp", "deleted"),
+        n("logs", "deleted"),
+        n("repos", "deleted"),
+    );
+    report.fields.insert("tasks".into(), counts);
+    if let Some(path) = &ctx.global.metrics_file {
+        if !report.dry_run {
+            write_metrics(&db, path, &report, started.elapsed().as_secs_f64()).await?;
+        }
+    }
+    print_report(ctx, &report, &plan)?;
+    db.close().await;
+    Ok(exit)
+}
+
+/// Seed 004 §7.2's metrics, counters as totals from the audit (so they survive restarts and
+/// add up across workers), written atomically for node_exporter's textfile collector.
+async fn write_metrics(db: &Db, path: &Path, report: &Report, duration: f64) -> Result<()> {
+    use prometheus_client::encoding::text::encode;
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+    use prometheus_client::registry::Registry;
+    let total = |policy: &'static str, kind: &'static str| async move {
+        let sql = "SELECT count(*) FROM cleanup_audit WHERE policy LIKE $1 AND kind = $2 AND outcome IN ('deleted', 'missing')";
+        let r: Result<i64, sqlx::Error> = match &db.pool {
+            Pool::Pg(p) => sqlx::query_scalar(sql).bind(policy).bind(kind).fetch_one(p).await,
+            Pool::Sqlite(p) => {
+                sqlx::query_scalar(&sql.replace("$1", "?1").replace("$2", "?2"))
+                    .bind(policy)
+                    .bind(kind)
+                    .fetch_one(p)
+                    .await
+            }
+        };
+        r.map(|n| n.max(0) as u64).map_err(|e| anyhow!("cannot read totals for the metrics file: {e}"))
+    };
+    let previews = total("worker-once/previews", "row").await?;
+    let tmp = total("worker-once/tmp", "dir").await?;
+    let objects = total("worker-once/%", "object").await?;
+    let mut reg = Registry::default();
+    reg.register(
+        "cleanup_previews_deleted",
+        "Preview sessions whose bundles were deleted (all runs)",
+        ConstCounter::new(previews),
+    );
+    reg.register("cleanup_tmp_dirs_deleted", "Abandoned tmp directories deleted (all runs)", ConstCounter::new(tmp));
+    reg.register("cleanup_objects_deleted", "Preview objects deleted (all runs)", ConstCounter::new(objects));
+    reg.register(
+        "cleanup_last_run_timestamp",
+        "Unix time the last cleanup cycle finished",
+        ConstGauge::new(report.finished_at.timestamp()),
+    );
+    reg.register("cleanup_last_run_duration_seconds", "Duration of the last cleanup cycle", ConstGauge::new(duration));
+    reg.register(
+        "cleanup_last_run_failed_items",
+        "Items that failed in the last cleanup cycle",
+        ConstGauge::new(report.failed as i64),
+    );
+    let mut text = String::new();
+    encode(&mut text, &reg)?;
+    let tmp_path = path.with_extension("prom.tmp");
+    std::fs::write(&tmp_path, text).map_err(|e| anyhow!("cannot write {}: {e}", tmp_path.display()))?;
+    std::fs::rename(&tmp_path, path).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(())
+}
