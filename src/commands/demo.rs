@@ -3,7 +3,7 @@
 //! so a newcomer sees real decisions and the commands to try next.
 
 use super::Ctx;
-use crate::cli::{CleanupAttachmentsArgs, DemoArgs, GlobalArgs};
+use crate::cli::{CleanupAttachmentsArgs, CleanupUiFilesArgs, DemoArgs, GlobalArgs, PruneModulesArgs, WorkerOnceArgs};
 use crate::config::{DatabaseUrl, ProcessEnv, Settings};
 use crate::db::{rfc3339, Db};
 use crate::exit_codes::{Exit, Fatal};
@@ -17,14 +17,18 @@ const MARKER: &str = ".sweep-demo";
 
 pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
     let dir = prepare_dir(&args.dir)?;
-    let now = Utc::now();
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 0);
     let db_path = dir.join("sweep.db");
     let media = dir.join("media");
     let url = format!("sqlite://{}", db_path.display());
     let db = Db::connect(&DatabaseUrl::new(url.clone()), true).await?;
     crate::reference::create(&db).await?;
     db.migrate().await?;
+    let data = dir.join("data");
+    let objects = dir.join("objects");
     seed_attachments(&db, &media, now).await?;
+    seed_modules(&db, &media, now).await?;
+    seed_worker(&db, &data, &objects, now).await?;
     db.close().await;
 
     let config = dir.join("sweep.toml");
@@ -32,8 +36,11 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
         &config,
         format!(
             "# sweep demo workspace: every key is documented in config/sweep.example.toml\n\
-             [database]\nurl = \"{url}\"\n\n[paths]\nmedia_root = \"{}\"\n\n[attachments]\ndays = 30\nbatch_size = 100\n",
-            media.display()
+             [database]\nurl = \"{url}\"\n\n[paths]\nmedia_root = \"{}\"\ndata_dir = \"{}\"\n\n[attachments]\ndays = 30\nbatch_size = 100\n\n\
+             [published_modules]\nkeep_latest = 3\n\n[worker]\npreviews_store = \"file://{}\"\nstale_repos_enabled = true\n",
+            media.display(),
+            data.display(),
+            objects.display()
         ),
     )?;
 
@@ -49,6 +56,7 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
         config: Some(config.clone()),
         database_url: Some(url.clone()),
         media_root: Some(media.clone()),
+        data_dir: Some(data.clone()),
         dry_run: true,
         json: false,
         now: None,
@@ -60,10 +68,18 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
     // The demo holds a row whose image points outside the media root, to show that it is
     // refused: that "failure" is the point, so the demo itself exits 0.
     super::cleanup_attachments::run(&demo_ctx, &CleanupAttachmentsArgs::default()).await?;
+    println!("\n=== prune-modules --keep-latest 3 ===");
+    super::prune_modules::run(&demo_ctx, &PruneModulesArgs::default()).await?;
+    println!("\n=== cleanup-ui-files ===");
+    super::cleanup_ui_files::run(&demo_ctx, &CleanupUiFilesArgs::default()).await?;
+    println!("\n=== worker-once (tmp, previews, objects, logs, repos) ===");
+    super::worker_once::run(&demo_ctx, &WorkerOnceArgs::default()).await?;
 
     let cfg = config.display();
     println!("\nNext, try:");
     println!("  sweep --config {cfg} cleanup-attachments --dry-run --json     # the same decision as JSON");
+    println!("  sweep --config {cfg} prune-modules --keep-latest 1 --dry-run  # a stricter retention");
+    println!("  sweep --config {cfg} worker-once --tasks tmp,previews          # the worker's light cycle, for real");
     println!("  sweep --config {cfg} cleanup-attachments --show-config        # every setting and where it came from");
     println!("  sweep --config {cfg} cleanup-attachments --max-delete 3       # a safety cap stops the run (exit 3)");
     println!(
@@ -141,6 +157,88 @@ async fn seed_attachments(db: &Db, media: &Path, now: DateTime<Utc>) -> Result<(
         ));
     }
     db.execute_script(&sql).await
+}
+
+/// Two published modules with versions, payloads and UI files, and an orphaned file.
+async fn seed_modules(db: &Db, media: &Path, now: DateTime<Utc>) -> Result<()> {
+    let mut sql = String::new();
+    let old = now - Duration::days(20);
+    let modules: [(i64, &str, i64); 2] = [(7, "Pump maintenance", 5), (8, "Forklift safety", 2)];
+    let mut id = 100;
+    for (module, title, versions) in modules {
+        for v in 1..=versions {
+            id += 1;
+            let steps: Vec<String> =
+                (1..=3).map(|k| format!("published_modules/{module}/v{v}/step-{k}.json")).collect();
+            for s in &steps {
+                write_aged(&media.join(s), 700 + (id as usize * 13) % 300, old)?;
+            }
+            let logo = format!("published_modules/{module}/shared/logo.json");
+            write_aged(&media.join(&logo), 2048, old)?;
+            let payload = serde_json::json!({
+                "title": title,
+                "version": v,
+                "logo": format!("https://cdn.example.com/media/{logo}?v={v}"),
+                "steps": steps.iter().enumerate().map(|(i, s)| serde_json::json!({"order": i + 1, "ui": format!("/media/{s}")})).collect::<Vec<_>>(),
+            });
+            sql.push_str(&format!(
+                "INSERT INTO authoring_publishedmodule (id, module_id, version, payload, published_at) VALUES ({id}, {module}, {v}, '{}', '{}');\n",
+                payload.to_string().replace('\'', "''"),
+                rfc3339(old + Duration::days(v))
+            ));
+        }
+    }
+    // Left behind by a crashed publish long ago: no row references it.
+    write_aged(&media.join("published_modules/7/v0/step-1.json"), 640, old - Duration::days(30))?;
+    db.execute_script(&sql).await
+}
+
+/// A DATA_DIR with every kind of thing the worker looks at, and a file:// previews store.
+async fn seed_worker(db: &Db, data: &Path, objects: &Path, now: DateTime<Utc>) -> Result<()> {
+    let old = now - Duration::days(3);
+    for (rel, size) in [
+        ("tmp/clone-3f9a2c/repo.pack", 48_000),
+        ("tmp/zip-7711/out.zip", 12_000),
+        ("tmp/preview-job-42/build.log", 3_000),
+        ("previews/p-expired/index.html", 9_000),
+        ("previews/p-ready/index.html", 9_500),
+        ("repos/r-stale/.git/HEAD", 41),
+        ("repos/r-active/.git/HEAD", 41),
+        ("logs/access-2026-10-01.log", 5_000),
+    ] {
+        write_aged(&data.join(rel), size, old - Duration::days(30))?;
+    }
+    write_aged(&data.join("logs/debug-old.log"), 80_000, now - Duration::days(12))?;
+    write_aged(&data.join("logs/debug-today.log"), 20_000, now - Duration::hours(2))?;
+    for (key, age) in [
+        ("previews/p-expired/bundle.zip", 3),
+        ("previews/p-ready/bundle.zip", 1),
+        ("previews/orphan-1234/bundle.zip", 5),
+    ] {
+        write_aged(&objects.join(key), 30_000, now - Duration::days(age))?;
+    }
+    fs::create_dir_all(objects)?;
+    // Creating files refreshed their directories' times: age the trees as a whole.
+    for e in walkdir::WalkDir::new(data).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_dir()) {
+        let young = e.path().ends_with("logs") || e.path().starts_with(data.join("tmp/preview-job-42"));
+        let at = if young { now - Duration::hours(2) } else { old - Duration::days(30) };
+        fs::File::open(e.path())?.set_modified(SystemTime::from(at))?;
+    }
+    let t = |d: DateTime<Utc>| rfc3339(d);
+    db.execute_script(&format!(
+        "INSERT INTO background_jobs (id, job_type, status, created_at, updated_at, working_dir) VALUES \
+         ('job-42', 'preview_build', 'running', '{n}', '{n}', 'tmp/preview-job-42');\n\
+         INSERT INTO preview_sessions (id, status, created_at, updated_at, expires_at, bundle_path, bundle_key) VALUES \
+         ('p-expired', 'expired', '{o}', '{o}', '{o}', 'previews/p-expired', 'previews/p-expired/bundle.zip'), \
+         ('p-ready', 'ready', '{o}', '{o}', '{f}', 'previews/p-ready', 'previews/p-ready/bundle.zip');\n\
+         INSERT INTO repos (id, active, last_activity_at, filesystem_path) VALUES \
+         ('r-stale', 0, '{s}', 'repos/r-stale'), ('r-active', 1, '{s}', 'repos/r-active');\n",
+        n = t(now),
+        o = t(old),
+        f = t(now + Duration::days(1)),
+        s = t(now - Duration::days(400)),
+    ))
+    .await
 }
 
 /// A stable, valid UUID for demo row `n`.

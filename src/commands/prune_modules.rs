@@ -13,7 +13,7 @@ use crate::executor::Resources;
 use crate::exit_codes::Exit;
 use crate::plan::{Item, Kept, Kind, Op, Plan, RowRule, Unit};
 use crate::refs::PayloadRefs;
-use crate::report::Report;
+use crate::report::{Outcome, Report};
 use crate::store::is_protected;
 use crate::store::local::{in_blocking_chunks, LocalRoot, ParentCache};
 use anyhow::{anyhow, Result};
@@ -277,7 +277,7 @@ pub async fn run(ctx: &Ctx, args: &PruneModulesArgs) -> Result<Exit> {
         .units
         .iter()
         .flat_map(|u| &u.items)
-        .filter(|i| i.kind == Kind::Row && i.outcome == Some(crate::report::Outcome::Deleted))
+        .filter(|i| i.kind == Kind::Row && matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::WouldDelete)))
         .count();
     report.fields.insert("rows_pruned".into(), (rows_deleted as u64).into());
     print_report(ctx, &report, &plan)?;
