@@ -139,6 +139,16 @@ pub enum Command {
     /// directories it leaves behind.
     CleanupUiFiles(CleanupUiFilesArgs),
 
+    /// Clean the Cloudcube (S3) bucket: keep recent completed clips, delete temporary media.
+    ///
+    /// Lists every object under the cube prefix and deletes it unless it is the key of a
+    /// completed clip created within --retention-days, an object under clips/ modified within that
+    /// window, the original or extracted audio of a job still in progress, or modified within the
+    /// grace period. With --job ID, deletes only that job's original media and extracted audio,
+    /// and only once all its clips are completed (the after-stage-4 cleanup). Nothing outside the
+    /// cube prefix is ever listed or deleted.
+    BulkCloudcube(BulkCloudcubeArgs),
+
     /// One cycle of the cleanup worker over DATA_DIR and the previews bucket, in this order:
     /// tmp, previews, objects, logs, repos.
     ///
@@ -195,6 +205,21 @@ pub struct CleanupUiFilesArgs {
 }
 
 #[derive(Debug, Args, Clone, Default)]
+pub struct BulkCloudcubeArgs {
+    /// Days to keep completed clips [default: 5]
+    #[arg(long, value_name = "DAYS")]
+    pub retention_days: Option<i64>,
+
+    /// Delete only this job's original media and extracted audio (all its clips must be completed)
+    #[arg(long, value_name = "ID")]
+    pub job: Option<i64>,
+
+    /// Run even if nothing is preserved by the database while objects exist (otherwise exit 3)
+    #[arg(long)]
+    pub allow_empty_references: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
 pub struct WorkerOnceArgs {
     /// Tasks to run, comma-separated, from tmp,previews,objects,logs,repos [default: all]
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
@@ -221,6 +246,7 @@ impl Command {
             Command::PruneModules(_) => "prune-modules",
             Command::CleanupUiFiles(_) => "cleanup-ui-files",
             Command::WorkerOnce(_) => "worker-once",
+            Command::BulkCloudcube(_) => "bulk-cloudcube",
             Command::Demo(_) => "demo",
         }
     }

@@ -1,6 +1,7 @@
 //! Dispatch, and the steps every policy command shares: preflight (migrations, lock), plan,
 //! `--plan-out`, caps, execute, record the run, print the report, choose the exit code.
 
+pub mod bulk_cloudcube;
 pub mod cleanup_attachments;
 pub mod cleanup_ui_files;
 pub mod demo;
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::PruneModules(a) => prune_modules::run(&ctx, &a).await,
         Command::CleanupUiFiles(a) => cleanup_ui_files::run(&ctx, &a).await,
         Command::WorkerOnce(a) => worker_once::run(&ctx, &a).await,
+        Command::BulkCloudcube(a) => bulk_cloudcube::run(&ctx, &a).await,
         Command::Demo(a) => demo::run(&ctx, &a).await,
     }
 }

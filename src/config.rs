@@ -10,7 +10,7 @@ use crate::ident::Ident;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -152,6 +152,8 @@ pub struct RawConfig {
     pub published_modules: RawPublishedModules,
     #[serde(default)]
     pub worker: RawWorker,
+    #[serde(default)]
+    pub cloudcube: RawCloudcube,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +204,16 @@ pub struct RawAttachments {
     pub table: Option<String>,
     #[serde(default)]
     pub columns: RawAttachmentColumns,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCloudcube {
+    /// `s3://bucket/cube` or `file:///dir` (instead of CLOUDCUBE_URL).
+    pub store: Option<String>,
+    pub retention_days: Option<i64>,
+    pub jobs: Option<std::collections::BTreeMap<String, String>>,
+    pub clips: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -670,6 +682,43 @@ fn redact_in(msg: &str) -> String {
             }
         })
         .collect()
+}
+
+/// A table and its columns, from a config section such as `[worker.repos]` (`table = "…"`,
+/// `<column> = "…"`); every name is validated as an identifier, unknown keys are errors.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub table: Ident,
+    cols: BTreeMap<&'static str, Ident>,
+}
+
+impl TableSpec {
+    pub fn load(
+        raw: Option<&BTreeMap<String, String>>,
+        section: &str,
+        default_table: &str,
+        known: &[&'static str],
+        file: &str,
+    ) -> Result<TableSpec> {
+        let get = |k: &str| raw.and_then(|m| m.get(k));
+        if let Some(m) = raw {
+            for k in m.keys() {
+                if k != "table" && !known.contains(&k.as_str()) {
+                    bail!("[{section}] in {file}: unknown key {k:?}; known: table, {}", known.join(", "));
+                }
+            }
+        }
+        let ident = |k: &str, d: &str| ident_setting(file, &format!("{section}.{k}"), get(k), d);
+        let mut cols = BTreeMap::new();
+        for k in known {
+            cols.insert(*k, ident(k, k)?);
+        }
+        Ok(TableSpec { table: ident("table", default_table)?, cols })
+    }
+
+    pub fn col(&self, name: &str) -> &Ident {
+        &self.cols[name]
+    }
 }
 
 /// An identifier from the config file, or its default; errors name the key.

@@ -7,11 +7,10 @@
 
 use super::{print_config, print_report, run_policy, Ctx, Finished};
 use crate::cli::WorkerOnceArgs;
-use crate::config::{Key, ProcessEnv, Source, Sourced};
+use crate::config::{Key, ProcessEnv, Source, Sourced, TableSpec};
 use crate::db::{Db, Pool};
 use crate::executor::Resources;
 use crate::exit_codes::{Exit, Fatal};
-use crate::ident::Ident;
 use crate::plan::{Item, Kept, Kind, Op, Plan, RowGuard, RowRule, Unit};
 use crate::report::{Outcome, Report};
 use crate::store::is_protected;
@@ -20,48 +19,12 @@ use crate::store::object::{parse_key, NamedStore};
 use anyhow::{anyhow, bail, Result};
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::TryStreamExt;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::SystemTime;
 
 pub const COMMAND: &str = "worker-once";
 pub const TASKS: [&str; 5] = ["tmp", "previews", "objects", "logs", "repos"];
-
-/// A table and its columns, from `[worker.<name>]` (`table = "…"`, `<column> = "…"`).
-#[derive(Debug, Clone)]
-pub struct TableSpec {
-    pub table: Ident,
-    cols: BTreeMap<&'static str, Ident>,
-}
-
-impl TableSpec {
-    fn load(
-        raw: Option<&BTreeMap<String, String>>,
-        section: &str,
-        default_table: &str,
-        known: &[&'static str],
-        file: &str,
-    ) -> Result<TableSpec> {
-        let get = |k: &str| raw.and_then(|m| m.get(k));
-        if let Some(m) = raw {
-            for k in m.keys() {
-                if k != "table" && !known.contains(&k.as_str()) {
-                    bail!("[worker.{section}] in {file}: unknown key {k:?}; known: table, {}", known.join(", "));
-                }
-            }
-        }
-        let ident = |k: &str, d: &str| crate::config::ident_setting(file, &format!("worker.{section}.{k}"), get(k), d);
-        let mut cols = BTreeMap::new();
-        for k in known {
-            cols.insert(*k, ident(k, k)?);
-        }
-        Ok(TableSpec { table: ident("table", default_table)?, cols })
-    }
-
-    pub fn col(&self, name: &str) -> &Ident {
-        &self.cols[name]
-    }
-}
 
 /// The validated settings of the worker (seed 004 §3).
 #[derive(Debug, Clone)]
@@ -165,21 +128,21 @@ impl WorkerSettings {
             log_keep: raw.log_keep.clone().unwrap_or_else(|| vec!["**/access*".into(), "**/*audit*".into()]),
             previews: TableSpec::load(
                 raw.preview_sessions.as_ref(),
-                "preview_sessions",
+                "worker.preview_sessions",
                 "preview_sessions",
                 &["id", "status", "updated_at", "expires_at", "bundle_path", "bundle_key"],
                 f,
             )?,
             jobs: TableSpec::load(
                 raw.background_jobs.as_ref(),
-                "background_jobs",
+                "worker.background_jobs",
                 "background_jobs",
                 &["status", "working_dir"],
                 f,
             )?,
             repos: TableSpec::load(
                 raw.repos.as_ref(),
-                "repos",
+                "worker.repos",
                 "repos",
                 &["id", "active", "last_activity_at", "filesystem_path"],
                 f,

@@ -4,7 +4,7 @@
 //! and nothing outside the prefix can be named. Deletion goes through `delete_stream` in
 //! chunks of at most 1,000 keys (one S3 DeleteObjects request each), several at once.
 
-use crate::config::ObjectStorageSettings;
+use crate::config::{ObjectStorageSettings, Secret};
 use futures::stream::{self, StreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -24,6 +24,15 @@ pub enum StoreError {
     BadKey { key: String, why: String },
 }
 
+/// Where an S3 store is: bucket, key prefix, and (for non-AWS services) the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
 /// An opened store and the URL it was named by (without credentials).
 #[derive(Debug, Clone)]
 pub struct NamedStore {
@@ -41,23 +50,15 @@ impl NamedStore {
             if bucket.is_empty() {
                 return Err(bad("no bucket: expected s3://bucket/prefix"));
             }
-            let mut b = AmazonS3Builder::new()
-                .with_bucket_name(bucket)
-                .with_region(os.region.as_ref().map(|s| s.value.as_str()).unwrap_or("us-east-1"));
-            if let Some(ep) = &os.endpoint {
-                b = b
-                    .with_endpoint(ep.value.trim_end_matches('/'))
-                    .with_allow_http(ep.value.starts_with("http://"))
-                    .with_virtual_hosted_style_request(false);
-            }
-            if let Some(k) = &os.access_key {
-                b = b.with_access_key_id(k.value.expose());
-            }
-            if let Some(k) = &os.secret_key {
-                b = b.with_secret_access_key(k.value.expose());
-            }
-            let s3 = b.build().map_err(|source| StoreError::Open { url: url.to_string(), source })?;
-            Ok(NamedStore { url: url.to_string(), store: with_prefix(Arc::new(s3), prefix, url)? })
+            let loc = S3Location {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+                endpoint: os.endpoint.as_ref().map(|e| e.value.clone()),
+                region: os.region.as_ref().map(|r| r.value.clone()),
+            };
+            let creds =
+                (os.access_key.as_ref().map(|k| k.value.clone()), os.secret_key.as_ref().map(|k| k.value.clone()));
+            NamedStore::open_s3(url, &loc, creds)
         } else if let Some(rest) = url.strip_prefix("file://") {
             if !rest.starts_with('/') {
                 return Err(bad("expected an absolute path: file:///dir"));
@@ -69,6 +70,32 @@ impl NamedStore {
         } else {
             Err(bad("expected s3://bucket/prefix or file:///dir"))
         }
+    }
+
+    /// Open a bucket and prefix on any S3-compatible service; `shown` names it in targets and
+    /// errors (never with credentials).
+    pub fn open_s3(
+        shown: &str,
+        loc: &S3Location,
+        creds: (Option<Secret>, Option<Secret>),
+    ) -> Result<NamedStore, StoreError> {
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(&loc.bucket)
+            .with_region(loc.region.as_deref().unwrap_or("us-east-1"));
+        if let Some(ep) = &loc.endpoint {
+            b = b
+                .with_endpoint(ep.trim_end_matches('/'))
+                .with_allow_http(ep.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        if let Some(k) = &creds.0 {
+            b = b.with_access_key_id(k.expose());
+        }
+        if let Some(k) = &creds.1 {
+            b = b.with_secret_access_key(k.expose());
+        }
+        let s3 = b.build().map_err(|source| StoreError::Open { url: shown.to_string(), source })?;
+        Ok(NamedStore { url: shown.to_string(), store: with_prefix(Arc::new(s3), &loc.prefix, shown)? })
     }
 
     /// `url/key`, the target string of an object.

@@ -3,6 +3,7 @@
 
 mod attachments;
 mod cli;
+mod cloudcube;
 mod modules;
 mod support;
 mod worker;
@@ -68,5 +69,15 @@ mod worker_once {
         old_logs_go_and_kept_patterns_stay,
         stale_repos_go_only_with_the_flag_and_never_active_ones,
         cleanup_disabled_changes_nothing_and_metrics_parse,
+    );
+}
+
+mod bulk_cloudcube {
+    on_both!(cloudcube:
+        keeps_recent_completed_clips_and_in_progress_media_and_deletes_the_rest,
+        the_dry_run_lists_exactly_what_the_real_run_deletes,
+        job_cleanup_waits_for_every_clip,
+        thousands_of_objects_are_paged_batched_and_one_failure_is_reported,
+        nothing_preserved_is_refused_unless_allowed_and_bad_urls_are_clear,
     );
 }

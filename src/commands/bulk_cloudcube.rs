@@ -1,0 +1,456 @@
+//! `bulk-cloudcube` (seed 003): the Cloudcube bucket cleanup. Lists every object under the cube
+//! prefix (streamed, paginated) and deletes what the database does not preserve; `--job ID` is
+//! the after-stage-4 cleanup of one job's original media and extracted audio.
+
+use super::{print_config, print_report, run_policy, Ctx, Finished};
+use crate::cli::BulkCloudcubeArgs;
+use crate::config::{Key, ProcessEnv, Secret, Source, Sourced, TableSpec};
+use crate::db::{Db, Pool};
+use crate::executor::Resources;
+use crate::exit_codes::{Exit, Fatal};
+use crate::plan::{Item, Kept, Kind, Op, Plan, Unit};
+use crate::report::Outcome;
+use crate::store::is_protected;
+use crate::store::object::{parse_key, NamedStore, S3Location};
+use anyhow::{anyhow, bail, Result};
+use chrono::{DateTime, Duration, Utc};
+use futures::TryStreamExt;
+use std::collections::HashMap;
+
+pub const COMMAND: &str = "bulk-cloudcube";
+/// A clip job is finished in one of these states (SPEC §4.1); any other is in progress.
+const FINISHED: [&str; 3] = ["completed", "failed", "cancelled"];
+
+/// Parse `CLOUDCUBE_URL`: Heroku's virtual-hosted form `https://BUCKET.s3[.REGION|-REGION].amazonaws.com/CUBE`,
+/// or the path-style `http(s)://HOST[:PORT]/BUCKET/CUBE` of any other S3-compatible endpoint.
+pub fn parse_cloudcube_url(raw: &str) -> Result<S3Location> {
+    let bad = |why: &str| {
+        anyhow!(
+            "CLOUDCUBE_URL {:?} is not valid: {why} (expected https://BUCKET.s3.amazonaws.com/CUBE or http(s)://HOST[:PORT]/BUCKET/CUBE)",
+            crate::config::redact_url(raw)
+        )
+    };
+    let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(bad("the scheme must be http or https"));
+    }
+    let host = url.host_str().ok_or_else(|| bad("no host"))?;
+    let segments: Vec<&str> = url.path().split('/').filter(|s| !s.is_empty()).collect();
+    if let Some(base) = host.strip_suffix(".amazonaws.com") {
+        // BUCKET.s3 | BUCKET.s3.REGION | BUCKET.s3-REGION (bucket names may hold dots).
+        let i =
+            base.rfind(".s3").ok_or_else(|| bad("an amazonaws.com host must be BUCKET.s3[.REGION].amazonaws.com"))?;
+        let (bucket, rest) = (&base[..i], &base[i + 3..]);
+        let region = match rest {
+            "" => None,
+            r if r.starts_with('.') || r.starts_with('-') => Some(r[1..].to_string()),
+            _ => return Err(bad("an amazonaws.com host must be BUCKET.s3[.REGION].amazonaws.com")),
+        };
+        if bucket.is_empty() || segments.is_empty() {
+            return Err(bad("no bucket or no cube name"));
+        }
+        Ok(S3Location { bucket: bucket.to_string(), prefix: segments.join("/"), endpoint: None, region })
+    } else {
+        if segments.len() < 2 {
+            return Err(bad("a path-style URL needs /BUCKET/CUBE"));
+        }
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        Ok(S3Location {
+            bucket: segments[0].to_string(),
+            prefix: segments[1..].join("/"),
+            endpoint: Some(format!("{}://{host}{port}", url.scheme())),
+            region: None,
+        })
+    }
+}
+
+/// The validated settings.
+pub struct CubeSettings {
+    pub retention_days: Sourced<i64>,
+    pub store_shown: Sourced<String>,
+    pub jobs: TableSpec,
+    pub clips: TableSpec,
+}
+
+/// Open the cube: `[cloudcube] store`, else `CLOUDCUBE_URL` with `CLOUDCUBE_ACCESS_KEY_ID` /
+/// `CLOUDCUBE_SECRET_ACCESS_KEY`; `OBJECT_STORAGE_ENDPOINT` overrides the endpoint.
+fn open_cube(ctx: &Ctx) -> Result<(NamedStore, Sourced<String>)> {
+    let f = &ctx.settings.file_name;
+    if let Some(store) = &ctx.settings.raw.cloudcube.store {
+        let st = NamedStore::open(store, &ctx.settings.object_storage)?;
+        return Ok((st, Sourced::new(store.clone(), Source::File(format!("cloudcube.store in {f}")))));
+    }
+    let Some(raw) = ctx.settings_env("CLOUDCUBE_URL") else {
+        bail!("the cube is not configured: set CLOUDCUBE_URL (with CLOUDCUBE_ACCESS_KEY_ID and CLOUDCUBE_SECRET_ACCESS_KEY) or [cloudcube] store = \"s3://bucket/cube\"")
+    };
+    let mut loc = parse_cloudcube_url(&raw)?;
+    if let Some(ep) = &ctx.settings.object_storage.endpoint {
+        loc.endpoint = Some(ep.value.clone());
+    }
+    if loc.region.is_none() {
+        loc.region = ctx.settings.object_storage.region.as_ref().map(|r| r.value.clone());
+    }
+    let secret = |a: &str, b: &Option<Sourced<Secret>>| {
+        ctx.settings_env(a).map(Secret::new).or_else(|| b.as_ref().map(|s| s.value.clone()))
+    };
+    let creds = (
+        secret("CLOUDCUBE_ACCESS_KEY_ID", &ctx.settings.object_storage.access_key),
+        secret("CLOUDCUBE_SECRET_ACCESS_KEY", &ctx.settings.object_storage.secret_key),
+    );
+    let shown = format!("s3://{}/{}", loc.bucket, loc.prefix);
+    let st = NamedStore::open_s3(&shown, &loc, creds)?;
+    Ok((st, Sourced::new(shown, Source::Env("CLOUDCUBE_URL"))))
+}
+
+impl CubeSettings {
+    fn load(ctx: &Ctx, args: &BulkCloudcubeArgs, store_shown: Sourced<String>) -> Result<CubeSettings> {
+        let env = ProcessEnv;
+        let l = ctx.settings.layers(&env);
+        let raw = &ctx.settings.raw.cloudcube;
+        let f = &ctx.settings.file_name;
+        Ok(CubeSettings {
+            retention_days: l.pick(
+                &Key { flag: Some("--retention-days"), env: None, file: "cloudcube.retention_days" },
+                args.retention_days,
+                raw.retention_days,
+                5,
+                "a whole number of days, 0 or more",
+                |d| *d >= 0,
+            )?,
+            store_shown,
+            jobs: TableSpec::load(
+                raw.jobs.as_ref(),
+                "cloudcube.jobs",
+                "viral_clips_job",
+                &["id", "status", "original_file_key", "extracted_audio_key"],
+                f,
+            )?,
+            clips: TableSpec::load(
+                raw.clips.as_ref(),
+                "cloudcube.clips",
+                "viral_clips_clippedvideo",
+                &["job_id", "s3_key", "status", "created_at"],
+                f,
+            )?,
+        })
+    }
+}
+
+/// What the database preserves, and why.
+#[derive(Debug, Default)]
+pub struct Preserved {
+    /// Keys of completed clips created within the window.
+    pub clips: std::collections::HashSet<String>,
+    /// Original and audio keys of jobs still in progress → the job and its status.
+    pub in_progress: HashMap<String, (String, String)>,
+}
+
+/// The fixed inputs of the bulk decision.
+pub struct Rules {
+    pub now: DateTime<Utc>,
+    pub retention_days: i64,
+    pub grace_minutes: i64,
+    pub protected: Vec<String>,
+}
+
+/// One listed object.
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub modified: DateTime<Utc>,
+}
+
+/// The pure bulk decision for one object (seed 003's "Logic", plus SPEC's job and grace rules).
+pub fn decide(o: &Listed, keep: &Preserved, r: &Rules) -> Result<String, String> {
+    let cutoff = r.now - Duration::days(r.retention_days);
+    if keep.clips.contains(&o.key) {
+        return Err(format!("completed clip created within {} days", r.retention_days));
+    }
+    if o.key.starts_with("clips/") && o.modified >= cutoff {
+        return Err(format!("under clips/, modified within {} days", r.retention_days));
+    }
+    if let Some((job, status)) = keep.in_progress.get(&o.key) {
+        return Err(format!("media of job {job}, still in progress ({status})"));
+    }
+    if o.modified > r.now - Duration::minutes(r.grace_minutes) {
+        return Err(format!("modified within the {}-minute grace period", r.grace_minutes));
+    }
+    if is_protected(&o.key, &r.protected) {
+        return Err("under a protected prefix".into());
+    }
+    Ok(if o.key.starts_with("clips/") {
+        format!("clip older than {} days (last modified {})", r.retention_days, o.modified.to_rfc3339())
+    } else {
+        format!("temporary media (upload, audio or artifact), last modified {}", o.modified.to_rfc3339())
+    })
+}
+
+async fn preserved(db: &Db, s: &CubeSettings, cutoff: DateTime<Utc>) -> Result<Preserved> {
+    let (c, j) = (&s.clips, &s.jobs);
+    let (ck, cs, cc) = (c.col("s3_key"), c.col("status"), c.col("created_at"));
+    let (jid, js, jo, ja) = (j.col("id"), j.col("status"), j.col("original_file_key"), j.col("extracted_audio_key"));
+    let finished = FINISHED.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    let clips_sql_pg =
+        format!("SELECT {ck}::text FROM {} WHERE {cs} = 'completed' AND {cc} >= $1 AND {ck} IS NOT NULL", c.table);
+    let clips_sql_lite = format!(
+        "SELECT {ck} FROM {} WHERE {cs} = 'completed' AND julianday({cc}) >= julianday(?1) AND {ck} IS NOT NULL",
+        c.table
+    );
+    let jobs_sql = format!(
+        "SELECT CAST({jid} AS TEXT), CAST({js} AS TEXT), CAST({jo} AS TEXT), CAST({ja} AS TEXT) FROM {} WHERE {js} NOT IN ({finished})",
+        j.table
+    );
+    fn read(t: &crate::ident::Ident) -> impl Fn(sqlx::Error) -> anyhow::Error + '_ {
+        move |e| anyhow!("cannot read {t}: {e}: check [cloudcube.jobs] / [cloudcube.clips] in the config")
+    }
+    let (clips, jobs): (Vec<String>, Vec<(String, String, Option<String>, Option<String>)>) = match &db.pool {
+        Pool::Pg(p) => (
+            sqlx::query_scalar(&clips_sql_pg).bind(cutoff).fetch_all(p).await.map_err(read(&c.table))?,
+            sqlx::query_as(&jobs_sql).fetch_all(p).await.map_err(read(&j.table))?,
+        ),
+        Pool::Sqlite(p) => (
+            sqlx::query_scalar(&clips_sql_lite)
+                .bind(crate::db::rfc3339(cutoff))
+                .fetch_all(p)
+                .await
+                .map_err(read(&c.table))?,
+            sqlx::query_as(&jobs_sql).fetch_all(p).await.map_err(read(&j.table))?,
+        ),
+    };
+    let mut out = Preserved { clips: clips.into_iter().collect(), ..Default::default() };
+    for (id, status, orig, audio) in jobs {
+        for k in [orig, audio].into_iter().flatten().filter(|k| !k.is_empty()) {
+            out.in_progress.insert(k, (id.clone(), status.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// The bulk plan: every object under the cube, streamed.
+async fn bulk_plan(db: &Db, s: &CubeSettings, store: &NamedStore, r: &Rules, allow_empty: bool) -> Result<Plan> {
+    let keep = preserved(db, s, r.now - Duration::days(r.retention_days)).await?;
+    let mut p = Plan::new(COMMAND, r.now);
+    let mut listing = store.store.list(None);
+    while let Some(m) = listing.try_next().await.map_err(|e| anyhow!("cannot list {}: {e}", store.url))? {
+        p.scanned += 1;
+        let o = Listed { key: m.location.to_string(), size: m.size, modified: m.last_modified };
+        let target = store.target(&o.key);
+        match decide(&o, &keep, r) {
+            Err(why) => p.kept.push(Kept { kind: Kind::Object, target, reason: why }),
+            Ok(reason) => p.units.push(Unit::new(vec![Item::new(
+                Op::DeleteObject { store: "cube".into(), key: o.key },
+                target,
+                reason,
+                Some(o.size),
+            )])),
+        }
+    }
+    if keep.clips.is_empty() && keep.in_progress.is_empty() && !p.units.is_empty() && !allow_empty {
+        return Err(Fatal::guard(format!(
+            "the database preserves nothing (no completed clip within {} days, no job in progress), yet {} objects would be deleted: \
+             refusing (SPEC safety rule 2); pass --allow-empty-references if that is right",
+            r.retention_days,
+            p.units.len()
+        ))
+        .into());
+    }
+    Ok(p)
+}
+
+/// `--job ID`: that job's original media and extracted audio, once every clip is completed.
+async fn job_plan(db: &Db, s: &CubeSettings, store: &NamedStore, job: i64, r: &Rules) -> Result<Plan> {
+    let (j, c) = (&s.jobs, &s.clips);
+    let (jid, js, jo, ja) = (j.col("id"), j.col("status"), j.col("original_file_key"), j.col("extracted_audio_key"));
+    let (cj, cs) = (c.col("job_id"), c.col("status"));
+    let job_sql =
+        format!("SELECT CAST({js} AS TEXT), CAST({jo} AS TEXT), CAST({ja} AS TEXT) FROM {} WHERE {jid} = $1", j.table);
+    let clip_sql =
+        format!("SELECT count(*), count(CASE WHEN {cs} = 'completed' THEN 1 END) FROM {} WHERE {cj} = $1", c.table);
+    let (row, counts): (Option<(String, Option<String>, Option<String>)>, (i64, i64)) = match &db.pool {
+        Pool::Pg(p) => (
+            sqlx::query_as(&job_sql).bind(job).fetch_optional(p).await?,
+            sqlx::query_as(&clip_sql).bind(job).fetch_one(p).await?,
+        ),
+        Pool::Sqlite(p) => (
+            sqlx::query_as(&job_sql.replace("$1", "?1")).bind(job).fetch_optional(p).await?,
+            sqlx::query_as(&clip_sql.replace("$1", "?1")).bind(job).fetch_one(p).await?,
+        ),
+    };
+    let Some((status, orig, audio)) = row else {
+        return Err(Fatal::usage(format!("no job {job} in {}", j.table)).into());
+    };
+    let (total, completed) = counts;
+    if total == 0 || completed < total {
+        return Err(Fatal::guard(format!(
+            "job {job} ({status}) has {completed} of {total} clips completed: its original media and audio are kept until all its clips are completed"
+        ))
+        .into());
+    }
+    let mut p = Plan::new(COMMAND, r.now);
+    p.fields.insert("job".into(), job.into());
+    for (what, key) in [("original media", orig), ("extracted audio", audio)] {
+        let Some(key) = key.filter(|k| !k.is_empty()) else { continue };
+        p.scanned += 1;
+        let target = store.target(&key);
+        let path = match parse_key(&key) {
+            Ok(path) => path,
+            Err(e) => {
+                let mut it = Item::new(Op::DeleteObject { store: "cube".into(), key: key.clone() }, target, what, None);
+                it.refused = Some(e.to_string());
+                p.units.push(Unit::new(vec![it]));
+                continue;
+            }
+        };
+        let (size, modified) = match store.store.head(&path).await {
+            Ok(m) => (Some(m.size), Some(m.last_modified)),
+            Err(object_store::Error::NotFound { .. }) => (None, None),
+            Err(e) => bail!("cannot check {target}: {e}"),
+        };
+        if modified.is_some_and(|m| m > r.now - Duration::minutes(r.grace_minutes)) {
+            p.kept.push(Kept { kind: Kind::Object, target, reason: "modified within the grace period".into() });
+            continue;
+        }
+        let reason = format!("{what} of job {job}: all {total} clips are completed");
+        p.units.push(Unit::new(vec![Item::new(Op::DeleteObject { store: "cube".into(), key }, target, reason, size)]));
+    }
+    Ok(p)
+}
+
+pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs) -> Result<Exit> {
+    let (store, shown) = open_cube(ctx)?;
+    let s = CubeSettings::load(ctx, args, shown)?;
+    if ctx.global.show_config {
+        let rows = vec![
+            ("cloudcube.store".into(), s.store_shown.value.clone(), s.store_shown.source.to_string()),
+            (
+                "cloudcube.retention_days".into(),
+                s.retention_days.value.to_string(),
+                s.retention_days.source.to_string(),
+            ),
+            ("cloudcube.jobs.table".into(), s.jobs.table.as_str().to_string(), "config or default".into()),
+            ("cloudcube.clips.table".into(), s.clips.table.as_str().to_string(), "config or default".into()),
+        ];
+        print_config(ctx, rows);
+        return Ok(Exit::Success);
+    }
+    let db = super::connect(ctx).await?;
+    let mut res = Resources { db: Some(db.clone()), ..Default::default() };
+    res.stores.insert("cube".into(), store.clone());
+    let rules = Rules {
+        now: ctx.settings.now.value,
+        retention_days: s.retention_days.value,
+        grace_minutes: ctx.settings.grace_minutes.value,
+        protected: ctx.settings.protected_prefixes.value.clone(),
+    };
+    let Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, Some(db.clone()), &res, || async {
+        let mut p = match args.job {
+            Some(job) => job_plan(&db, &s, &store, job, &rules).await?,
+            None => bulk_plan(&db, &s, &store, &rules, args.allow_empty_references).await?,
+        };
+        p.fields.insert("retention_days".into(), rules.retention_days.into());
+        p.fields.insert("store".into(), store.url.clone().into());
+        Ok(p)
+    })
+    .await?;
+    // Seed 003's response fields.
+    let done: Vec<&Item> = plan
+        .units
+        .iter()
+        .flat_map(|u| u.items.iter())
+        .filter(|i| matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::Missing) | Some(Outcome::WouldDelete)))
+        .collect();
+    let mb = (done.iter().filter_map(|i| i.bytes).sum::<u64>() as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0;
+    let retained = report.retained;
+    let message = if report.dry_run {
+        format!("Would delete {} files ({mb:.2} MB), retain {retained} recent clips", done.len())
+    } else {
+        format!("Deleted {} files ({mb:.2} MB), retained {retained} recent clips", done.len())
+    };
+    let sample: Vec<String> = done
+        .iter()
+        .take(10)
+        .filter_map(|i| match &i.op {
+            Op::DeleteObject { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .collect();
+    let f = &mut report.fields;
+    f.insert("success".into(), (report.failed == 0).into());
+    f.insert("message".into(), message.clone().into());
+    f.insert("deleted_count".into(), (done.len() as u64).into());
+    f.insert("deleted_size_mb".into(), serde_json::json!(mb));
+    f.insert("retained_count".into(), retained.into());
+    f.insert("total_files_scanned".into(), plan.scanned.into());
+    f.insert("deleted_files_sample".into(), sample.into());
+    tracing::info!(target: "cleanup", "{message}");
+    print_report(ctx, &report, &plan)?;
+    db.close().await;
+    Ok(exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_cloudcube_url_forms_parse() {
+        let cases: [(&str, &str, &str, Option<&str>, Option<&str>); 5] = [
+            ("https://cloud-cube-us2.s3.amazonaws.com/abc123", "cloud-cube-us2", "abc123", None, None),
+            (
+                "https://cloud-cube-eu.s3.eu-west-1.amazonaws.com/cube9/",
+                "cloud-cube-eu",
+                "cube9",
+                Some("eu-west-1"),
+                None,
+            ),
+            (
+                "https://my.dotted.bucket.s3-ap-southeast-2.amazonaws.com/c",
+                "my.dotted.bucket",
+                "c",
+                Some("ap-southeast-2"),
+                None,
+            ),
+            ("http://127.0.0.1:9000/bucket/cube", "bucket", "cube", None, Some("http://127.0.0.1:9000")),
+            ("https://minio.internal/b/cube/nested", "b", "cube/nested", None, Some("https://minio.internal")),
+        ];
+        for (url, bucket, prefix, region, endpoint) in cases {
+            let l = parse_cloudcube_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!((l.bucket.as_str(), l.prefix.as_str()), (bucket, prefix), "{url}");
+            assert_eq!(l.region.as_deref(), region, "{url}");
+            assert_eq!(l.endpoint.as_deref(), endpoint, "{url}");
+        }
+        for bad in [
+            "not a url",
+            "ftp://h/b/c",
+            "https://cloud-cube.s3.amazonaws.com/",
+            "http://127.0.0.1:9000/bucket",
+            "https://x.amazonaws.com/c",
+        ] {
+            assert!(parse_cloudcube_url(bad).is_err(), "{bad:?} must be refused");
+        }
+        let e = parse_cloudcube_url("https://user:pw@h/").unwrap_err().to_string();
+        assert!(!e.contains("pw@"), "{e}");
+    }
+
+    #[test]
+    fn each_rule_of_the_seed_keeps_or_deletes() {
+        let now: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
+        let r = Rules { now, retention_days: 5, grace_minutes: 30, protected: vec!["backups/".into()] };
+        let mut keep = Preserved::default();
+        keep.clips.insert("clips/recent.mp4".into());
+        keep.in_progress.insert("uploads/running.mp4".into(), ("7".into(), "processing".into()));
+        let o = |key: &str, days: i64| Listed { key: key.into(), size: 1, modified: now - Duration::days(days) };
+        let cases = [
+            (o("clips/recent.mp4", 20), false), // a preserved completed clip, whatever its mtime
+            (o("clips/other.mp4", 5), false),   // under clips/, exactly at the window's edge
+            (o("clips/old.mp4", 6), true),      // older clip
+            (o("uploads/running.mp4", 30), false), // job in progress
+            (o("uploads/done.mp4", 30), true),  // temporary media
+            (o("audio/x.mp3", 0), false),       // within the grace period
+            (o("backups/x.mp4", 30), false),    // protected
+        ];
+        for (obj, deleted) in cases {
+            assert_eq!(decide(&obj, &keep, &r).is_ok(), deleted, "{}", obj.key);
+        }
+    }
+}
