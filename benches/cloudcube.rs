@@ -1,0 +1,110 @@
+//! `cargo bench --bench cloudcube`: PERFORMANCE.md's bulk-cloudcube row.
+//!
+//! 100,000 objects to delete on a loopback S3 server (s3s-fs, in this process), side by side on
+//! identical fresh copies: sweep bulk-cloudcube and object_store's `delete_stream` alone (list,
+//! then 1,000 keys a request: the anchor). BENCH_OBJECTS and BENCH_REPS scale it.
+//!
+//! `rclone delete` is not a contender yet: rclone 1.60 (Debian) lists nothing from s3s-fs 0.14's
+//! ListObjectsV2 here (and its root HEAD gets a 500), so it deletes nothing to time.
+
+mod common;
+#[allow(dead_code)]
+#[path = "../tests/it/support.rs"]
+mod support;
+
+use common::{measure, median};
+use futures::{StreamExt, TryStreamExt};
+use std::process::Command;
+use std::sync::Arc;
+use support::{S3Server, S3_ACCESS, S3_SECRET};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn fill(s3: &S3Server, bucket: &str, n: usize) {
+    let root = s3.bucket(bucket).join("cube");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(86400 * 30);
+    for d in 0..100 {
+        std::fs::create_dir_all(root.join(format!("uploads/{d:02}"))).unwrap();
+    }
+    for i in 0..n {
+        let f = std::fs::File::create(root.join(format!("uploads/{:02}/{i}.mp4", i % 100))).unwrap();
+        use std::io::Write;
+        (&f).write_all(b"0123456789abcdef").unwrap();
+        f.set_modified(old).unwrap();
+    }
+}
+
+fn left(s3: &S3Server, bucket: &str) -> usize {
+    walkdir::WalkDir::new(s3.root.join(bucket))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .count()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n = env_num("BENCH_OBJECTS", 100_000);
+    let reps = env_num("BENCH_REPS", 1);
+    let s3 = S3Server::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/app.db", dir.path().display());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let d = sweep::db::Db::connect(&sweep::config::DatabaseUrl::new(db.clone()), true).await.unwrap();
+        sweep::reference::create(&d).await.unwrap();
+        d.migrate().await.unwrap();
+    });
+    let mut t: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for rep in 0..reps {
+        for contender in ["object_store delete_stream", "sweep bulk-cloudcube"] {
+            let bucket = format!("bench-{rep}-{}", contender.len());
+            fill(s3, &bucket, n);
+            let url = format!("{}/{bucket}/cube", s3.endpoint);
+            let d = match contender {
+                "sweep bulk-cloudcube" => {
+                    measure(
+                        Command::new(env!("CARGO_BIN_EXE_sweep"))
+                            .args(["--database-url", &db, "bulk-cloudcube", "--allow-empty-references", "-q"])
+                            .env("CLOUDCUBE_URL", &url)
+                            .env("CLOUDCUBE_ACCESS_KEY_ID", S3_ACCESS)
+                            .env("CLOUDCUBE_SECRET_ACCESS_KEY", S3_SECRET),
+                    )
+                    .0
+                }
+                _ => rt.block_on(async {
+                    let store: Arc<dyn object_store::ObjectStore> = Arc::new(
+                        object_store::aws::AmazonS3Builder::new()
+                            .with_bucket_name(&bucket)
+                            .with_region("us-east-1")
+                            .with_endpoint(&s3.endpoint)
+                            .with_allow_http(true)
+                            .with_access_key_id(S3_ACCESS)
+                            .with_secret_access_key(S3_SECRET)
+                            .build()
+                            .unwrap(),
+                    );
+                    let start = std::time::Instant::now();
+                    let prefix = object_store::path::Path::from("cube");
+                    let locations = store.list(Some(&prefix)).map_ok(|m| m.location).boxed();
+                    let deleted: Vec<_> = store.delete_stream(locations).collect().await;
+                    assert!(deleted.iter().all(|r| r.is_ok()));
+                    start.elapsed()
+                }),
+            };
+            assert_eq!(left(s3, &bucket), 0, "{contender} deleted everything");
+            println!("rep {rep}: {contender:<30} {:>7.2} s", d.as_secs_f64());
+            t.entry(contender).or_default().push(d.as_secs_f64());
+        }
+    }
+    println!("\nbulk-cloudcube, {n} objects on a loopback S3 server (medians of {reps}):");
+    let anchor = median(t["object_store delete_stream"].clone());
+    for (k, v) in &t {
+        let m = median(v.clone());
+        println!("  {k:<30} {m:>7.2} s   ratio to delete_stream {:.2}x", m / anchor);
+    }
+}
