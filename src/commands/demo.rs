@@ -3,7 +3,10 @@
 //! so a newcomer sees real decisions and the commands to try next.
 
 use super::Ctx;
-use crate::cli::{CleanupAttachmentsArgs, CleanupUiFilesArgs, DemoArgs, GlobalArgs, PruneModulesArgs, WorkerOnceArgs};
+use crate::cli::{
+    BulkCloudcubeArgs, CleanupAttachmentsArgs, CleanupUiFilesArgs, DemoArgs, GlobalArgs, PruneModulesArgs,
+    WorkerOnceArgs,
+};
 use crate::config::{DatabaseUrl, ProcessEnv, Settings};
 use crate::db::{rfc3339, Db};
 use crate::exit_codes::{Exit, Fatal};
@@ -29,6 +32,8 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
     seed_attachments(&db, &media, now).await?;
     seed_modules(&db, &media, now).await?;
     seed_worker(&db, &data, &objects, now).await?;
+    let cube = dir.join("cube");
+    seed_cube(&db, &cube, now).await?;
     db.close().await;
 
     let config = dir.join("sweep.toml");
@@ -37,10 +42,12 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
         format!(
             "# sweep demo workspace: every key is documented in config/sweep.example.toml\n\
              [database]\nurl = \"{url}\"\n\n[paths]\nmedia_root = \"{}\"\ndata_dir = \"{}\"\n\n[attachments]\ndays = 30\nbatch_size = 100\n\n\
-             [published_modules]\nkeep_latest = 3\n\n[worker]\npreviews_store = \"file://{}\"\nstale_repos_enabled = true\n",
+             [published_modules]\nkeep_latest = 3\n\n[worker]\npreviews_store = \"file://{}\"\nstale_repos_enabled = true\n\n\
+             [cloudcube]\nstore = \"file://{}\"\nretention_days = 5\n",
             media.display(),
             data.display(),
-            objects.display()
+            objects.display(),
+            cube.display()
         ),
     )?;
 
@@ -72,6 +79,8 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
     super::prune_modules::run(&demo_ctx, &PruneModulesArgs::default()).await?;
     println!("\n=== cleanup-ui-files ===");
     super::cleanup_ui_files::run(&demo_ctx, &CleanupUiFilesArgs::default()).await?;
+    println!("\n=== bulk-cloudcube --retention-days 5 ===");
+    super::bulk_cloudcube::run(&demo_ctx, &BulkCloudcubeArgs::default()).await?;
     println!("\n=== worker-once (tmp, previews, objects, logs, repos) ===");
     super::worker_once::run(&demo_ctx, &WorkerOnceArgs::default()).await?;
 
@@ -237,6 +246,40 @@ async fn seed_worker(db: &Db, data: &Path, objects: &Path, now: DateTime<Utc>) -
         o = t(old),
         f = t(now + Duration::days(1)),
         s = t(now - Duration::days(400)),
+    ))
+    .await
+}
+
+/// A Cloudcube: a finished job with clips old and recent, a job still rendering, stray uploads.
+async fn seed_cube(db: &Db, cube: &Path, now: DateTime<Utc>) -> Result<()> {
+    let d = |days: i64| now - Duration::days(days);
+    for (key, size, age) in [
+        ("uploads/job-1/interview.mp4", 48_000_000, 9),
+        ("audio/job-1/interview.mp3", 6_000_000, 9),
+        ("clips/job-1/clip-1.mp4", 4_200_000, 2),
+        ("clips/job-1/clip-2.mp4", 3_900_000, 8),
+        ("uploads/job-2/podcast.mp4", 52_000_000, 1),
+        ("audio/job-2/podcast.mp3", 7_500_000, 1),
+        ("uploads/abandoned/test.mov", 12_000_000, 30),
+    ] {
+        // Sparse files: the sizes are realistic, the disk use is not.
+        let p = cube.join(key);
+        fs::create_dir_all(p.parent().expect("a key has a directory"))?;
+        let f = fs::File::create(&p)?;
+        f.set_len(size)?;
+        f.set_modified(SystemTime::from(d(age)))?;
+    }
+    let t = |x: DateTime<Utc>| rfc3339(x);
+    db.execute_script(&format!(
+        "INSERT INTO viral_clips_job (id, status, original_file_key, extracted_audio_key, created_at) VALUES \
+         (1, 'completed', 'uploads/job-1/interview.mp4', 'audio/job-1/interview.mp3', '{a}'), \
+         (2, 'processing', 'uploads/job-2/podcast.mp4', 'audio/job-2/podcast.mp3', '{b}');\n\
+         INSERT INTO viral_clips_clippedvideo (id, job_id, s3_key, status, created_at) VALUES \
+         (11, 1, 'clips/job-1/clip-1.mp4', 'completed', '{c}'), (12, 1, 'clips/job-1/clip-2.mp4', 'completed', '{e}');\n",
+        a = t(d(9)),
+        b = t(d(1)),
+        c = t(d(2)),
+        e = t(d(8)),
     ))
     .await
 }
