@@ -139,6 +139,18 @@ pub enum Command {
     /// directories it leaves behind.
     CleanupUiFiles(CleanupUiFilesArgs),
 
+    /// Retention policies over pipeline operation files, dbt logs, system logs and temp files.
+    ///
+    /// Policies live in the cleanup_policies table (seed 002's six defaults). Each file under
+    /// OPS_DIR is classified (operation_*.json by its status: failed, completed, or other; logs,
+    /// dbt logs and temp files by their patterns) and deleted when older than its policy's
+    /// retention, after a backup into BACKUP_DIR (default OPS_DIR/cleanup_backups; backups older
+    /// than 7 days are pruned). Never deletes under a disabled policy, inside the backup directory
+    /// (except pruning old backups), a file modified within the grace period, or outside OPS_DIR.
+    /// --type manual (the default) asks for confirmation; automatic does not; emergency skips
+    /// backups.
+    CleanupOps(CleanupOpsArgs),
+
     /// Clean the Cloudcube (S3) bucket: keep recent completed clips, delete temporary media.
     ///
     /// Lists every object under the cube prefix and deletes it unless it is the key of a
@@ -204,6 +216,76 @@ pub struct CleanupUiFilesArgs {
     pub allow_empty_references: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OpsRunType {
+    /// From cron: no prompt
+    Automatic,
+    /// By hand: asks for confirmation on a terminal (or --yes)
+    #[default]
+    Manual,
+    /// No backups (said loudly); every other rule still holds
+    Emergency,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct CleanupOpsArgs {
+    /// How the run was started
+    #[arg(long = "type", value_enum, default_value_t = OpsRunType::Manual)]
+    pub run_type: OpsRunType,
+
+    /// Carry out the cleanup (the default action; accepted for the seed's scripts)
+    #[arg(long)]
+    pub run: bool,
+
+    /// Show cleanup history and what is eligible now, then exit
+    #[arg(long, conflicts_with_all = ["show_policies", "set_policy"])]
+    pub stats: bool,
+
+    /// Show the retention policies, then exit
+    #[arg(long, conflicts_with = "set_policy")]
+    pub show_policies: bool,
+
+    /// Change one policy (with --retention-days and/or --enable/--disable), then exit
+    #[arg(long, value_name = "TYPE")]
+    pub set_policy: Option<String>,
+
+    /// New retention for --set-policy
+    #[arg(long, value_name = "DAYS", requires = "set_policy")]
+    pub retention_days: Option<i64>,
+
+    /// Enable the policy given to --set-policy
+    #[arg(long, requires = "set_policy", conflicts_with = "disable")]
+    pub enable: bool,
+
+    /// Disable the policy given to --set-policy
+    #[arg(long, requires = "set_policy")]
+    pub disable: bool,
+
+    /// Root of the operation files [env: OPS_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub ops_dir: Option<PathBuf>,
+
+    /// Database host, instead of DATABASE_URL [default: localhost]
+    #[arg(long, value_name = "HOST")]
+    pub db_host: Option<String>,
+
+    /// Database port [default: 5433]
+    #[arg(long, value_name = "PORT")]
+    pub db_port: Option<u16>,
+
+    /// Database name [default: dagster]
+    #[arg(long, value_name = "NAME")]
+    pub db_name: Option<String>,
+
+    /// Database user [default: dagster]
+    #[arg(long, value_name = "USER")]
+    pub db_user: Option<String>,
+
+    /// Database password (prefer PGPASSWORD or DATABASE_URL: a flag is visible in `ps`)
+    #[arg(long, value_name = "PASS", hide_default_value = true)]
+    pub db_password: Option<String>,
+}
+
 #[derive(Debug, Args, Clone, Default)]
 pub struct BulkCloudcubeArgs {
     /// Days to keep completed clips [default: 5]
@@ -247,6 +329,7 @@ impl Command {
             Command::CleanupUiFiles(_) => "cleanup-ui-files",
             Command::WorkerOnce(_) => "worker-once",
             Command::BulkCloudcube(_) => "bulk-cloudcube",
+            Command::CleanupOps(_) => "cleanup-ops",
             Command::Demo(_) => "demo",
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod bulk_cloudcube;
 pub mod cleanup_attachments;
+pub mod cleanup_ops;
 pub mod cleanup_ui_files;
 pub mod demo;
 pub mod migrate;
@@ -27,12 +28,16 @@ use std::sync::Arc;
 pub struct Ctx {
     pub global: GlobalArgs,
     pub settings: Settings,
+    /// Copy local files here before deleting them (`cleanup-ops` backups).
+    pub backup_dir: Option<std::path::PathBuf>,
+    /// Ask before a real run (unless `--yes`); refuse without a terminal.
+    pub confirm: bool,
 }
 
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
     let settings = Settings::load(&cli.global, &ProcessEnv, Utc::now())?;
-    let ctx = Ctx { global: cli.global, settings };
+    let ctx = Ctx { global: cli.global, settings, backup_dir: None, confirm: false };
     match cli.command {
         Command::Migrate => migrate::run(&ctx).await,
         Command::CleanupAttachments(a) => cleanup_attachments::run(&ctx, &a).await,
@@ -40,6 +45,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::CleanupUiFiles(a) => cleanup_ui_files::run(&ctx, &a).await,
         Command::WorkerOnce(a) => worker_once::run(&ctx, &a).await,
         Command::BulkCloudcube(a) => bulk_cloudcube::run(&ctx, &a).await,
+        Command::CleanupOps(a) => cleanup_ops::run(&ctx, &a).await,
         Command::Demo(a) => demo::run(&ctx, &a).await,
     }
 }
@@ -122,6 +128,10 @@ where
         write_plan(path, &plan, ctx)?;
     }
 
+    if ctx.confirm && !dry_run && !ctx.global.yes && !plan.units.is_empty() {
+        confirm(&plan)?;
+    }
+
     let audit = !dry_run && db.is_some();
     let started = Utc::now();
     if let Err(f) = executor::check_caps(
@@ -163,6 +173,7 @@ where
         progress_bar: std::io::stderr().is_terminal() && !ctx.global.json && ctx.global.quiet == 0,
         cancel,
         audit,
+        backup_dir: ctx.backup_dir.clone(),
     };
     let t1 = std::time::Instant::now();
     let result = executor::execute(&mut plan, res, &opts).await;
@@ -178,6 +189,38 @@ where
     }
     let exit = if report.failed > 0 || report.interrupted { Exit::PartialFailure } else { Exit::Success };
     Ok(Finished { exit, report, plan })
+}
+
+/// Without a terminal a confirmation cannot be asked: refuse (exit 2) and say what to do.
+pub fn require_terminal_or_yes(ctx: &Ctx, command: &str) -> Result<()> {
+    if ctx.confirm && !ctx.settings.dry_run.value && !ctx.global.yes && !std::io::stdin().is_terminal() {
+        return Err(Fatal::usage(format!(
+            "{command} asks for confirmation before deleting, and there is no terminal to ask on: pass --yes, or use --type automatic (cron)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Show what the plan deletes and ask on the terminal.
+fn confirm(plan: &Plan) -> Result<()> {
+    use std::io::Write;
+    let bytes: u64 = plan.units.iter().flat_map(|u| &u.items).filter_map(|i| i.bytes).sum();
+    eprint!(
+        "{}: delete {} items ({}), keep {}? [y/N] ",
+        plan.command,
+        plan.item_count(),
+        crate::report::human_bytes(bytes),
+        plan.kept.len() as u64 + plan.kept_unlisted.values().sum::<u64>()
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
+        Ok(())
+    } else {
+        Err(Fatal::usage("not confirmed: nothing deleted").into())
+    }
 }
 
 fn totals(r: &Report) -> RunTotals {

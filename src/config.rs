@@ -154,6 +154,8 @@ pub struct RawConfig {
     pub worker: RawWorker,
     #[serde(default)]
     pub cloudcube: RawCloudcube,
+    #[serde(default)]
+    pub ops: RawOps,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +206,15 @@ pub struct RawAttachments {
     pub table: Option<String>,
     #[serde(default)]
     pub columns: RawAttachmentColumns,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOps {
+    /// Where backups go (env BACKUP_DIR). Default: OPS_DIR/cleanup_backups.
+    pub backup_dir: Option<PathBuf>,
+    /// Days backups are kept. Default: 7.
+    pub backup_retention_days: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -43,6 +43,9 @@ pub struct ExecOptions {
     pub cancel: Arc<AtomicBool>,
     /// Write the audit (real runs).
     pub audit: bool,
+    /// Copy every local file here (same relative path) before deleting it; a failed copy
+    /// means the file is not deleted.
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 /// Refuse a plan that exceeds `--max-delete` / `--max-delete-percent` (exit 3), before
@@ -73,6 +76,7 @@ struct Deleter<'a> {
     res: &'a Resources,
     dry_run: bool,
     concurrency: usize,
+    backup_dir: Option<std::path::PathBuf>,
 }
 
 type Res = (Outcome, Option<String>);
@@ -111,27 +115,38 @@ impl Deleter<'_> {
             .collect())
     }
 
-    async fn local(&self, jobs: Vec<(String, String, bool)>) -> Vec<Res> {
+    /// Delete files and trees; with a backup directory, each file is copied there first.
+    /// Returns each outcome and, when a backup was made, where.
+    async fn local(&self, jobs: Vec<(String, String, bool)>) -> Vec<(Res, Option<String>)> {
         if self.dry_run {
-            return jobs.iter().map(|_| (Outcome::WouldDelete, None)).collect();
+            return jobs.iter().map(|_| ((Outcome::WouldDelete, None), None)).collect();
         }
         let roots = self.res.roots.clone();
+        let backup_dir = self.backup_dir.clone();
         in_blocking_chunks(jobs, self.concurrency.min(4), move |chunk| {
             let mut caches: HashMap<String, ParentCache> = HashMap::new();
             chunk
                 .into_iter()
                 .map(|(root, path, is_dir)| {
                     let Some(r) = roots.get(&root) else {
-                        return (Outcome::Failed, Some(format!("no local root named {root:?} is configured")));
+                        return ((Outcome::Failed, Some(format!("no local root named {root:?} is configured"))), None);
                     };
                     let cache = caches.entry(root).or_default();
+                    let mut backup = None;
+                    if let (Some(dir), false) = (&backup_dir, is_dir) {
+                        match backup_file(r, &path, dir, cache) {
+                            Ok(b) => backup = b,
+                            Err(e) => return ((Outcome::Failed, Some(format!("{e}: not deleted"))), None),
+                        }
+                    }
                     let result =
                         if is_dir { r.delete_dir_with(&path, cache) } else { r.delete_file_with(&path, cache) };
-                    match result {
+                    let res = match result {
                         Ok(Removed::Deleted) => (Outcome::Deleted, None),
                         Ok(Removed::Missing) => (Outcome::Missing, None),
                         Err(e) => (Outcome::Failed, Some(e.to_string())),
-                    }
+                    };
+                    (res, backup)
                 })
                 .collect()
         })
@@ -174,9 +189,40 @@ impl Deleter<'_> {
     }
 }
 
+/// Copy a file under `root` to `dir/<path>` (a symlink is not copied: deleting a link loses
+/// nothing). Returns where the copy is.
+fn backup_file(
+    root: &LocalRoot,
+    path: &str,
+    dir: &std::path::Path,
+    cache: &mut ParentCache,
+) -> Result<Option<String>, String> {
+    let src = match root.resolve_with(path, cache) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    match std::fs::symlink_metadata(&src) {
+        Ok(m) if m.is_file() => {}
+        _ => return Ok(None),
+    }
+    if src.starts_with(dir) {
+        return Ok(None); // pruning an old backup: it is the backup
+    }
+    let rel = root.relativize(path).map_err(|e| e.to_string())?;
+    let dst = dir.join(&rel);
+    let fail = |e: std::io::Error| format!("backup of {path} to {} failed ({e})", dst.display());
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    std::fs::copy(&src, &dst).map_err(fail)?;
+    Ok(Some(dst.display().to_string()))
+}
+
 /// A unit's progress through a batch.
 struct UnitState {
     results: Vec<Option<Res>>,
+    backups: Vec<Option<String>>,
     alive: bool,
 }
 
@@ -198,7 +244,12 @@ struct BatchDone<'a> {
 pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Result<Report> {
     let started = Utc::now();
     let mut report = Report::new(&opts.run_id, &plan.command, opts.dry_run, started, plan);
-    let deleter = Deleter { res, dry_run: opts.dry_run, concurrency: opts.concurrency.max(1) };
+    let deleter = Deleter {
+        res,
+        dry_run: opts.dry_run,
+        concurrency: opts.concurrency.max(1),
+        backup_dir: opts.backup_dir.clone(),
+    };
     let total_units = plan.units.len();
     let bar = crate::progress::Progress::new(total_units as u64, opts.progress_bar);
     let batch_size = plan.batch_size.max(1);
@@ -280,8 +331,10 @@ async fn run_batch<'a>(
         }
         return Ok(BatchDone { units: batch, ok: 0, failed: 0, interrupted: true, timings });
     }
-    let mut states: Vec<UnitState> =
-        batch.iter().map(|u| UnitState { results: vec![None; u.items.len()], alive: true }).collect();
+    let mut states: Vec<UnitState> = batch
+        .iter()
+        .map(|u| UnitState { results: vec![None; u.items.len()], backups: vec![None; u.items.len()], alive: true })
+        .collect();
 
     // Refused items fail their unit before anything is touched.
     for (u, unit) in batch.iter().enumerate() {
@@ -322,11 +375,12 @@ async fn run_batch<'a>(
                 continue;
             }
         };
-        for ((u, _), r) in work.iter().zip(results) {
+        for ((u, _), (r, backup)) in work.iter().zip(results) {
             if r.0 == Outcome::Failed || r.0 == Outcome::Skipped {
                 states[*u].alive = false;
             }
             states[*u].results[stage] = Some(r);
+            states[*u].backups[stage] = backup;
         }
     }
 
@@ -334,7 +388,7 @@ async fn run_batch<'a>(
     let (mut ok, mut failed) = (0, 0);
     for (unit, st) in batch.iter_mut().zip(states) {
         let mut unit_ok = true;
-        for (item, r) in unit.items.iter_mut().zip(st.results) {
+        for ((item, r), backup) in unit.items.iter_mut().zip(st.results).zip(st.backups) {
             let (outcome, error) = r.unwrap_or((
                 Outcome::Skipped,
                 Some("not attempted: an earlier step of this unit did not complete".into()),
@@ -343,6 +397,7 @@ async fn run_batch<'a>(
             log_item(item, outcome, error.as_deref());
             item.outcome = Some(outcome);
             item.error = error;
+            item.backup = backup;
         }
         if unit_ok {
             ok += 1;
@@ -369,7 +424,7 @@ async fn run_batch<'a>(
                 bytes: item.bytes.map(|b| b as i64),
                 outcome: item.outcome.unwrap_or(Outcome::Skipped).as_str(),
                 error: item.error.as_deref(),
-                backup_location: None,
+                backup_location: item.backup.as_deref(),
                 row_snapshot: item.snapshot.as_deref(),
                 at: now,
             })
@@ -459,8 +514,8 @@ async fn precheck_rows(res: &Resources, batch: &[crate::plan::Unit], states: &mu
 
 /// One stage of a batch: rows grouped per table and rule (one statement each), files and
 /// directories concurrently, objects per store in bulk requests. Results in `work` order.
-async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Res>> {
-    let mut results: Vec<Option<Res>> = vec![None; work.len()];
+async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<(Res, Option<String>)>> {
+    let mut results: Vec<Option<(Res, Option<String>)>> = vec![None; work.len()];
     type RowGroup<'a> = (&'a Ident, &'a Ident, Option<&'a RowRule>, Option<&'a [Ident]>);
     let mut rows: HashMap<RowGroup, Vec<usize>> = HashMap::new();
     let mut local: Vec<usize> = Vec::new();
@@ -489,7 +544,7 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Res>>
         let out = d.rows(table, key_column, rule, null, &keys).await?;
         tracing::trace!(target: "cleanup", "rows: {} in {:?}", keys.len(), t.elapsed());
         for (w, r) in idx.into_iter().zip(out) {
-            results[w] = Some(r);
+            results[w] = Some((r, None));
         }
     }
     if !local.is_empty() {
@@ -517,7 +572,7 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Res>>
             })
             .collect();
         for (w, r) in idx.into_iter().zip(d.objects(store, &keys).await) {
-            results[w] = Some(r);
+            results[w] = Some((r, None));
         }
     }
     Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())

@@ -106,6 +106,9 @@ pub struct Item {
     pub outcome: Option<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// Where the executor copied it before deleting it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub backup: Option<String>,
 }
 
 impl Item {
@@ -120,6 +123,7 @@ impl Item {
             snapshot: None,
             outcome: None,
             error: None,
+            backup: None,
         }
     }
 }

@@ -5,6 +5,7 @@ mod attachments;
 mod cli;
 mod cloudcube;
 mod modules;
+mod ops;
 mod support;
 mod worker;
 
@@ -79,5 +80,15 @@ mod bulk_cloudcube {
         job_cleanup_waits_for_every_clip,
         thousands_of_objects_are_paged_batched_and_one_failure_is_reported,
         nothing_preserved_is_refused_unless_allowed_and_bad_urls_are_clear,
+    );
+}
+
+mod cleanup_ops {
+    on_both!(ops:
+        each_policy_keeps_its_boundary_and_backs_up_what_it_deletes,
+        emergency_skips_backups_and_manual_needs_a_terminal_or_yes,
+        set_policy_round_trip_disables_and_is_audited,
+        stats_show_history_and_what_is_eligible,
+        db_flags_stand_in_for_database_url_and_hide_the_password,
     );
 }
