@@ -814,6 +814,28 @@ mod tests {
         assert_eq!(raw.attachments.days, Some(30));
         assert_eq!(raw.safety.grace_minutes, Some(30));
         assert!(raw.object_storage.secret_key.is_some());
+        assert_eq!(raw.published_modules.keep_latest, Some(3));
+        assert_eq!(raw.worker.tmp_dir_ttl_minutes, Some(60));
+        assert_eq!(raw.cloudcube.retention_days, Some(5));
+        assert_eq!(raw.ops.backup_retention_days, Some(7));
+        // The table sections name only real columns.
+        let f = "example";
+        TableSpec::load(
+            raw.worker.repos.as_ref(),
+            "worker.repos",
+            "repos",
+            &["id", "active", "last_activity_at", "filesystem_path"],
+            f,
+        )
+        .unwrap();
+        TableSpec::load(
+            raw.cloudcube.jobs.as_ref(),
+            "cloudcube.jobs",
+            "viral_clips_job",
+            &["id", "status", "original_file_key", "extracted_audio_key"],
+            f,
+        )
+        .unwrap();
     }
 
     #[test]

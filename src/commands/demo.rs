@@ -4,8 +4,8 @@
 
 use super::Ctx;
 use crate::cli::{
-    BulkCloudcubeArgs, CleanupAttachmentsArgs, CleanupUiFilesArgs, DemoArgs, GlobalArgs, PruneModulesArgs,
-    WorkerOnceArgs,
+    BulkCloudcubeArgs, CleanupAttachmentsArgs, CleanupOpsArgs, CleanupUiFilesArgs, DemoArgs, GlobalArgs,
+    PruneModulesArgs, WorkerOnceArgs,
 };
 use crate::config::{DatabaseUrl, ProcessEnv, Settings};
 use crate::db::{rfc3339, Db};
@@ -34,6 +34,22 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
     seed_worker(&db, &data, &objects, now).await?;
     let cube = dir.join("cube");
     seed_cube(&db, &cube, now).await?;
+    let ops = dir.join("ops");
+    for (rel, body, days) in [
+        ("operation_2026-09-01-a.json", r#"{"status": "failed", "step": "dbt run"}"#, 20),
+        ("operation_2026-10-01-b.json", r#"{"status": "completed"}"#, 52),
+        ("operation_2026-10-10-c.json", r#"{"status": "running", "progress": 40}"#, 42),
+        ("operation_2026-11-20-d.json", r#"{"status": "running"}"#, 2),
+        ("operation_broken.json", "{\"status\": ", 35),
+        ("dbt/logs/2026-11-01/dbt.log", "dbt output", 21),
+        ("logs/pipeline.log", "log lines", 3),
+        ("tmp/cache/chunk-1.bin", "cache", 2),
+    ] {
+        let p = ops.join(rel);
+        fs::create_dir_all(p.parent().expect("a relative path has a parent"))?;
+        fs::write(&p, body)?;
+        fs::File::options().write(true).open(&p)?.set_modified(SystemTime::from(now - Duration::days(days)))?;
+    }
     db.close().await;
 
     let config = dir.join("sweep.toml");
@@ -41,11 +57,12 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
         &config,
         format!(
             "# sweep demo workspace: every key is documented in config/sweep.example.toml\n\
-             [database]\nurl = \"{url}\"\n\n[paths]\nmedia_root = \"{}\"\ndata_dir = \"{}\"\n\n[attachments]\ndays = 30\nbatch_size = 100\n\n\
+             [database]\nurl = \"{url}\"\n\n[paths]\nmedia_root = \"{}\"\ndata_dir = \"{}\"\nops_dir = \"{}\"\n\n[attachments]\ndays = 30\nbatch_size = 100\n\n\
              [published_modules]\nkeep_latest = 3\n\n[worker]\npreviews_store = \"file://{}\"\nstale_repos_enabled = true\n\n\
              [cloudcube]\nstore = \"file://{}\"\nretention_days = 5\n",
             media.display(),
             data.display(),
+            dir.join("ops").display(),
             objects.display(),
             cube.display()
         ),
@@ -79,6 +96,9 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
     super::prune_modules::run(&demo_ctx, &PruneModulesArgs::default()).await?;
     println!("\n=== cleanup-ui-files ===");
     super::cleanup_ui_files::run(&demo_ctx, &CleanupUiFilesArgs::default()).await?;
+    println!("\n=== cleanup-ops (seed 002's six policies) ===");
+    super::cleanup_ops::run(&demo_ctx, &CleanupOpsArgs { ops_dir: Some(dir.join("ops")), ..Default::default() })
+        .await?;
     println!("\n=== bulk-cloudcube --retention-days 5 ===");
     super::bulk_cloudcube::run(&demo_ctx, &BulkCloudcubeArgs::default()).await?;
     println!("\n=== worker-once (tmp, previews, objects, logs, repos) ===");
