@@ -236,6 +236,8 @@ pub struct RawWorker {
     pub preview_bundle_ttl_hours: Option<i64>,
     pub tmp_dir_ttl_minutes: Option<i64>,
     pub log_retention_days: Option<i64>,
+    /// Gzip logs older than this (but within retention). Env: LOG_COMPRESS_AFTER_DAYS.
+    pub log_compress_after_days: Option<i64>,
     pub stale_repo_days: Option<i64>,
     pub stale_repos_enabled: Option<bool>,
     /// Glob patterns (relative to DATA_DIR/logs) of logs never deleted.

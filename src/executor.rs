@@ -117,7 +117,7 @@ impl Deleter<'_> {
 
     /// Delete files and trees; with a backup directory, each file is copied there first.
     /// Returns each outcome and, when a backup was made, where.
-    async fn local(&self, jobs: Vec<(String, String, bool)>) -> Vec<(Res, Option<String>)> {
+    async fn local(&self, jobs: Vec<(String, String, LocalOp)>) -> Vec<(Res, Option<String>)> {
         if self.dry_run {
             return jobs.iter().map(|_| ((Outcome::WouldDelete, None), None)).collect();
         }
@@ -127,20 +127,23 @@ impl Deleter<'_> {
             let mut caches: HashMap<String, ParentCache> = HashMap::new();
             chunk
                 .into_iter()
-                .map(|(root, path, is_dir)| {
+                .map(|(root, path, op)| {
                     let Some(r) = roots.get(&root) else {
                         return ((Outcome::Failed, Some(format!("no local root named {root:?} is configured"))), None);
                     };
                     let cache = caches.entry(root).or_default();
                     let mut backup = None;
-                    if let (Some(dir), false) = (&backup_dir, is_dir) {
+                    if let (Some(dir), LocalOp::File) = (&backup_dir, op) {
                         match backup_file(r, &path, dir, cache) {
                             Ok(b) => backup = b,
                             Err(e) => return ((Outcome::Failed, Some(format!("{e}: not deleted"))), None),
                         }
                     }
-                    let result =
-                        if is_dir { r.delete_dir_with(&path, cache) } else { r.delete_file_with(&path, cache) };
+                    let result = match op {
+                        LocalOp::File => r.delete_file_with(&path, cache),
+                        LocalOp::Tree => r.delete_dir_with(&path, cache),
+                        LocalOp::Gzip => r.gzip_file_with(&path, cache),
+                    };
                     let res = match result {
                         Ok(Removed::Deleted) => (Outcome::Deleted, None),
                         Ok(Removed::Missing) => (Outcome::Missing, None),
@@ -217,6 +220,14 @@ fn backup_file(
     }
     std::fs::copy(&src, &dst).map_err(fail)?;
     Ok(Some(dst.display().to_string()))
+}
+
+/// What to do to a local path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LocalOp {
+    File,
+    Tree,
+    Gzip,
 }
 
 /// A unit's progress through a batch.
@@ -528,7 +539,7 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<(Res,
             Op::NullColumns { table, key_column, rule, columns, .. } => {
                 rows.entry((table, key_column, rule.as_ref(), Some(columns.as_slice()))).or_default().push(w)
             }
-            Op::DeleteFile { .. } | Op::DeleteDir { .. } => local.push(w),
+            Op::DeleteFile { .. } | Op::DeleteDir { .. } | Op::CompressFile { .. } => local.push(w),
             Op::DeleteObject { store, .. } => objects.entry(store.as_str()).or_default().push(w),
         }
     }
@@ -551,8 +562,9 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<(Res,
         let jobs = local
             .iter()
             .map(|&w| match &work[w].1.op {
-                Op::DeleteFile { root, path } => (root.clone(), path.clone(), false),
-                Op::DeleteDir { root, path } => (root.clone(), path.clone(), true),
+                Op::DeleteFile { root, path } => (root.clone(), path.clone(), LocalOp::File),
+                Op::DeleteDir { root, path } => (root.clone(), path.clone(), LocalOp::Tree),
+                Op::CompressFile { root, path } => (root.clone(), path.clone(), LocalOp::Gzip),
                 _ => unreachable!(),
             })
             .collect();

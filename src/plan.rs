@@ -67,6 +67,9 @@ pub enum Op {
     NullColumns { table: Ident, key_column: Ident, key: String, columns: Vec<Ident>, rule: Option<RowRule> },
     /// Delete a file (or a symlink, as a link) under a named local root.
     DeleteFile { root: String, path: String },
+    /// Replace a file with a gzip copy (`path.gz`, same modification time), then remove the
+    /// original: seed 004's option B for logs.
+    CompressFile { root: String, path: String },
     /// Delete a directory tree (never following links) under a named local root.
     DeleteDir { root: String, path: String },
     /// Delete an object from a named store; `key` is relative to the store's prefix.
@@ -77,7 +80,7 @@ impl Op {
     pub fn kind(&self) -> Kind {
         match self {
             Op::DeleteRow { .. } | Op::NullColumns { .. } => Kind::Row,
-            Op::DeleteFile { .. } => Kind::File,
+            Op::DeleteFile { .. } | Op::CompressFile { .. } => Kind::File,
             Op::DeleteDir { .. } => Kind::Dir,
             Op::DeleteObject { .. } => Kind::Object,
         }

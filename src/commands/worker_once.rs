@@ -35,6 +35,8 @@ pub struct WorkerSettings {
     pub preview_bundle_ttl_hours: Sourced<i64>,
     pub tmp_dir_ttl_minutes: Sourced<i64>,
     pub log_retention_days: Sourced<i64>,
+    /// Seed 004's option B: gzip logs older than this, within retention. Off when unset.
+    pub log_compress_after_days: Option<Sourced<i64>>,
     pub stale_repo_days: Sourced<i64>,
     pub stale_repos_enabled: Sourced<bool>,
     pub log_keep: Vec<String>,
@@ -117,6 +119,13 @@ impl WorkerSettings {
                 7,
                 "days, 0 or more",
             )?,
+            log_compress_after_days: l.pick_opt(
+                &Key { flag: None, env: Some("LOG_COMPRESS_AFTER_DAYS"), file: "worker.log_compress_after_days" },
+                None,
+                raw.log_compress_after_days,
+                "days, 0 or more",
+                &|d: &i64| *d >= 0,
+            )?,
             stale_repo_days: num(
                 "STALE_REPO_DAYS",
                 "worker.stale_repo_days",
@@ -165,6 +174,10 @@ impl WorkerSettings {
                 &self.tmp_dir_ttl_minutes.source,
             ),
             r("worker.log_retention_days", self.log_retention_days.value.to_string(), &self.log_retention_days.source),
+            match &self.log_compress_after_days {
+                Some(d) => r("worker.log_compress_after_days", d.value.to_string(), &d.source),
+                None => ("worker.log_compress_after_days".into(), "(off)".into(), "-".into()),
+            },
             r("worker.stale_repo_days", self.stale_repo_days.value.to_string(), &self.stale_repo_days.source),
             r(
                 "worker.stale_repos_enabled",
@@ -545,7 +558,25 @@ impl Gather<'_> {
             let Ok(m) = e.metadata() else { continue };
             let modified = DateTime::<Utc>::from(m.modified().unwrap_or(SystemTime::UNIX_EPOCH));
             if modified > cutoff {
-                *p.kept_unlisted.entry(Kind::File).or_default() += 1;
+                let compress =
+                    self.s.log_compress_after_days.as_ref().map(|d| self.now - Duration::days(d.value).max(self.grace));
+                match compress {
+                    Some(c) if modified <= c && m.is_file() && !rel.ends_with(".gz") => p.units.push(tagged(
+                        "logs",
+                        vec![Item::new(
+                            Op::CompressFile { root: "data".into(), path: rel.clone() },
+                            format!("data:{rel}"),
+                            format!(
+                                "log last modified {}: compressed to {rel}.gz (deleted after {} days)",
+                                modified.to_rfc3339(),
+                                self.s.log_retention_days.value
+                            ),
+                            // Compression is not deletion: nothing is counted as reclaimed.
+                            Some(0),
+                        )],
+                    )),
+                    _ => *p.kept_unlisted.entry(Kind::File).or_default() += 1,
+                }
                 continue;
             }
             p.units.push(tagged(

@@ -233,6 +233,45 @@ impl LocalRoot {
         }
     }
 
+    /// Replace a file with `<file>.gz` (same modification time) and remove the original. The
+    /// copy is written beside it under a temporary name and renamed into place, so a crash
+    /// leaves either the original or both, never a truncated log.
+    pub fn gzip_file_with(&self, rel: &str, cache: &mut ParentCache) -> Result<Removed, LocalError> {
+        let Some(full) = self.resolve_with(rel, cache)? else {
+            return Ok(Removed::Missing);
+        };
+        let io_err = |source| LocalError::Io { path: full.display().to_string(), source };
+        let meta = match fs::symlink_metadata(&full) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removed::Missing),
+            Err(e) => return Err(io_err(e)),
+            Ok(m) if !m.is_file() => return Err(LocalError::IsDir { path: rel.to_string() }),
+            Ok(m) => m,
+        };
+        let mut gz_name = full.file_name().unwrap_or_default().to_os_string();
+        gz_name.push(".gz");
+        let gz = full.with_file_name(&gz_name);
+        let mut tmp_name = gz_name.clone();
+        tmp_name.push(".tmp");
+        let tmp = full.with_file_name(tmp_name);
+        let write = || -> io::Result<()> {
+            let mut input = fs::File::open(&full)?;
+            let out = fs::File::create(&tmp)?;
+            let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+            io::copy(&mut input, &mut enc)?;
+            let out = enc.finish()?;
+            out.sync_all()?;
+            out.set_modified(meta.modified()?)?;
+            drop(out);
+            fs::rename(&tmp, &gz)?;
+            fs::remove_file(&full)
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err(e)
+        })?;
+        Ok(Removed::Deleted)
+    }
+
     /// Remove empty directories under `rel` (deepest first), never the root itself.
     pub fn prune_empty_dirs(&self, rel: &str) -> usize {
         let Ok(Some(start)) = self.resolve(rel) else {

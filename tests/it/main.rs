@@ -70,6 +70,7 @@ mod worker_once {
         old_logs_go_and_kept_patterns_stay,
         stale_repos_go_only_with_the_flag_and_never_active_ones,
         cleanup_disabled_changes_nothing_and_metrics_parse,
+        older_logs_are_gzipped_in_place_before_they_are_deleted,
     );
 }
 

@@ -253,3 +253,35 @@ pub async fn cleanup_disabled_changes_nothing_and_metrics_parse(b: Backend) {
     assert!(text.contains("cleanup_tmp_dirs_deleted_total 2"), "{text}");
     assert!(!metrics.with_extension("prom.tmp").exists(), "written atomically");
 }
+
+pub async fn older_logs_are_gzipped_in_place_before_they_are_deleted(b: Backend) {
+    let w = W::new(b, "gzip").await;
+    let body = "2026-11-10 DEBUG step 1\n".repeat(500);
+    let mid = w.data.join("logs/debug-mid.log");
+    write_aged(&mid, 1, now() - Duration::days(4));
+    std::fs::write(&mid, &body).unwrap();
+    std::fs::File::options().write(true).open(&mid).unwrap().set_modified((now() - Duration::days(4)).into()).unwrap();
+    let fresh = w.file("logs/debug-fresh.log", now() - Duration::days(1));
+    let already = w.file("logs/debug-old.log.gz", now() - Duration::days(5));
+    let expired = w.file("logs/debug-ancient.log", now() - Duration::days(30));
+    let env = [("LOG_COMPRESS_AFTER_DAYS", "3"), ("LOG_RETENTION_DAYS", "14")];
+    let dry = w.run(&["--tasks", "logs", "--dry-run"], &env);
+    dry.expect(0);
+    assert!(mid.exists() && expired.exists(), "a dry run compresses nothing");
+    let r = w.run(&["--tasks", "logs", "--json"], &env);
+    r.expect(0);
+    let gz = w.data.join("logs/debug-mid.log.gz");
+    assert!(!mid.exists() && gz.exists(), "{}", r.stderr);
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(&gz).unwrap()), &mut text)
+        .unwrap();
+    assert_eq!(text, body, "the compressed log holds exactly the original");
+    let mtime: DateTime<Utc> = std::fs::metadata(&gz).unwrap().modified().unwrap().into();
+    assert!((mtime - (now() - Duration::days(4))).num_seconds().abs() < 2, "it keeps the log's age");
+    assert!(fresh.exists() && already.exists(), "younger than 3 days, or already compressed");
+    assert!(!expired.exists(), "past retention: deleted");
+    // Without the setting nothing is compressed.
+    let plain = w.file("logs/other.log", now() - Duration::days(4));
+    w.run(&["--tasks", "logs"], &[]).expect(0);
+    assert!(plain.exists());
+}
