@@ -187,7 +187,7 @@ where
     if let Some(l) = held {
         l.release().await;
     }
-    let exit = if report.failed > 0 || report.interrupted { Exit::PartialFailure } else { Exit::Success };
+    let exit = if report.totals.failed > 0 || report.interrupted { Exit::PartialFailure } else { Exit::Success };
     Ok(Finished { exit, report, plan })
 }
 
@@ -226,11 +226,11 @@ fn confirm(plan: &Plan) -> Result<()> {
 fn totals(r: &Report) -> RunTotals {
     RunTotals {
         status: r.status.clone(),
-        candidates: r.candidates as i64,
-        deleted: (r.deleted + r.missing) as i64,
-        failed: r.failed as i64,
-        retained: r.retained as i64,
-        bytes_reclaimed: r.bytes_reclaimed as i64,
+        candidates: r.totals.candidates as i64,
+        deleted: (r.totals.deleted + r.totals.missing) as i64,
+        failed: r.totals.failed as i64,
+        retained: r.totals.retained as i64,
+        bytes_reclaimed: r.totals.bytes_reclaimed as i64,
         details: Some(serde_json::Value::Object(r.fields.clone())),
     }
 }

@@ -47,6 +47,20 @@ pub struct Counts {
 }
 
 impl Counts {
+    fn plus(self, o: &Counts) -> Counts {
+        Counts {
+            candidates: self.candidates + o.candidates,
+            deleted: self.deleted + o.deleted,
+            would_delete: self.would_delete + o.would_delete,
+            missing: self.missing + o.missing,
+            failed: self.failed + o.failed,
+            skipped: self.skipped + o.skipped,
+            retained: self.retained + o.retained,
+            bytes_reclaimed: self.bytes_reclaimed + o.bytes_reclaimed,
+            bytes_would_reclaim: self.bytes_would_reclaim + o.bytes_would_reclaim,
+        }
+    }
+
     fn add(&mut self, i: &Item) {
         self.candidates += 1;
         let b = i.bytes.unwrap_or(0);
@@ -79,15 +93,9 @@ pub struct Report {
     /// The instant ages were evaluated at.
     pub now: DateTime<Utc>,
     pub scanned: u64,
-    pub candidates: u64,
-    pub deleted: u64,
-    pub would_delete: u64,
-    pub missing: u64,
-    pub failed: u64,
-    pub skipped: u64,
-    pub retained: u64,
-    pub bytes_reclaimed: u64,
-    pub bytes_would_reclaim: u64,
+    /// The sums of `by_kind` (`candidates`, `deleted`, `failed`, `retained`, …).
+    #[serde(flatten)]
+    pub totals: Counts,
     pub by_kind: BTreeMap<Kind, Counts>,
     /// What was kept, with why (at most `KEPT_SAMPLE` entries; `retained` has the count).
     pub kept_sample: Vec<crate::plan::Kept>,
@@ -123,15 +131,7 @@ impl Report {
             finished_at: started,
             now: plan.now,
             scanned: plan.scanned,
-            candidates: 0,
-            deleted: 0,
-            would_delete: 0,
-            missing: 0,
-            failed: 0,
-            skipped: 0,
-            retained: plan.kept.len() as u64 + plan.kept_unlisted.values().sum::<u64>(),
-            bytes_reclaimed: 0,
-            bytes_would_reclaim: 0,
+            totals: Counts::default(),
             by_kind,
             kept_sample: plan.kept.iter().take(KEPT_SAMPLE).cloned().collect(),
             fields: plan.fields.clone(),
@@ -159,26 +159,8 @@ impl Report {
     /// Sum the per-kind counts and settle the status.
     pub fn finish(&mut self, at: DateTime<Utc>) {
         self.finished_at = at;
-        let mut t = Counts::default();
-        for c in self.by_kind.values() {
-            t.candidates += c.candidates;
-            t.deleted += c.deleted;
-            t.would_delete += c.would_delete;
-            t.missing += c.missing;
-            t.failed += c.failed;
-            t.skipped += c.skipped;
-            t.bytes_reclaimed += c.bytes_reclaimed;
-            t.bytes_would_reclaim += c.bytes_would_reclaim;
-        }
-        self.candidates = t.candidates;
-        self.deleted = t.deleted;
-        self.would_delete = t.would_delete;
-        self.missing = t.missing;
-        self.failed = t.failed;
-        self.skipped = t.skipped;
-        self.bytes_reclaimed = t.bytes_reclaimed;
-        self.bytes_would_reclaim = t.bytes_would_reclaim;
-        self.status = if self.interrupted || self.failed > 0 { "partial" } else { "success" }.into();
+        self.totals = self.by_kind.values().fold(Counts::default(), |t, c| t.plus(c));
+        self.status = if self.interrupted || self.totals.failed > 0 { "partial" } else { "success" }.into();
     }
 
     /// The readable summary printed without `--json`.
@@ -194,7 +176,11 @@ impl Report {
                 let _ = writeln!(s, "  {k}: {v}");
             }
         }
-        let _ = writeln!(s, "  scanned {}  candidates {}  retained {}", self.scanned, self.candidates, self.retained);
+        let _ = writeln!(
+            s,
+            "  scanned {}  candidates {}  retained {}",
+            self.scanned, self.totals.candidates, self.totals.retained
+        );
         let _ = writeln!(
             s,
             "  {:<8}{:>12}{:>10}{:>14}{:>9}{:>9}{:>10}{:>12}",
@@ -216,9 +202,9 @@ impl Report {
             );
         }
         if self.dry_run {
-            let _ = writeln!(s, "  would reclaim {}", human_bytes(self.bytes_would_reclaim));
+            let _ = writeln!(s, "  would reclaim {}", human_bytes(self.totals.bytes_would_reclaim));
         } else {
-            let _ = writeln!(s, "  reclaimed {}", human_bytes(self.bytes_reclaimed));
+            let _ = writeln!(s, "  reclaimed {}", human_bytes(self.totals.bytes_reclaimed));
         }
         let all = || plan.units.iter().flat_map(|u| u.items.iter());
         let failed: Vec<&Item> = all().filter(|i| i.outcome == Some(Outcome::Failed)).collect();
@@ -252,7 +238,7 @@ impl Report {
         }
         if !self.kept_sample.is_empty() {
             let shown = self.kept_sample.len().min(max_items);
-            let _ = writeln!(s, "\nKept ({shown} of {}):", self.retained);
+            let _ = writeln!(s, "\nKept ({shown} of {}):", self.totals.retained);
             for k in self.kept_sample.iter().take(shown) {
                 let _ = writeln!(s, "  {:<7}{}  ({})", k.kind.as_str(), k.target, k.reason);
             }

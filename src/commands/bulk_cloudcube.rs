@@ -360,7 +360,7 @@ pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs) -> Result<Exit> {
         .filter(|i| matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::Missing) | Some(Outcome::WouldDelete)))
         .collect();
     let mb = (done.iter().filter_map(|i| i.bytes).sum::<u64>() as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0;
-    let retained = report.retained;
+    let retained = report.totals.retained;
     let message = if report.dry_run {
         format!("Would delete {} files ({mb:.2} MB), retain {retained} recent clips", done.len())
     } else {
@@ -375,7 +375,7 @@ pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs) -> Result<Exit> {
         })
         .collect();
     let f = &mut report.fields;
-    f.insert("success".into(), (report.failed == 0).into());
+    f.insert("success".into(), (report.totals.failed == 0).into());
     f.insert("message".into(), message.clone().into());
     f.insert("deleted_count".into(), (done.len() as u64).into());
     f.insert("deleted_size_mb".into(), serde_json::json!(mb));

@@ -806,7 +806,7 @@ async fn write_metrics(db: &Db, path: &Path, report: &Report, duration: f64) -> 
     reg.register(
         "cleanup_last_run_failed_items",
         "Items that failed in the last cleanup cycle",
-        ConstGauge::new(report.failed as i64),
+        ConstGauge::new(report.totals.failed as i64),
     );
     let mut text = String::new();
     encode(&mut text, &reg)?;
