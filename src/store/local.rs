@@ -163,16 +163,22 @@ impl LocalRoot {
 
     /// `stat` with a shared parent-directory cache (for batches).
     pub fn stat_with(&self, rel: &str, cache: &mut ParentCache) -> Result<Option<Entry>, LocalError> {
+        Ok(self.existing(rel, cache)?.map(|(_, m)| Entry {
+            bytes: if m.is_file() { m.len() } else { 0 },
+            modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            is_dir: m.is_dir(),
+            is_symlink: m.file_type().is_symlink(),
+        }))
+    }
+
+    /// The checked absolute path and its metadata (a final symlink not followed), or `None`
+    /// when nothing is there.
+    fn existing(&self, rel: &str, cache: &mut ParentCache) -> Result<Option<(PathBuf, fs::Metadata)>, LocalError> {
         let Some(full) = self.resolve_with(rel, cache)? else {
             return Ok(None);
         };
         match fs::symlink_metadata(&full) {
-            Ok(m) => Ok(Some(Entry {
-                bytes: if m.is_file() { m.len() } else { 0 },
-                modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                is_dir: m.is_dir(),
-                is_symlink: m.file_type().is_symlink(),
-            })),
+            Ok(m) => Ok(Some((full, m))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(LocalError::Io { path: full.display().to_string(), source }),
         }
@@ -208,15 +214,10 @@ impl LocalRoot {
 
     /// `delete_dir` with a shared parent-directory cache (for batches).
     pub fn delete_dir_with(&self, rel: &str, cache: &mut ParentCache) -> Result<Removed, LocalError> {
-        let Some(full) = self.resolve_with(rel, cache)? else {
+        let Some((full, meta)) = self.existing(rel, cache)? else {
             return Ok(Removed::Missing);
         };
         let io_err = |source| LocalError::Io { path: full.display().to_string(), source };
-        let meta = match fs::symlink_metadata(&full) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removed::Missing),
-            Err(e) => return Err(io_err(e)),
-            Ok(m) => m,
-        };
         let result = if meta.file_type().is_symlink() {
             remove_link_or_file(&full)
         } else if meta.is_dir() {
@@ -237,16 +238,13 @@ impl LocalRoot {
     /// copy is written beside it under a temporary name and renamed into place, so a crash
     /// leaves either the original or both, never a truncated log.
     pub fn gzip_file_with(&self, rel: &str, cache: &mut ParentCache) -> Result<Removed, LocalError> {
-        let Some(full) = self.resolve_with(rel, cache)? else {
+        let Some((full, meta)) = self.existing(rel, cache)? else {
             return Ok(Removed::Missing);
         };
+        if !meta.is_file() {
+            return Err(LocalError::IsDir { path: rel.to_string() });
+        }
         let io_err = |source| LocalError::Io { path: full.display().to_string(), source };
-        let meta = match fs::symlink_metadata(&full) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removed::Missing),
-            Err(e) => return Err(io_err(e)),
-            Ok(m) if !m.is_file() => return Err(LocalError::IsDir { path: rel.to_string() }),
-            Ok(m) => m,
-        };
         let mut gz_name = full.file_name().unwrap_or_default().to_os_string();
         gz_name.push(".gz");
         let gz = full.with_file_name(&gz_name);
