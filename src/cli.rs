@@ -54,6 +54,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "P")]
     pub max_delete_percent: Option<f64>,
 
+    /// Copy every file, directory and object to DIR (under its root or store name) before
+    /// deleting it; a failed copy means that item is not deleted. Rows are always kept in the
+    /// audit as JSON. `sweep restore --run RUN_ID` puts them back.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub backup_dir: Option<PathBuf>,
+
     /// Evaluate ages as of this RFC 3339 instant; a future instant needs --dry-run [env: SWEEP_NOW]
     #[arg(long, global = true, value_name = "RFC3339")]
     pub now: Option<String>,
@@ -174,6 +180,14 @@ pub enum Command {
     /// a running job's directory, anything under backups/, or anything modified within the grace
     /// period; follows no symlink. CLEANUP_ENABLED=false turns the cycle into a dry run.
     WorkerOnce(WorkerOnceArgs),
+
+    /// Put back what a real run deleted: rows from their audit snapshots, files and directories
+    /// from the run's --backup-dir (or cleanup-ops) backups.
+    ///
+    /// Never overwrites: a row whose key exists again, or a file that exists again, is skipped
+    /// and reported. Items without a backup are listed as not restorable. Every restore is
+    /// recorded in the audit. With --dry-run, shows what it would restore.
+    Restore(RestoreArgs),
 
     /// Build a sample workspace (SQLite, files, a config) and dry-run every command on it.
     ///
@@ -313,6 +327,21 @@ pub struct WorkerOnceArgs {
 }
 
 #[derive(Debug, Args, Clone, Default)]
+pub struct RestoreArgs {
+    /// The run to undo (its run_id in the report and in cleanup_runs)
+    #[arg(long = "run", value_name = "RUN_ID", required_unless_present = "list")]
+    pub run_id: Option<String>,
+
+    /// List recent runs and what each can restore
+    #[arg(long)]
+    pub list: bool,
+
+    /// Root of the operation files, for files cleanup-ops deleted [env: OPS_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub ops_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
 pub struct DemoArgs {
     /// Where to build the workspace
     #[arg(value_name = "DIR", default_value = "sweep-demo")]
@@ -330,6 +359,7 @@ impl Command {
             Command::WorkerOnce(_) => "worker-once",
             Command::BulkCloudcube(_) => "bulk-cloudcube",
             Command::CleanupOps(_) => "cleanup-ops",
+            Command::Restore(_) => "restore",
             Command::Demo(_) => "demo",
         }
     }

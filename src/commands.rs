@@ -9,6 +9,7 @@ pub mod demo;
 pub mod migrate;
 pub mod prune_modules;
 pub mod published_modules;
+pub mod restore;
 pub mod worker_once;
 
 use crate::cli::{Cli, Command, GlobalArgs};
@@ -30,6 +31,8 @@ pub struct Ctx {
     pub settings: Settings,
     /// Copy local files here before deleting them (`cleanup-ops` backups).
     pub backup_dir: Option<std::path::PathBuf>,
+    /// Backups go under `backup_dir/<root or store>/` (the global `--backup-dir`).
+    pub backup_per_root: bool,
     /// Ask before a real run (unless `--yes`); refuse without a terminal.
     pub confirm: bool,
 }
@@ -37,7 +40,14 @@ pub struct Ctx {
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
     let settings = Settings::load(&cli.global, &ProcessEnv, Utc::now())?;
-    let ctx = Ctx { global: cli.global, settings, backup_dir: None, confirm: false };
+    let backup_dir = match &cli.global.backup_dir {
+        Some(d) if !settings.dry_run.value => {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create --backup-dir {}", d.display()))?;
+            Some(std::fs::canonicalize(d)?)
+        }
+        _ => None,
+    };
+    let ctx = Ctx { global: cli.global, settings, backup_per_root: backup_dir.is_some(), backup_dir, confirm: false };
     match cli.command {
         Command::Migrate => migrate::run(&ctx).await,
         Command::CleanupAttachments(a) => cleanup_attachments::run(&ctx, &a).await,
@@ -46,6 +56,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::WorkerOnce(a) => worker_once::run(&ctx, &a).await,
         Command::BulkCloudcube(a) => bulk_cloudcube::run(&ctx, &a).await,
         Command::CleanupOps(a) => cleanup_ops::run(&ctx, &a).await,
+        Command::Restore(a) => restore::run(&ctx, &a).await,
         Command::Demo(a) => demo::run(&ctx, &a).await,
     }
 }
@@ -174,6 +185,7 @@ where
         cancel,
         audit,
         backup_dir: ctx.backup_dir.clone(),
+        backup_per_root: ctx.backup_per_root,
     };
     let t1 = std::time::Instant::now();
     let result = executor::execute(&mut plan, res, &opts).await;

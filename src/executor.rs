@@ -46,6 +46,9 @@ pub struct ExecOptions {
     /// Copy every local file here (same relative path) before deleting it; a failed copy
     /// means the file is not deleted.
     pub backup_dir: Option<std::path::PathBuf>,
+    /// Backups go under `backup_dir/<root or store name>/` (the global `--backup-dir`), rather
+    /// than straight under it (cleanup-ops, as seed 002 lays them out).
+    pub backup_per_root: bool,
 }
 
 /// Refuse a plan that exceeds `--max-delete` / `--max-delete-percent` (exit 3), before
@@ -77,6 +80,7 @@ struct Deleter<'a> {
     dry_run: bool,
     concurrency: usize,
     backup_dir: Option<std::path::PathBuf>,
+    backup_per_root: bool,
 }
 
 type Res = (Outcome, Option<String>);
@@ -122,6 +126,7 @@ impl Deleter<'_> {
             return jobs.iter().map(|_| ((Outcome::WouldDelete, None), None)).collect();
         }
         let roots = self.res.roots.clone();
+        let per_root = self.backup_per_root;
         let backup_dir = self.backup_dir.clone();
         in_blocking_chunks(jobs, self.concurrency.min(4), move |chunk| {
             let mut caches: HashMap<String, ParentCache> = HashMap::new();
@@ -133,8 +138,9 @@ impl Deleter<'_> {
                     };
                     let cache = caches.entry(root).or_default();
                     let mut backup = None;
-                    if let (Some(dir), LocalOp::File) = (&backup_dir, op) {
-                        match backup_file(r, &path, dir, cache) {
+                    if let (Some(dir), LocalOp::File | LocalOp::Tree) = (&backup_dir, op) {
+                        let dir = if per_root { dir.join(r.name()) } else { dir.clone() };
+                        match backup_file(r, &path, &dir, cache) {
                             Ok(b) => backup = b,
                             Err(e) => return ((Outcome::Failed, Some(format!("{e}: not deleted"))), None),
                         }
@@ -156,13 +162,16 @@ impl Deleter<'_> {
         .await
     }
 
-    async fn objects(&self, store: &str, keys: &[String]) -> Vec<Res> {
+    /// Delete objects in bulk; with a backup directory, each is first downloaded to
+    /// `<dir>/<store>/<key>` (a failed download means that object is not deleted).
+    async fn objects(&self, store: &str, keys: &[String]) -> Vec<(Res, Option<String>)> {
         let Some(s) = self.res.stores.get(store) else {
             return keys
                 .iter()
-                .map(|_| (Outcome::Failed, Some(format!("no object store named {store:?} is configured"))))
+                .map(|_| ((Outcome::Failed, Some(format!("no object store named {store:?} is configured"))), None))
                 .collect();
         };
+        let mut backups: Vec<Option<String>> = vec![None; keys.len()];
         let mut results: Vec<Option<Res>> = vec![None; keys.len()];
         let mut valid = Vec::new();
         let mut valid_idx = Vec::new();
@@ -180,6 +189,27 @@ impl Deleter<'_> {
                 results[i] = Some((Outcome::WouldDelete, None));
             }
         } else {
+            if let Some(dir) = &self.backup_dir {
+                let dir = dir.join(store);
+                let copies: Vec<Result<Option<String>, String>> = stream::iter(valid.iter().cloned())
+                    .map(|p| backup_object(s, p, &dir))
+                    .buffered(self.concurrency.min(8))
+                    .collect()
+                    .await;
+                let (mut kept_valid, mut kept_idx) = (Vec::new(), Vec::new());
+                for ((p, i), c) in valid.into_iter().zip(valid_idx).zip(copies) {
+                    match c {
+                        Ok(b) => {
+                            backups[i] = b;
+                            kept_valid.push(p);
+                            kept_idx.push(i);
+                        }
+                        Err(e) => results[i] = Some((Outcome::Failed, Some(format!("{e}: not deleted")))),
+                    }
+                }
+                valid = kept_valid;
+                valid_idx = kept_idx;
+            }
             let out = object::delete_keys(&s.store, valid, 1000, self.concurrency.min(8)).await;
             for (i, r) in valid_idx.into_iter().zip(out) {
                 results[i] = Some(match r {
@@ -188,7 +218,7 @@ impl Deleter<'_> {
                 });
             }
         }
-        results.into_iter().map(|r| r.expect("every key has a result")).collect()
+        results.into_iter().map(|r| r.expect("every key has a result")).zip(backups).collect()
     }
 }
 
@@ -205,20 +235,54 @@ fn backup_file(
         Ok(None) => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    match std::fs::symlink_metadata(&src) {
-        Ok(m) if m.is_file() => {}
-        _ => return Ok(None),
-    }
+    let is_dir = match std::fs::symlink_metadata(&src) {
+        Ok(m) if m.is_file() => false,
+        Ok(m) if m.is_dir() => true,
+        _ => return Ok(None), // a link: deleting it loses nothing
+    };
     if src.starts_with(dir) {
         return Ok(None); // pruning an old backup: it is the backup
     }
     let rel = root.relativize(path).map_err(|e| e.to_string())?;
     let dst = dir.join(&rel);
     let fail = |e: std::io::Error| format!("backup of {path} to {} failed ({e})", dst.display());
+    if is_dir {
+        // A tree: its directories and files, never following links.
+        for e in walkdir::WalkDir::new(&src).follow_links(false) {
+            let e = e.map_err(|e| fail(std::io::Error::other(e.to_string())))?;
+            let to = dst.join(e.path().strip_prefix(&src).expect("walked under src"));
+            if e.file_type().is_dir() {
+                std::fs::create_dir_all(&to).map_err(fail)?;
+            } else if e.file_type().is_file() {
+                std::fs::copy(e.path(), &to).map_err(fail)?;
+            }
+        }
+        return Ok(Some(dst.display().to_string()));
+    }
     if let Some(parent) = dst.parent() {
         std::fs::create_dir_all(parent).map_err(fail)?;
     }
     std::fs::copy(&src, &dst).map_err(fail)?;
+    Ok(Some(dst.display().to_string()))
+}
+
+/// Download an object to `dir/<key>`; `None` when it is already gone.
+async fn backup_object(
+    s: &NamedStore,
+    key: object_store::path::Path,
+    dir: &std::path::Path,
+) -> Result<Option<String>, String> {
+    let dst = dir.join(key.as_ref());
+    let fail = |e: String| format!("backup of {} to {} failed ({e})", s.target(key.as_ref()), dst.display());
+    let bytes = match s.store.get(&key).await {
+        Ok(r) => r.bytes().await.map_err(|e| fail(e.to_string()))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+    }
+    std::fs::write(&dst, &bytes).map_err(|e| fail(e.to_string()))?;
     Ok(Some(dst.display().to_string()))
 }
 
@@ -260,6 +324,7 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
         dry_run: opts.dry_run,
         concurrency: opts.concurrency.max(1),
         backup_dir: opts.backup_dir.clone(),
+        backup_per_root: opts.backup_per_root,
     };
     let total_units = plan.units.len();
     let bar = crate::progress::Progress::new(total_units as u64, opts.progress_bar);
@@ -584,7 +649,7 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<(Res,
             })
             .collect();
         for (w, r) in idx.into_iter().zip(d.objects(store, &keys).await) {
-            results[w] = Some((r, None));
+            results[w] = Some(r);
         }
     }
     Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())

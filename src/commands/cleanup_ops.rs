@@ -320,7 +320,9 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
     let ctx2 = Ctx {
         global: ctx.global.clone(),
         settings: Settings2::with_db(ctx, &url),
-        backup_dir: backups.clone(),
+        // The global --backup-dir, if given, wins over BACKUP_DIR's seed layout.
+        backup_per_root: ctx.backup_per_root,
+        backup_dir: if ctx.backup_per_root { ctx.backup_dir.clone() } else { backups.clone() },
         confirm: a.run_type == OpsRunType::Manual,
     };
     require_terminal_or_yes(&ctx2, "cleanup-ops --type manual")?;

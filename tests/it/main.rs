@@ -45,6 +45,7 @@ mod cleanup_attachments {
         many_rows_are_paged_and_batched,
         the_json_report_carries_the_spec_fields,
         ctrl_c_stops_between_batches_and_the_audit_stays_consistent,
+        restore_brings_back_rows_and_files_byte_for_byte,
     );
 }
 

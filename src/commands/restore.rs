@@ -1,0 +1,268 @@
+//! `restore --run RUN_ID`: undo a real run from its audit: rows re-inserted from their JSON
+//! snapshots, files and directories copied back from their backups. Nothing is overwritten.
+
+use super::Ctx;
+use crate::cli::RestoreArgs;
+use crate::db::{AuditRow, Db, Pool, RunTotals};
+use crate::exit_codes::{Exit, Fatal};
+use crate::ident::Ident;
+use crate::store::local::LocalRoot;
+use anyhow::{anyhow, Result};
+use chrono::Utc;
+use std::path::{Path, PathBuf};
+
+/// One audited deletion, as read back.
+struct Deleted {
+    kind: String,
+    target: String,
+    backup: Option<String>,
+    snapshot: Option<String>,
+}
+
+/// What restoring one item did.
+struct Restored {
+    target: String,
+    outcome: &'static str,
+    detail: String,
+}
+
+pub async fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<Exit> {
+    let db = super::connect(ctx).await?;
+    super::require_audit_tables(&db).await?;
+    if a.list {
+        return list(ctx, &db).await;
+    }
+    let run_id = a.run_id.clone().expect("clap requires --run without --list");
+    let sql = "SELECT kind, target, backup_location, CAST(row_snapshot AS TEXT) FROM cleanup_audit \
+               WHERE run_id = $1 AND outcome = 'deleted' ORDER BY id";
+    let rows: Vec<(String, String, Option<String>, Option<String>)> = match &db.pool {
+        Pool::Pg(p) => sqlx::query_as(sql).bind(&run_id).fetch_all(p).await?,
+        Pool::Sqlite(p) => sqlx::query_as(&sql.replace("$1", "?1")).bind(&run_id).fetch_all(p).await?,
+    };
+    if rows.is_empty() {
+        return Err(Fatal::usage(format!(
+            "run {run_id} deleted nothing that the audit recorded (see `sweep restore --list`)"
+        ))
+        .into());
+    }
+    let items: Vec<Deleted> =
+        rows.into_iter().map(|(kind, target, backup, snapshot)| Deleted { kind, target, backup, snapshot }).collect();
+    let dry = ctx.settings.dry_run.value;
+    let mut done = Vec::new();
+    // Rows first (files may belong to them), then files and directories.
+    for it in items.iter().filter(|i| i.kind == "row") {
+        done.push(restore_row(&db, it, dry).await);
+    }
+    for it in items.iter().filter(|i| i.kind != "row") {
+        done.push(restore_path(ctx, a, it, dry));
+    }
+    if !dry {
+        let new_run = uuid::Uuid::new_v4().to_string();
+        let now = Utc::now();
+        db.insert_run(&new_run, "restore", false, now).await?;
+        let reason = format!("restore of run {run_id}");
+        let audit: Vec<AuditRow> = done
+            .iter()
+            .map(|r| AuditRow {
+                run_id: &new_run,
+                policy: "restore",
+                kind: "restore",
+                target: &r.target,
+                reason: &reason,
+                bytes: None,
+                outcome: r.outcome,
+                error: (r.outcome != "restored").then_some(r.detail.as_str()),
+                backup_location: None,
+                row_snapshot: None,
+                at: now,
+            })
+            .collect();
+        db.insert_audit(&audit).await?;
+        let restored = done.iter().filter(|r| r.outcome == "restored").count() as i64;
+        let failed = done.iter().filter(|r| r.outcome == "failed").count() as i64;
+        let status = if failed > 0 { "partial" } else { "success" };
+        db.finish_run(
+            &new_run,
+            Utc::now(),
+            &RunTotals {
+                status: status.into(),
+                candidates: done.len() as i64,
+                deleted: restored,
+                failed,
+                ..Default::default()
+            },
+        )
+        .await?;
+    }
+    if ctx.global.json {
+        let v: Vec<serde_json::Value> = done
+            .iter()
+            .map(|r| serde_json::json!({"target": r.target, "outcome": r.outcome, "detail": r.detail}))
+            .collect();
+        println!("{}", serde_json::json!({"run_id": run_id, "dry_run": dry, "items": v}));
+    } else {
+        println!("restore of run {run_id}{}", if dry { " (DRY RUN: nothing was changed)" } else { "" });
+        for r in &done {
+            println!("  {:<16} {}  {}", r.outcome, r.target, r.detail);
+        }
+    }
+    db.close().await;
+    Ok(if done.iter().any(|r| r.outcome == "failed") { Exit::PartialFailure } else { Exit::Success })
+}
+
+/// Re-insert a row from its snapshot, unless its key exists again.
+async fn restore_row(db: &Db, it: &Deleted, dry: bool) -> Restored {
+    let r = |outcome, detail: String| Restored { target: it.target.clone(), outcome, detail };
+    let Some(snapshot) = &it.snapshot else {
+        return r("not_restorable", "no row snapshot in the audit (the row was updated, not deleted)".into());
+    };
+    let Some(table) = it.target.split(' ').next().and_then(|t| Ident::new(t).ok()) else {
+        return r("failed", "the audit target does not name a table".into());
+    };
+    let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(snapshot) {
+        Ok(o) => o,
+        Err(e) => return r("failed", format!("the snapshot is not a JSON object: {e}")),
+    };
+    if dry {
+        return r("would_restore", format!("row re-inserted into {}", table.as_str()));
+    }
+    let result = match &db.pool {
+        Pool::Pg(p) => {
+            // PostgreSQL converts every value to its column's type.
+            let sql = format!("INSERT INTO {table} SELECT * FROM json_populate_record(NULL::{table}, $1::json)");
+            sqlx::query(&sql).bind(snapshot).execute(p).await.map(|_| ())
+        }
+        Pool::Sqlite(p) => {
+            let mut cols = Vec::new();
+            for k in obj.keys() {
+                match Ident::new(k) {
+                    Ok(i) => cols.push(i.to_string()),
+                    Err(e) => return r("failed", e.to_string()),
+                }
+            }
+            let sql =
+                format!("INSERT INTO {table} ({}) VALUES ({})", cols.join(", "), vec!["?"; cols.len()].join(", "));
+            let mut q = sqlx::query(&sql);
+            for v in obj.values() {
+                q = match v {
+                    serde_json::Value::Null => q.bind(None::<String>),
+                    serde_json::Value::Bool(b) => q.bind(*b as i64),
+                    serde_json::Value::Number(n) if n.is_i64() => q.bind(n.as_i64()),
+                    serde_json::Value::Number(n) => q.bind(n.as_f64()),
+                    serde_json::Value::String(s) => q.bind(s.clone()),
+                    other => q.bind(other.to_string()),
+                };
+            }
+            q.execute(p).await.map(|_| ())
+        }
+    };
+    match result {
+        Ok(()) => r("restored", format!("row re-inserted into {}", table.as_str())),
+        Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
+            r("skipped", "a row with this key exists again: not overwritten".into())
+        }
+        Err(e) => r("failed", e.to_string()),
+    }
+}
+
+/// Copy a file or tree back from its backup into its root, unless something is there again.
+fn restore_path(ctx: &Ctx, a: &RestoreArgs, it: &Deleted, dry: bool) -> Restored {
+    let r = |outcome, detail: String| Restored { target: it.target.clone(), outcome, detail };
+    let Some(backup) = &it.backup else {
+        return r("not_restorable", "no backup was made (run with --backup-dir to make one)".into());
+    };
+    let Some((root_name, rel)) = it.target.split_once(':').filter(|(n, _)| !n.contains('/')) else {
+        return r("not_restorable", format!("an object: copy it back by hand from {backup}"));
+    };
+    let dir: Option<PathBuf> = match root_name {
+        "media" => ctx.settings.media_root.as_ref().map(|s| s.value.clone()),
+        "data" => ctx.settings.data_dir.as_ref().map(|s| s.value.clone()),
+        "ops" => a
+            .ops_dir
+            .clone()
+            .or_else(|| std::env::var_os("OPS_DIR").map(PathBuf::from))
+            .or_else(|| ctx.settings.raw.paths.ops_dir.clone()),
+        _ => None,
+    };
+    let Some(dir) = dir else {
+        return r(
+            "not_restorable",
+            format!("the {root_name} root is not configured (MEDIA_ROOT, DATA_DIR or OPS_DIR)"),
+        );
+    };
+    let root = match LocalRoot::open(root_name, &dir) {
+        Ok(x) => x,
+        Err(e) => return r("failed", e.to_string()),
+    };
+    let dst = match root.relativize(rel).map(|rel| root.path().join(rel)) {
+        Ok(p) => p,
+        Err(e) => return r("failed", e.to_string()),
+    };
+    if std::fs::symlink_metadata(&dst).is_ok() {
+        return r("skipped", format!("{} exists again: not overwritten", dst.display()));
+    }
+    if dry {
+        return r("would_restore", format!("from {backup}"));
+    }
+    match copy_back(Path::new(backup), &dst) {
+        Ok(()) => r("restored", format!("from {backup}")),
+        Err(e) => r("failed", format!("cannot copy {backup} back: {e}")),
+    }
+}
+
+fn copy_back(src: &Path, dst: &Path) -> std::io::Result<()> {
+    if src.is_dir() {
+        for e in walkdir::WalkDir::new(src).follow_links(false) {
+            let e = e.map_err(std::io::Error::other)?;
+            let to = dst.join(e.path().strip_prefix(src).expect("walked under src"));
+            if e.file_type().is_dir() {
+                std::fs::create_dir_all(&to)?;
+            } else if e.file_type().is_file() {
+                std::fs::copy(e.path(), &to)?;
+            }
+        }
+        return Ok(());
+    }
+    if let Some(p) = dst.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::copy(src, dst).map(|_| ())
+}
+
+/// Recent real runs and what each can restore.
+async fn list(ctx: &Ctx, db: &Db) -> Result<Exit> {
+    let sql = "SELECT r.id, r.command, CAST(r.started_at AS TEXT), r.status, \
+               SUM(CASE WHEN a.outcome = 'deleted' THEN 1 ELSE 0 END), \
+               SUM(CASE WHEN a.outcome = 'deleted' AND (a.backup_location IS NOT NULL OR a.row_snapshot IS NOT NULL) THEN 1 ELSE 0 END) \
+               FROM cleanup_runs r LEFT JOIN cleanup_audit a ON a.run_id = r.id WHERE r.dry_run = $1 \
+               GROUP BY r.id, r.command, r.started_at, r.status ORDER BY r.started_at DESC LIMIT 20";
+    let rows: Vec<(String, String, String, String, Option<i64>, Option<i64>)> = match &db.pool {
+        Pool::Pg(p) => sqlx::query_as(sql).bind(false).fetch_all(p).await,
+        Pool::Sqlite(p) => sqlx::query_as(&sql.replace("$1", "?1")).bind(false).fetch_all(p).await,
+    }
+    .map_err(|e| anyhow!("cannot read cleanup_runs: {e}"))?;
+    if ctx.global.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| serde_json::json!({"run_id": r.0, "command": r.1, "started_at": r.2, "status": r.3, "deleted": r.4.unwrap_or(0), "restorable": r.5.unwrap_or(0)}))
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else {
+        println!(
+            "{:<36}  {:<20} {:<27} {:<8} {:>8} {:>10}",
+            "run_id", "command", "started_at", "status", "deleted", "restorable"
+        );
+        for r in rows {
+            println!(
+                "{:<36}  {:<20} {:<27} {:<8} {:>8} {:>10}",
+                r.0,
+                r.1,
+                r.2,
+                r.3,
+                r.4.unwrap_or(0),
+                r.5.unwrap_or(0)
+            );
+        }
+    }
+    Ok(Exit::Success)
+}
