@@ -1,11 +1,10 @@
 //! `cargo bench --bench cloudcube`: PERFORMANCE.md's bulk-cloudcube row.
 //!
 //! 100,000 objects to delete on a loopback S3 server (s3s-fs, in this process), side by side on
-//! identical fresh copies: sweep bulk-cloudcube and object_store's `delete_stream` alone (list,
-//! then 1,000 keys a request: the anchor). BENCH_OBJECTS and BENCH_REPS scale it.
-//!
-//! `rclone delete` is not a contender yet: rclone 1.60 (Debian) lists nothing from s3s-fs 0.14's
-//! ListObjectsV2 here (and its root HEAD gets a 500), so it deletes nothing to time.
+//! identical fresh copies: sweep bulk-cloudcube, `rclone delete` (Debian's rclone: one DELETE per
+//! object) and object_store's `delete_stream` alone (1,000 keys a request: the anchor).
+//! BENCH_OBJECTS and BENCH_REPS scale it. BENCH_SERVE=1 only serves a small bucket, to try a
+//! client by hand.
 
 mod common;
 #[allow(dead_code)]
@@ -36,6 +35,24 @@ fn fill(s3: &S3Server, bucket: &str, n: usize) {
     }
 }
 
+/// rclone against the loopback server, configured through the environment only. The root HEAD
+/// is skipped (s3s-fs answers it with a 500); the sandbox's AWS_CA_BUNDLE breaks rclone's SDK.
+fn rclone(s3: &S3Server, args: &[&str]) -> Command {
+    assert!(s3.endpoint.starts_with("http://127.0.0.1:"), "rclone only ever talks to the loopback server");
+    let mut c = Command::new("rclone");
+    c.args(args)
+        .arg("--s3-no-head-object")
+        .env_remove("AWS_CA_BUNDLE")
+        .env("RCLONE_CONFIG_BENCH_TYPE", "s3")
+        .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_BENCH_ENDPOINT", &s3.endpoint)
+        .env("RCLONE_CONFIG_BENCH_REGION", "us-east-1")
+        .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", S3_ACCESS)
+        .env("RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY", S3_SECRET)
+        .env("RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE", "true");
+    c
+}
+
 fn left(s3: &S3Server, bucket: &str) -> usize {
     walkdir::WalkDir::new(s3.root.join(bucket))
         .into_iter()
@@ -51,6 +68,13 @@ fn main() {
     let n = env_num("BENCH_OBJECTS", 100_000);
     let reps = env_num("BENCH_REPS", 1);
     let s3 = S3Server::shared();
+    if std::env::var("BENCH_SERVE").is_ok() {
+        // Serve a small bucket for trying other clients by hand; stops when stdin closes.
+        fill(s3, "probe", 5);
+        println!("{} bucket=probe prefix=cube access={S3_ACCESS}", s3.endpoint);
+        let _ = std::io::stdin().read_line(&mut String::new());
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/app.db", dir.path().display());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -61,11 +85,12 @@ fn main() {
     });
     let mut t: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     for rep in 0..reps {
-        for contender in ["object_store delete_stream", "sweep bulk-cloudcube"] {
+        for contender in ["object_store delete_stream", "sweep bulk-cloudcube", "rclone delete"] {
             let bucket = format!("bench-{rep}-{}", contender.len());
             fill(s3, &bucket, n);
             let url = format!("{}/{bucket}/cube", s3.endpoint);
             let d = match contender {
+                "rclone delete" => measure(&mut rclone(s3, &["delete", &format!("bench:{bucket}/cube")])).0,
                 "sweep bulk-cloudcube" => {
                     measure(
                         Command::new(env!("CARGO_BIN_EXE_sweep"))
