@@ -98,17 +98,21 @@ impl Db {
                 .map_err(|e| anyhow!("database URL {shown} is not valid: {}", redact_err(&e, url)))?
                 .application_name("sweep")
                 .disable_statement_logging();
+            let unreachable = |e: &dyn std::fmt::Display| {
+                anyhow!(
+                    "cannot connect to PostgreSQL at {shown}: {}: check that the server is running and DATABASE_URL is right",
+                    redact_err(e, url)
+                )
+            };
+            // One direct attempt first: a refused or misconfigured connection fails at once with
+            // its real cause, instead of as a pool timeout 15 seconds later.
+            sqlx::PgConnection::connect_with(&opts).await.map_err(|e| unreachable(&e))?.close().await.ok();
             let pool = PgPoolOptions::new()
                 .max_connections(6)
                 .acquire_timeout(Duration::from_secs(15))
                 .connect_with(opts)
                 .await
-                .map_err(|e| {
-                    anyhow!(
-                        "cannot connect to PostgreSQL at {shown}: {}: check that the server is running and DATABASE_URL is right",
-                        redact_err(&e, url)
-                    )
-                })?;
+                .map_err(|e| unreachable(&e))?;
             Pool::Pg(pool)
         };
         Ok(Db { pool, url: url.clone(), key_types: Mutex::new(HashMap::new()) })

@@ -72,6 +72,7 @@ fn unreachable_database_fails_cleanly_without_the_password() {
     );
     r.expect(2);
     assert!(r.stderr.contains("cannot connect to PostgreSQL"), "{}", r.stderr);
+    assert!(r.stderr.contains("refused"), "the real cause is named, not a pool timeout: {}", r.stderr);
     assert!(!r.stderr.contains("pw-very-secret"), "{}", r.stderr);
 
     let r = sweep_in(
