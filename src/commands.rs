@@ -37,6 +37,14 @@ pub struct Ctx {
     pub confirm: bool,
 }
 
+impl Ctx {
+    /// A plain environment variable (an empty value counts as unset), for the few settings that
+    /// have no flag and no file key.
+    pub fn env(&self, name: &str) -> Option<String> {
+        crate::config::EnvSource::get(&ProcessEnv, name)
+    }
+}
+
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
     let settings = Settings::load(&cli.global, &ProcessEnv, Utc::now())?;

@@ -80,7 +80,7 @@ fn open_cube(ctx: &Ctx) -> Result<(NamedStore, Sourced<String>)> {
         let st = NamedStore::open(store, &ctx.settings.object_storage)?;
         return Ok((st, Sourced::new(store.clone(), Source::File(format!("cloudcube.store in {f}")))));
     }
-    let Some(raw) = ctx.settings_env("CLOUDCUBE_URL") else {
+    let Some(raw) = ctx.env("CLOUDCUBE_URL") else {
         bail!("the cube is not configured: set CLOUDCUBE_URL (with CLOUDCUBE_ACCESS_KEY_ID and CLOUDCUBE_SECRET_ACCESS_KEY) or [cloudcube] store = \"s3://bucket/cube\"")
     };
     let mut loc = parse_cloudcube_url(&raw)?;
@@ -91,7 +91,7 @@ fn open_cube(ctx: &Ctx) -> Result<(NamedStore, Sourced<String>)> {
         loc.region = ctx.settings.object_storage.region.as_ref().map(|r| r.value.clone());
     }
     let secret = |a: &str, b: &Option<Sourced<Secret>>| {
-        ctx.settings_env(a).map(Secret::new).or_else(|| b.as_ref().map(|s| s.value.clone()))
+        ctx.env(a).map(Secret::new).or_else(|| b.as_ref().map(|s| s.value.clone()))
     };
     let creds = (
         secret("CLOUDCUBE_ACCESS_KEY_ID", &ctx.settings.object_storage.access_key),

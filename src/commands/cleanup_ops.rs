@@ -199,6 +199,18 @@ fn plan(root: &LocalRoot, policies: &[Policy], rules: &Rules) -> Result<Plan> {
     Ok(p)
 }
 
+/// `OPS_DIR`: `--ops-dir` > `OPS_DIR` > `[paths] ops_dir`.
+pub fn ops_dir(ctx: &Ctx, flag: Option<PathBuf>) -> Result<Option<Sourced<PathBuf>>> {
+    let env = ProcessEnv;
+    ctx.settings.layers(&env).pick_opt(
+        &Key { flag: Some("--ops-dir"), env: Some("OPS_DIR"), file: "paths.ops_dir" },
+        flag,
+        ctx.settings.raw.paths.ops_dir.clone(),
+        "a directory",
+        &|_: &PathBuf| true,
+    )
+}
+
 /// `DATABASE_URL`, or one built from `--db-*` (seed 002's defaults for the parts not given).
 fn database(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<DatabaseUrl> {
     if let Some(u) = &ctx.settings.database_url {
@@ -217,7 +229,7 @@ fn database(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<DatabaseUrl> {
         .map_err(|e| anyhow!("--db-host is not valid: {e}"))?;
     let _ = u.set_port(Some(a.db_port.unwrap_or(5433)));
     let _ = u.set_username(a.db_user.as_deref().unwrap_or("dagster"));
-    let password = a.db_password.clone().or_else(|| ctx.settings_env("PGPASSWORD"));
+    let password = a.db_password.clone().or_else(|| ctx.env("PGPASSWORD"));
     let _ = u.set_password(password.as_deref());
     u.set_path(a.db_name.as_deref().unwrap_or("dagster"));
     Ok(DatabaseUrl::new(u.to_string()))
@@ -227,17 +239,9 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
     let env = ProcessEnv;
     let l = ctx.settings.layers(&env);
     let raw = &ctx.settings.raw;
-    let ops_dir = l
-        .pick_opt(
-            &Key { flag: Some("--ops-dir"), env: Some("OPS_DIR"), file: "paths.ops_dir" },
-            a.ops_dir.clone(),
-            raw.paths.ops_dir.clone(),
-            "a directory",
-            &|_: &PathBuf| true,
-        )?
-        .ok_or_else(|| {
-            anyhow!("OPS_DIR is not set: pass --ops-dir, set OPS_DIR, or set [paths] ops_dir in the config file")
-        })?;
+    let ops_dir = ops_dir(ctx, a.ops_dir.clone())?.ok_or_else(|| {
+        anyhow!("OPS_DIR is not set: pass --ops-dir, set OPS_DIR, or set [paths] ops_dir in the config file")
+    })?;
     let backup_dir = l
         .pick_opt(
             &Key { flag: None, env: Some("BACKUP_DIR"), file: "ops.backup_dir" },
@@ -398,7 +402,7 @@ async fn set_policy(ctx: &Ctx, db: &Db, a: &CleanupOpsArgs, data_type: &str) -> 
     } else {
         old.enabled
     };
-    let who = ctx.settings_env("USER").or_else(|| ctx.settings_env("USERNAME")).unwrap_or_else(|| "unknown".into());
+    let who = ctx.env("USER").or_else(|| ctx.env("USERNAME")).unwrap_or_else(|| "unknown".into());
     let change =
         format!("retention_days {} -> {days}, enabled {} -> {enabled}, by {who}", old.retention_days, old.enabled);
     if ctx.settings.dry_run.value {

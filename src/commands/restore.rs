@@ -48,13 +48,18 @@ pub async fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<Exit> {
     let items: Vec<Deleted> =
         rows.into_iter().map(|(kind, target, backup, snapshot)| Deleted { kind, target, backup, snapshot }).collect();
     let dry = ctx.settings.dry_run.value;
+    let roots: Vec<(&str, Option<PathBuf>)> = vec![
+        ("media", ctx.settings.media_root.as_ref().map(|s| s.value.clone())),
+        ("data", ctx.settings.data_dir.as_ref().map(|s| s.value.clone())),
+        ("ops", super::cleanup_ops::ops_dir(ctx, a.ops_dir.clone())?.map(|s| s.value)),
+    ];
     let mut done = Vec::new();
     // Rows first (files may belong to them), then files and directories.
     for it in items.iter().filter(|i| i.kind == "row") {
         done.push(restore_row(&db, it, dry).await);
     }
     for it in items.iter().filter(|i| i.kind != "row") {
-        done.push(restore_path(ctx, a, it, dry));
+        done.push(restore_path(&roots, it, dry));
     }
     if !dry {
         let new_run = uuid::Uuid::new_v4().to_string();
@@ -165,8 +170,9 @@ async fn restore_row(db: &Db, it: &Deleted, dry: bool) -> Restored {
     }
 }
 
-/// Copy a file or tree back from its backup into its root, unless something is there again.
-fn restore_path(ctx: &Ctx, a: &RestoreArgs, it: &Deleted, dry: bool) -> Restored {
+/// Copy a file or tree back from its backup into its root (`roots`: name → directory, as
+/// configured now), unless something is there again.
+fn restore_path(roots: &[(&str, Option<PathBuf>)], it: &Deleted, dry: bool) -> Restored {
     let r = |outcome, detail: String| Restored { target: it.target.clone(), outcome, detail };
     let Some(backup) = &it.backup else {
         return r("not_restorable", "no backup was made (run with --backup-dir to make one)".into());
@@ -174,16 +180,7 @@ fn restore_path(ctx: &Ctx, a: &RestoreArgs, it: &Deleted, dry: bool) -> Restored
     let Some((root_name, rel)) = it.target.split_once(':').filter(|(n, _)| !n.contains('/')) else {
         return r("not_restorable", format!("an object: copy it back by hand from {backup}"));
     };
-    let dir: Option<PathBuf> = match root_name {
-        "media" => ctx.settings.media_root.as_ref().map(|s| s.value.clone()),
-        "data" => ctx.settings.data_dir.as_ref().map(|s| s.value.clone()),
-        "ops" => a
-            .ops_dir
-            .clone()
-            .or_else(|| std::env::var_os("OPS_DIR").map(PathBuf::from))
-            .or_else(|| ctx.settings.raw.paths.ops_dir.clone()),
-        _ => None,
-    };
+    let dir = roots.iter().find(|(n, _)| *n == root_name).and_then(|(_, d)| d.clone());
     let Some(dir) = dir else {
         return r(
             "not_restorable",

@@ -76,7 +76,7 @@ impl WorkerSettings {
         let num = |flag_env: &'static str, file_key: &'static str, file: Option<i64>, default: i64, what: &str| {
             l.pick(&Key { flag: None, env: Some(flag_env), file: file_key }, None, file, default, what, |v| *v >= 0)
         };
-        let previews_store = match (&raw.previews_store, ctx.settings_env("OBJECT_STORAGE_BUCKET_PREVIEWS")) {
+        let previews_store = match (&raw.previews_store, ctx.env("OBJECT_STORAGE_BUCKET_PREVIEWS")) {
             (_, Some(bucket)) => {
                 Some(Sourced::new(format!("s3://{bucket}"), Source::Env("OBJECT_STORAGE_BUCKET_PREVIEWS")))
             }
@@ -192,13 +192,6 @@ impl WorkerSettings {
             None => v.push(("worker.previews_store".into(), "(unset)".into(), "-".into())),
         }
         v
-    }
-}
-
-impl Ctx {
-    /// A plain environment variable (for the few settings that have no flag and no file key).
-    pub fn settings_env(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
     }
 }
 
