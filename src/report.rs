@@ -144,7 +144,6 @@ impl Report {
     /// A report for a run that decided not to do anything (`CLEANUP_ENABLED=false`, `--auto` off).
     pub fn skipped(run_id: &str, command: &str, dry_run: bool, now: DateTime<Utc>, why: &str) -> Report {
         let mut r = Report::new(run_id, command, dry_run, Utc::now(), &Plan::new(command, now));
-        r.status = "skipped".into();
         r.fields.insert("message".into(), why.into());
         r.finish(Utc::now());
         r.status = "skipped".into();

@@ -394,10 +394,10 @@ pub fn sqlite_row_json(r: &sqlx::sqlite::SqliteRow, skip: usize) -> serde_json::
 
 /// Stat (local, in a few blocking chunks) or HEAD (object, several at once) each candidate's file.
 async fn check_files(page: Vec<RawCandidate>, rules: &Rules, res: &Resources) -> Vec<Candidate> {
-    let build = |(key, image, size, deleted_at, snapshot): RawCandidate,
-                 (image_rel, file): (Option<String>, FileFacts)| {
-        let _ = image;
-        Candidate { key, image: image_rel, deleted_at, file_size: size, file, snapshot }
+    // The raw image value is replaced by its form relative to the store.
+    let build = |(key, _raw_image, size, deleted_at, snapshot): RawCandidate,
+                 (image, file): (Option<String>, FileFacts)| {
+        Candidate { key, image, deleted_at, file_size: size, file, snapshot }
     };
     let images: Vec<Option<String>> =
         page.iter().map(|c| c.1.as_deref().map(str::trim).filter(|i| !i.is_empty()).map(String::from)).collect();

@@ -323,7 +323,7 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
     }
     let ctx2 = Ctx {
         global: ctx.global.clone(),
-        settings: Settings2::with_db(ctx, &url),
+        settings: settings_with_db(ctx, &url),
         // The global --backup-dir, if given, wins over BACKUP_DIR's seed layout.
         backup_per_root: ctx.backup_per_root,
         backup_dir: if ctx.backup_per_root { ctx.backup_dir.clone() } else { backups.clone() },
@@ -367,16 +367,12 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
 }
 
 /// Settings with the database this command resolved (from `--db-*`) filled in.
-struct Settings2;
-
-impl Settings2 {
-    fn with_db(ctx: &Ctx, url: &DatabaseUrl) -> crate::config::Settings {
-        let mut s = ctx.settings.clone();
-        if s.database_url.is_none() {
-            s.database_url = Some(Sourced::new(url.clone(), Source::Flag("--db-*")));
-        }
-        s
+fn settings_with_db(ctx: &Ctx, url: &DatabaseUrl) -> crate::config::Settings {
+    let mut s = ctx.settings.clone();
+    if s.database_url.is_none() {
+        s.database_url = Some(Sourced::new(url.clone(), Source::Flag("--db-*")));
     }
+    s
 }
 
 async fn set_policy(ctx: &Ctx, db: &Db, a: &CleanupOpsArgs, data_type: &str) -> Result<Exit> {
