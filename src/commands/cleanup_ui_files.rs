@@ -160,8 +160,8 @@ pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs) -> Result<Exit> {
         };
         let unknown_keys: Vec<String> = unknown.iter().map(|u| u.0.clone()).collect();
         let allow_empty = args.allow_empty_references;
+        let root = root.clone();
         let mut plan = tokio::task::spawn_blocking(move || {
-            let root = LocalRoot::open("media", &media).map_err(|e| anyhow!("MEDIA_ROOT: {e}"))?;
             let stat = |rel: &str| root.stat(rel).ok().flatten().map(|e| (e.bytes, DateTime::<Utc>::from(e.modified)));
             let plan = plan(walk(&media), &refs, &rules, stat);
             if refs.is_empty() && !plan.units.is_empty() && !allow_empty {
