@@ -57,8 +57,14 @@ pub struct GlobalArgs {
     /// Copy every file, directory and object to DIR (under its root or store name) before
     /// deleting it; a failed copy means that item is not deleted. Rows are always kept in the
     /// audit as JSON. `sweep restore --run RUN_ID` puts them back.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", conflicts_with = "backup_to")]
     pub backup_dir: Option<PathBuf>,
+
+    /// Copy every file, directory and object to this object store (s3://bucket/prefix, with
+    /// OBJECT_STORAGE_* credentials, or file:///dir) under `<root or store name>/<path>` before
+    /// deleting it; a failed copy means that item is not deleted
+    #[arg(long, global = true, value_name = "URL")]
+    pub backup_to: Option<String>,
 
     /// Evaluate ages as of this RFC 3339 instant; a future instant needs --dry-run [env: SWEEP_NOW]
     #[arg(long, global = true, value_name = "RFC3339")]
@@ -181,8 +187,19 @@ pub enum Command {
     /// period; follows no symlink. CLEANUP_ENABLED=false turns the cycle into a dry run.
     WorkerOnce(WorkerOnceArgs),
 
-    /// Put back what a real run deleted: rows from their audit snapshots, files and directories
-    /// from the run's --backup-dir (or cleanup-ops) backups.
+    /// Carry out a plan written by --plan-out, exactly, after re-checking each item.
+    ///
+    /// Deletes only the plan's items, each re-checked just before deletion: a file must have
+    /// the size and modification time it had, an object the same size, ETag and modification
+    /// time, a row must still match its rule with the values it had; anything changed is skipped
+    /// and reported. Refuses (exit 2, nothing deleted) a plan made against another database, a
+    /// plan whose roots or stores are gone or moved, a forecast (a plan made with a future
+    /// --now), and a plan older than --max-plan-age. Caps, lock, audit, backups and exit codes
+    /// are those of any run; with --dry-run it re-checks and reports without deleting.
+    Apply(ApplyArgs),
+
+    /// Put back what a real run deleted: rows from their audit snapshots, files, directories and
+    /// objects from the run's backups (--backup-dir, --backup-to, or cleanup-ops').
     ///
     /// Never overwrites: a row whose key exists again, or a file that exists again, is skipped
     /// and reported. Items without a backup are listed as not restorable. Every restore is
@@ -341,6 +358,32 @@ pub struct RestoreArgs {
     pub ops_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Args, Clone)]
+pub struct ApplyArgs {
+    /// The plan file written by --plan-out
+    #[arg(value_name = "PLAN.json")]
+    pub plan: PathBuf,
+
+    /// Refuse a plan written longer ago than this (e.g. 90m, 24h, 7d)
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_age)]
+    pub max_plan_age: chrono::Duration,
+}
+
+/// `90m`, `24h`, `7d`, `3600s`.
+fn parse_age(s: &str) -> Result<chrono::Duration, String> {
+    let bad = || format!("{s:?} is not a duration: use a number and a unit, e.g. 90m, 24h, 7d");
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let n: i64 = s[..split].parse().map_err(|_| bad())?;
+    match &s[split..] {
+        "s" => Ok(chrono::Duration::seconds(n)),
+        "m" | "min" => Ok(chrono::Duration::minutes(n)),
+        "h" => Ok(chrono::Duration::hours(n)),
+        "d" => Ok(chrono::Duration::days(n)),
+        _ => Err(bad()),
+    }
+}
+
 #[derive(Debug, Args, Clone, Default)]
 pub struct DemoArgs {
     /// Where to build the workspace
@@ -360,6 +403,7 @@ impl Command {
             Command::BulkCloudcube(_) => "bulk-cloudcube",
             Command::CleanupOps(_) => "cleanup-ops",
             Command::Restore(_) => "restore",
+            Command::Apply(_) => "apply",
             Command::Demo(_) => "demo",
         }
     }

@@ -1,6 +1,7 @@
 //! Dispatch, and the steps every policy command shares: preflight (migrations, lock), plan,
 //! `--plan-out`, caps, execute, record the run, print the report, choose the exit code.
 
+pub mod apply;
 pub mod bulk_cloudcube;
 pub mod cleanup_attachments;
 pub mod cleanup_ops;
@@ -15,7 +16,8 @@ pub mod worker_once;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{ProcessEnv, Settings};
 use crate::db::{lock, Db, RunTotals};
-use crate::executor::{self, ExecOptions, Resources};
+use crate::executor::{self, Backup, ExecOptions, Resources};
+use crate::store::object::NamedStore;
 use crate::exit_codes::{Exit, Fatal};
 use crate::plan::Plan;
 use crate::report::Report;
@@ -29,10 +31,9 @@ use std::sync::Arc;
 pub struct Ctx {
     pub global: GlobalArgs,
     pub settings: Settings,
-    /// Copy local files here before deleting them (`cleanup-ops` backups).
-    pub backup_dir: Option<std::path::PathBuf>,
-    /// Backups go under `backup_dir/<root or store>/` (the global `--backup-dir`).
-    pub backup_per_root: bool,
+    /// Where to copy files, trees and objects before deleting them (`--backup-dir`,
+    /// `--backup-to`, or cleanup-ops' BACKUP_DIR).
+    pub backup: Option<Backup>,
     /// Ask before a real run (unless `--yes`); refuse without a terminal.
     pub confirm: bool,
 }
@@ -48,14 +49,14 @@ impl Ctx {
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
     let settings = Settings::load(&cli.global, &ProcessEnv, Utc::now())?;
-    let backup_dir = match &cli.global.backup_dir {
-        Some(d) if !settings.dry_run.value => {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create --backup-dir {}", d.display()))?;
-            Some(std::fs::canonicalize(d)?)
-        }
-        _ => None,
+    let backup = match (&cli.global.backup_dir, &cli.global.backup_to) {
+        (Some(d), _) => Some(Backup::Dir { dir: backup_dir(d, settings.dry_run.value)?, per_root: true }),
+        (None, Some(url)) => Some(Backup::Store(
+            NamedStore::open(url, &settings.object_storage).map_err(|e| Fatal::usage(format!("--backup-to: {e}")))?,
+        )),
+        (None, None) => None,
     };
-    let ctx = Ctx { global: cli.global, settings, backup_per_root: backup_dir.is_some(), backup_dir, confirm: false };
+    let ctx = Ctx { global: cli.global, settings, backup, confirm: false };
     match cli.command {
         Command::Migrate => migrate::run(&ctx).await,
         Command::CleanupAttachments(a) => cleanup_attachments::run(&ctx, &a).await,
@@ -65,8 +66,19 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::BulkCloudcube(a) => bulk_cloudcube::run(&ctx, &a).await,
         Command::CleanupOps(a) => cleanup_ops::run(&ctx, &a).await,
         Command::Restore(a) => restore::run(&ctx, &a).await,
+        Command::Apply(a) => apply::run(&ctx, &a).await,
         Command::Demo(a) => demo::run(&ctx, &a).await,
     }
+}
+
+/// A backup directory as an absolute path; created now unless this is a dry run (which
+/// writes nothing, but records where a real run would copy to).
+pub fn backup_dir(d: &std::path::Path, dry_run: bool) -> Result<std::path::PathBuf> {
+    if dry_run {
+        return Ok(std::path::absolute(d)?);
+    }
+    std::fs::create_dir_all(d).with_context(|| format!("cannot create the backup directory {}", d.display()))?;
+    Ok(std::fs::canonicalize(d)?)
 }
 
 /// Print `--show-config` rows: the global settings, then the command's own.
@@ -144,7 +156,7 @@ where
         t0.elapsed().as_secs_f64()
     );
     if let Some(path) = &ctx.global.plan_out {
-        write_plan(path, &plan, ctx)?;
+        apply::write_plan(path, &mut plan, ctx, db.as_deref(), res).await?;
     }
 
     if ctx.confirm && !dry_run && !ctx.global.yes && !plan.units.is_empty() {
@@ -192,8 +204,8 @@ where
         progress_bar: std::io::stderr().is_terminal() && !ctx.global.json && ctx.global.quiet == 0,
         cancel,
         audit,
-        backup_dir: ctx.backup_dir.clone(),
-        backup_per_root: ctx.backup_per_root,
+        backup: ctx.backup.clone(),
+        grace_cutoff: Some(Utc::now() - chrono::Duration::minutes(ctx.settings.grace_minutes.value)),
     };
     let t1 = std::time::Instant::now();
     let result = executor::execute(&mut plan, res, &opts).await;
@@ -202,7 +214,13 @@ where
     let report = result?;
     if audit {
         let db = db.as_ref().expect("audit implies a database");
-        db.finish_run(&run_id, report.finished_at, &totals(&report)).await?;
+        let mut t = totals(&report);
+        if let Some(serde_json::Value::Object(d)) = &mut t.details {
+            // What `restore` needs to put objects back: the stores and where backups went.
+            d.insert("stores".into(), serde_json::to_value(apply::store_records(res))?);
+            d.insert("backup".into(), serde_json::to_value(ctx.backup.as_ref().map(Backup::record))?);
+        }
+        db.finish_run(&run_id, report.finished_at, &t).await?;
     }
     if let Some(l) = held {
         l.release().await;
@@ -253,22 +271,6 @@ fn totals(r: &Report) -> RunTotals {
         bytes_reclaimed: r.totals.bytes_reclaimed as i64,
         details: Some(serde_json::Value::Object(r.fields.clone())),
     }
-}
-
-/// Write the plan as versioned JSON (atomically: write, then rename).
-fn write_plan(path: &std::path::Path, plan: &Plan, ctx: &Ctx) -> Result<()> {
-    let doc = serde_json::json!({
-        "sweep_plan_version": 1,
-        "dry_run": ctx.settings.dry_run.value,
-        "database": ctx.settings.database_url.as_ref().map(|d| d.value.to_string()),
-        "plan": plan,
-    });
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc)?)
-        .with_context(|| format!("cannot write plan file {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write plan file {}", path.display()))?;
-    tracing::info!(target: "cleanup", "Plan written to {}", path.display());
-    Ok(())
 }
 
 /// Print the report: JSON on stdout with `--json`, else the readable summary.

@@ -63,6 +63,26 @@ pub struct AuditRow<'a> {
     pub at: DateTime<Utc>,
 }
 
+/// Which database a plan was made against: never credentials.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DbIdentity {
+    /// `postgres` or `sqlite`.
+    pub backend: String,
+    /// PostgreSQL: the database name; SQLite: the file's canonical path.
+    pub database: String,
+    /// PostgreSQL: the cluster's system identifier, or `host:port` when it cannot be read.
+    pub server: String,
+    /// The URL as shown (password redacted), for messages only: not compared.
+    pub shown: String,
+}
+
+impl DbIdentity {
+    /// The same database (the shown URL may differ: another user, another host name).
+    pub fn same(&self, other: &DbIdentity) -> bool {
+        self.backend == other.backend && self.database == other.database && self.server == other.server
+    }
+}
+
 /// The totals written to `cleanup_runs` at the end of a run.
 #[derive(Debug, Clone, Default)]
 pub struct RunTotals {
@@ -463,6 +483,86 @@ impl Db {
             }
         };
         Ok(found.into_iter().collect())
+    }
+
+    /// Which database this is, without credentials: what a plan records and `apply` checks.
+    pub async fn identity(&self) -> Result<DbIdentity> {
+        match &self.pool {
+            Pool::Pg(p) => {
+                let name: String = sqlx::query_scalar("SELECT current_database()").fetch_one(p).await?;
+                // The cluster's system identifier names the server whatever host name reaches
+                // it; reading it may need rights this role lacks, then host:port stands in.
+                let system: Option<String> =
+                    sqlx::query_scalar("SELECT system_identifier::text FROM pg_control_system()")
+                        .fetch_optional(p)
+                        .await
+                        .ok()
+                        .flatten();
+                let opts = PgConnectOptions::from_str(self.url.expose())?;
+                let server = match system {
+                    Some(id) => format!("system_identifier={id}"),
+                    None => format!("{}:{}", opts.get_host(), opts.get_port()),
+                };
+                Ok(DbIdentity { backend: "postgres".into(), database: name, server, shown: self.url.to_string() })
+            }
+            Pool::Sqlite(_) => {
+                let path = self.sqlite_path().ok_or_else(|| anyhow!("an in-memory SQLite database has no identity"))?;
+                let path = std::fs::canonicalize(&path).unwrap_or(path);
+                Ok(DbIdentity {
+                    backend: "sqlite".into(),
+                    database: path.display().to_string(),
+                    server: String::new(),
+                    shown: self.url.to_string(),
+                })
+            }
+        }
+    }
+
+    /// For each of `keys` whose row exists: the values of `columns`, as a JSON object (the
+    /// fingerprint of a row).
+    pub async fn row_values(
+        &self,
+        table: &Ident,
+        key_column: &Ident,
+        keys: &[String],
+        columns: &[Ident],
+    ) -> Result<HashMap<String, serde_json::Map<String, serde_json::Value>>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let pairs = |f: &str| {
+            let inner: Vec<String> = columns.iter().map(|c| format!("'{}', {c}", c.as_str())).collect();
+            format!("{f}({})", inner.join(", "))
+        };
+        let rows: Vec<(String, String)> = match &self.pool {
+            Pool::Pg(p) => {
+                let ty = self.pg_key_type(p, table, key_column).await?;
+                let sql = format!(
+                    "SELECT {key_column}::text, CAST({} AS TEXT) FROM {table} WHERE {key_column} = ANY($1::{ty}[])",
+                    pairs("json_build_object")
+                );
+                sqlx::query_as(&sql).bind(keys).fetch_all(p).await?
+            }
+            Pool::Sqlite(p) => {
+                let mut out = Vec::new();
+                for chunk in keys.chunks(5000) {
+                    let sql = format!(
+                        "SELECT CAST({key_column} AS TEXT), {} FROM {table} WHERE {key_column} IN ({})",
+                        pairs("json_object"),
+                        vec!["?"; chunk.len()].join(",")
+                    );
+                    let mut q = sqlx::query_as(&sql);
+                    for k in chunk {
+                        q = q.bind(k);
+                    }
+                    out.extend(q.fetch_all(p).await?);
+                }
+                out
+            }
+        };
+        rows.into_iter()
+            .map(|(k, v)| Ok((k, serde_json::from_str(&v).context("a row's values did not read back as JSON")?)))
+            .collect()
     }
 
     /// Run arbitrary reference-schema SQL (tests and `demo` only).

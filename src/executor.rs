@@ -7,12 +7,13 @@
 use crate::db::{AuditRow, Db};
 use crate::exit_codes::Fatal;
 use crate::ident::Ident;
-use crate::plan::{Item, Kind, Op, Plan, RowRule, Unit};
+use crate::fingerprint;
+use crate::plan::{Fingerprint, Item, Kind, Op, Plan, RowRule, Unit};
 use crate::report::{Outcome, Report};
 use crate::store::local::{in_blocking_chunks, LocalRoot, ParentCache, Removed};
 use crate::store::object::{self, NamedStore};
 use anyhow::{anyhow, Result};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,12 +44,39 @@ pub struct ExecOptions {
     pub cancel: Arc<AtomicBool>,
     /// Write the audit (real runs).
     pub audit: bool,
-    /// Copy every local file here (same relative path) before deleting it; a failed copy
-    /// means the file is not deleted.
-    pub backup_dir: Option<std::path::PathBuf>,
-    /// Backups go under `backup_dir/<root or store name>/` (the global `--backup-dir`), rather
-    /// than straight under it (cleanup-ops, as seed 002 lays them out).
-    pub backup_per_root: bool,
+    /// Copy every file, tree and object here before deleting it; a failed copy means that
+    /// item is not deleted.
+    pub backup: Option<Backup>,
+    /// Items with a fingerprint (a plan from `--plan-out`) modified after this instant (the
+    /// real clock minus the grace period) are skipped.
+    pub grace_cutoff: Option<DateTime<Utc>>,
+}
+
+/// Where backups go.
+#[derive(Debug, Clone)]
+pub enum Backup {
+    /// A local directory: under `dir/<root or store name>/` when `per_root` (the global
+    /// `--backup-dir`), straight under `dir` otherwise (cleanup-ops, as seed 002 lays it out).
+    Dir { dir: std::path::PathBuf, per_root: bool },
+    /// An object store (`--backup-to URL`): keys `<root or store name>/<relative path>`.
+    Store(NamedStore),
+}
+
+/// Where a plan's backups went, as recorded in the plan and the run (no credentials).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BackupRecord {
+    Dir { dir: std::path::PathBuf, per_root: bool },
+    Store { url: String, location: object::StoreLocation },
+}
+
+impl Backup {
+    pub fn record(&self) -> BackupRecord {
+        match self {
+            Backup::Dir { dir, per_root } => BackupRecord::Dir { dir: dir.clone(), per_root: *per_root },
+            Backup::Store(s) => BackupRecord::Store { url: s.url.clone(), location: s.location.clone() },
+        }
+    }
 }
 
 /// Refuse a plan that exceeds `--max-delete` / `--max-delete-percent` (exit 3), before
@@ -79,8 +107,8 @@ struct Deleter<'a> {
     res: &'a Resources,
     dry_run: bool,
     concurrency: usize,
-    backup_dir: Option<std::path::PathBuf>,
-    backup_per_root: bool,
+    backup: Option<Backup>,
+    grace_cutoff: Option<DateTime<Utc>>,
 }
 
 type Res = (Outcome, Option<String>);
@@ -119,29 +147,43 @@ impl Deleter<'_> {
             .collect())
     }
 
-    /// Delete files and trees; with a backup directory, each file is copied there first.
-    /// Returns each outcome and, when a backup was made, where.
-    async fn local(&self, jobs: Vec<(String, String, LocalOp)>) -> Vec<(Res, Option<String>)> {
-        if self.dry_run {
-            return jobs.iter().map(|_| ((Outcome::WouldDelete, None), None)).collect();
-        }
+    /// Delete files and trees, each re-checked against its fingerprint first (dry runs too)
+    /// and, with a backup, copied first. Returns each outcome and, when a backup was made, where.
+    async fn local(&self, jobs: Vec<LocalJob>) -> Vec<(Res, Option<String>)> {
         let roots = self.res.roots.clone();
-        let per_root = self.backup_per_root;
-        let backup_dir = self.backup_dir.clone();
+        let backup = self.backup.clone();
+        let (dry_run, cutoff) = (self.dry_run, self.grace_cutoff);
+        let handle = tokio::runtime::Handle::current();
         in_blocking_chunks(jobs, self.concurrency.min(4), move |chunk| {
             let mut caches: HashMap<String, ParentCache> = HashMap::new();
             chunk
                 .into_iter()
-                .map(|(root, path, op)| {
+                .map(|LocalJob { root, path, op, fingerprint }| {
                     let Some(r) = roots.get(&root) else {
                         return ((Outcome::Failed, Some(format!("no local root named {root:?} is configured"))), None);
                     };
                     let cache = caches.entry(root).or_default();
-                    let mut backup = None;
-                    if let (Some(dir), LocalOp::File | LocalOp::Tree) = (&backup_dir, op) {
-                        let dir = if per_root { dir.join(r.name()) } else { dir.clone() };
-                        match backup_file(r, &path, &dir, cache) {
-                            Ok(b) => backup = b,
+                    if let Some(planned) = &fingerprint {
+                        let now = fingerprint::local_now(r, &path, op == LocalOp::Tree, cache);
+                        match now.map(|now| fingerprint::changed(planned, &now, cutoff)) {
+                            Ok(None) => {}
+                            Ok(Some(why)) | Err(why) => return ((Outcome::Skipped, Some(format!("{why}: kept"))), None),
+                        }
+                    }
+                    if dry_run {
+                        return ((Outcome::WouldDelete, None), None);
+                    }
+                    let mut copy = None;
+                    if let (Some(b), LocalOp::File | LocalOp::Tree) = (&backup, op) {
+                        let made = match b {
+                            Backup::Dir { dir, per_root } => {
+                                let dir = if *per_root { dir.join(r.name()) } else { dir.clone() };
+                                backup_file(r, &path, &dir, cache)
+                            }
+                            Backup::Store(s) => handle.block_on(backup_file_to_store(r, &path, s, cache)),
+                        };
+                        match made {
+                            Ok(b) => copy = b,
                             Err(e) => return ((Outcome::Failed, Some(format!("{e}: not deleted"))), None),
                         }
                     }
@@ -155,16 +197,16 @@ impl Deleter<'_> {
                         Ok(Removed::Missing) => (Outcome::Missing, None),
                         Err(e) => (Outcome::Failed, Some(e.to_string())),
                     };
-                    (res, backup)
+                    (res, copy)
                 })
                 .collect()
         })
         .await
     }
 
-    /// Delete objects in bulk; with a backup directory, each is first downloaded to
-    /// `<dir>/<store>/<key>` (a failed download means that object is not deleted).
-    async fn objects(&self, store: &str, keys: &[String]) -> Vec<(Res, Option<String>)> {
+    /// Delete objects in bulk, each re-checked against its fingerprint first (dry runs too)
+    /// and, with a backup, copied first (a failed copy means that object is not deleted).
+    async fn objects(&self, store: &str, keys: &[(&str, Option<&Fingerprint>)]) -> Vec<(Res, Option<String>)> {
         let Some(s) = self.res.stores.get(store) else {
             return keys
                 .iter()
@@ -173,9 +215,25 @@ impl Deleter<'_> {
         };
         let mut backups: Vec<Option<String>> = vec![None; keys.len()];
         let mut results: Vec<Option<Res>> = vec![None; keys.len()];
+        // Fingerprints first: a changed object is not copied or deleted.
+        let checks: Vec<Option<String>> = stream::iter(keys.iter())
+            .map(|(k, fp)| async move {
+                let planned = (*fp)?;
+                match fingerprint::object_now(s, k).await {
+                    Ok(now) => fingerprint::changed(planned, &now, self.grace_cutoff),
+                    Err(e) => Some(e),
+                }
+            })
+            .buffered(self.concurrency.clamp(1, 16))
+            .collect()
+            .await;
         let mut valid = Vec::new();
         let mut valid_idx = Vec::new();
-        for (i, k) in keys.iter().enumerate() {
+        for (i, ((k, _), check)) in keys.iter().zip(checks).enumerate() {
+            if let Some(why) = check {
+                results[i] = Some((Outcome::Skipped, Some(format!("{why}: kept"))));
+                continue;
+            }
             match object::parse_key(k) {
                 Ok(p) => {
                     valid.push(p);
@@ -189,11 +247,10 @@ impl Deleter<'_> {
                 results[i] = Some((Outcome::WouldDelete, None));
             }
         } else {
-            if let Some(dir) = &self.backup_dir {
-                let dir = dir.join(store);
+            if let Some(b) = &self.backup {
                 let copies: Vec<Result<Option<String>, String>> = stream::iter(valid.iter().cloned())
-                    .map(|p| backup_object(s, p, &dir))
-                    .buffered(self.concurrency.min(8))
+                    .map(|p| backup_object(s, store, p, b))
+                    .buffered(self.concurrency.clamp(1, 8))
                     .collect()
                     .await;
                 let (mut kept_valid, mut kept_idx) = (Vec::new(), Vec::new());
@@ -214,7 +271,7 @@ impl Deleter<'_> {
             for (i, r) in valid_idx.into_iter().zip(out) {
                 results[i] = Some(match r {
                     Ok(()) => (Outcome::Deleted, None),
-                    Err(e) => (Outcome::Failed, Some(format!("unable to delete {}: {e}", s.target(&keys[i])))),
+                    Err(e) => (Outcome::Failed, Some(format!("unable to delete {}: {e}", s.target(keys[i].0)))),
                 });
             }
         }
@@ -266,24 +323,92 @@ fn backup_file(
     Ok(Some(dst.display().to_string()))
 }
 
-/// Download an object to `dir/<key>`; `None` when it is already gone.
+/// Copy an object to the backup (`dir/<store>/<key>`, or `<store>/<key>` in a backup store);
+/// `None` when it is already gone.
 async fn backup_object(
     s: &NamedStore,
+    store_name: &str,
     key: object_store::path::Path,
-    dir: &std::path::Path,
+    backup: &Backup,
 ) -> Result<Option<String>, String> {
-    let dst = dir.join(key.as_ref());
-    let fail = |e: String| format!("backup of {} to {} failed ({e})", s.target(key.as_ref()), dst.display());
-    let bytes = match s.store.get(&key).await {
-        Ok(r) => r.bytes().await.map_err(|e| fail(e.to_string()))?,
+    let fail = |to: &str, e: String| format!("backup of {} to {to} failed ({e})", s.target(key.as_ref()));
+    let got = match s.store.get(&key).await {
+        Ok(r) => r,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(fail(e.to_string())),
+        Err(e) => return Err(fail("the backup", e.to_string())),
     };
-    if let Some(parent) = dst.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+    match backup {
+        Backup::Dir { dir, .. } => {
+            let dst = dir.join(store_name).join(key.as_ref());
+            let to = dst.display().to_string();
+            let bytes = got.bytes().await.map_err(|e| fail(&to, e.to_string()))?;
+            if let Some(parent) = dst.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| fail(&to, e.to_string()))?;
+            }
+            std::fs::write(&dst, &bytes).map_err(|e| fail(&to, e.to_string()))?;
+            Ok(Some(to))
+        }
+        Backup::Store(b) => {
+            let bkey = format!("{store_name}/{key}");
+            let to = b.target(&bkey);
+            let dst = object::parse_key(&bkey).map_err(|e| fail(&to, e.to_string()))?;
+            let mut w = object_store::buffered::BufWriter::new(b.store.clone(), dst);
+            let mut body = got.into_stream();
+            use tokio::io::AsyncWriteExt;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| fail(&to, e.to_string()))?;
+                w.write_all(&chunk).await.map_err(|e| fail(&to, e.to_string()))?;
+            }
+            w.shutdown().await.map_err(|e| fail(&to, e.to_string()))?;
+            Ok(Some(to))
+        }
     }
-    std::fs::write(&dst, &bytes).map_err(|e| fail(e.to_string()))?;
-    Ok(Some(dst.display().to_string()))
+}
+
+/// Copy a file or a tree under `root` to a backup store, as `<root name>/<path>` (a symlink is
+/// not copied). Returns where the copy is.
+async fn backup_file_to_store(
+    root: &LocalRoot,
+    path: &str,
+    b: &NamedStore,
+    cache: &mut ParentCache,
+) -> Result<Option<String>, String> {
+    let src = match root.resolve_with(path, cache) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let is_dir = match std::fs::symlink_metadata(&src) {
+        Ok(m) if m.is_file() => false,
+        Ok(m) if m.is_dir() => true,
+        _ => return Ok(None),
+    };
+    let rel = root.relativize(path).map_err(|e| e.to_string())?;
+    let base = format!("{}/{rel}", root.name());
+    let to = b.target(&base);
+    let fail = |e: String| format!("backup of {path} to {to} failed ({e})");
+    let files: Vec<(std::path::PathBuf, String)> = if is_dir {
+        let mut v = Vec::new();
+        for e in walkdir::WalkDir::new(&src).follow_links(false) {
+            let e = e.map_err(|e| fail(e.to_string()))?;
+            if e.file_type().is_file() {
+                let sub = e.path().strip_prefix(&src).expect("walked under src").to_string_lossy().replace('\\', "/");
+                v.push((e.path().to_path_buf(), format!("{base}/{sub}")));
+            }
+        }
+        v
+    } else {
+        vec![(src.clone(), base.clone())]
+    };
+    for (from, key) in files {
+        let dst = object::parse_key(&key).map_err(|e| fail(e.to_string()))?;
+        let mut f = tokio::fs::File::open(&from).await.map_err(|e| fail(e.to_string()))?;
+        let mut w = object_store::buffered::BufWriter::new(b.store.clone(), dst);
+        tokio::io::copy(&mut f, &mut w).await.map_err(|e| fail(e.to_string()))?;
+        use tokio::io::AsyncWriteExt;
+        w.shutdown().await.map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(Some(to))
 }
 
 /// What to do to a local path.
@@ -292,6 +417,14 @@ enum LocalOp {
     File,
     Tree,
     Gzip,
+}
+
+/// One local item for the executor's blocking tasks.
+struct LocalJob {
+    root: String,
+    path: String,
+    op: LocalOp,
+    fingerprint: Option<Fingerprint>,
 }
 
 /// A unit's progress through a batch.
@@ -323,8 +456,8 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
         res,
         dry_run: opts.dry_run,
         concurrency: opts.concurrency.max(1),
-        backup_dir: opts.backup_dir.clone(),
-        backup_per_root: opts.backup_per_root,
+        backup: opts.backup.clone(),
+        grace_cutoff: opts.grace_cutoff,
     };
     let total_units = plan.units.len();
     let bar = crate::progress::Progress::new(total_units as u64, opts.progress_bar);
@@ -572,6 +705,21 @@ async fn precheck_rows(res: &Resources, batch: &[crate::plan::Unit], states: &mu
             ));
         }
     }
+    // Rows with a fingerprint (a plan from --plan-out): the columns their rule read must not
+    // have changed either.
+    let with_fp: Vec<(usize, usize, &Item)> = batch
+        .iter()
+        .enumerate()
+        .filter(|(u, _)| states[*u].alive)
+        .flat_map(|(u, unit)| unit.items.iter().enumerate().map(move |(i, item)| (u, i, item)))
+        .filter(|(_, _, item)| item.kind == Kind::Row && item.fingerprint.is_some())
+        .collect();
+    if !with_fp.is_empty() {
+        for (u, i, why) in fingerprint::changed_rows(res.db()?, with_fp).await? {
+            states[u].alive = false;
+            states[u].results[i] = Some((Outcome::Skipped, Some(why)));
+        }
+    }
     for ((table, key_column, rule), members) in groups {
         let keys: Vec<String> = members.iter().map(|m| m.2.clone()).collect();
         let ok = res.db()?.rows_matching(&table, &key_column, &keys, rule.as_ref()).await?;
@@ -626,11 +774,15 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<(Res,
     if !local.is_empty() {
         let jobs = local
             .iter()
-            .map(|&w| match &work[w].1.op {
-                Op::DeleteFile { root, path } => (root.clone(), path.clone(), LocalOp::File),
-                Op::DeleteDir { root, path } => (root.clone(), path.clone(), LocalOp::Tree),
-                Op::CompressFile { root, path } => (root.clone(), path.clone(), LocalOp::Gzip),
-                _ => unreachable!(),
+            .map(|&w| {
+                let item = work[w].1;
+                let (root, path, op) = match &item.op {
+                    Op::DeleteFile { root, path } => (root, path, LocalOp::File),
+                    Op::DeleteDir { root, path } => (root, path, LocalOp::Tree),
+                    Op::CompressFile { root, path } => (root, path, LocalOp::Gzip),
+                    _ => unreachable!(),
+                };
+                LocalJob { root: root.clone(), path: path.clone(), op, fingerprint: item.fingerprint.clone() }
             })
             .collect();
         let t = std::time::Instant::now();
@@ -641,10 +793,10 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<(Res,
         }
     }
     for (store, idx) in objects {
-        let keys: Vec<String> = idx
+        let keys: Vec<(&str, Option<&Fingerprint>)> = idx
             .iter()
             .map(|&w| match &work[w].1.op {
-                Op::DeleteObject { key, .. } => key.clone(),
+                Op::DeleteObject { key, .. } => (key.as_str(), work[w].1.fingerprint.as_ref()),
                 _ => unreachable!(),
             })
             .collect();

@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod executor;
 pub mod exit_codes;
+pub mod fingerprint;
 pub mod ident;
 pub mod logging;
 pub mod plan;

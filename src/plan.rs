@@ -112,6 +112,27 @@ pub struct Item {
     /// Where the executor copied it before deleting it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub backup: Option<String>,
+    /// What it looked like when the plan was written (`--plan-out`): `apply` deletes it only if
+    /// it still looks the same.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// The state of an item when its plan was written, re-checked before it is deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Fingerprint {
+    /// Nothing was there (deleting it is a no-op, reported `missing`).
+    Absent,
+    /// A file or a symlink: its size and modification time (nanoseconds).
+    File { size: u64, mtime: DateTime<Utc>, symlink: bool },
+    /// A directory tree: how many files, their total size, the newest modification time
+    /// of anything in it.
+    Tree { files: u64, bytes: u64, newest: DateTime<Utc> },
+    /// An object: size, ETag and last modification.
+    Object { size: u64, e_tag: Option<String>, last_modified: DateTime<Utc> },
+    /// A row: the values of the columns its rule reads (keyed by column name), as JSON.
+    Row { values: serde_json::Map<String, serde_json::Value> },
 }
 
 impl Item {
@@ -127,6 +148,7 @@ impl Item {
             outcome: None,
             error: None,
             backup: None,
+            fingerprint: None,
         }
     }
 }

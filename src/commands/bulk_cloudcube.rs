@@ -4,14 +4,14 @@
 
 use super::{print_config, print_report, run_policy, Ctx, Finished};
 use crate::cli::BulkCloudcubeArgs;
-use crate::config::{Key, ProcessEnv, Secret, Source, Sourced, TableSpec};
+use crate::config::{Key, ProcessEnv, Source, Sourced, TableSpec};
 use crate::db::{Db, Pool};
 use crate::executor::Resources;
 use crate::exit_codes::{Exit, Fatal};
 use crate::plan::{Item, Kept, Kind, Op, Plan, Unit};
 use crate::report::Outcome;
 use crate::store::is_protected;
-use crate::store::object::{parse_key, NamedStore, S3Location};
+use crate::store::object::{parse_key, Credentials, NamedStore, S3Location};
 use anyhow::{anyhow, bail, Result};
 use chrono::{DateTime, Duration, Utc};
 use futures::TryStreamExt;
@@ -90,15 +90,9 @@ fn open_cube(ctx: &Ctx) -> Result<(NamedStore, Sourced<String>)> {
     if loc.region.is_none() {
         loc.region = ctx.settings.object_storage.region.as_ref().map(|r| r.value.clone());
     }
-    let secret = |a: &str, b: &Option<Sourced<Secret>>| {
-        ctx.env(a).map(Secret::new).or_else(|| b.as_ref().map(|s| s.value.clone()))
-    };
-    let creds = (
-        secret("CLOUDCUBE_ACCESS_KEY_ID", &ctx.settings.object_storage.access_key),
-        secret("CLOUDCUBE_SECRET_ACCESS_KEY", &ctx.settings.object_storage.secret_key),
-    );
+    let creds = Credentials::Cloudcube.read(&ctx.settings.object_storage, &ProcessEnv);
     let shown = format!("s3://{}/{}", loc.bucket, loc.prefix);
-    let st = NamedStore::open_s3(&shown, &loc, creds)?;
+    let st = NamedStore::open_s3(&shown, &loc, creds, Credentials::Cloudcube)?;
     Ok((st, Sourced::new(shown, Source::Env("CLOUDCUBE_URL"))))
 }
 

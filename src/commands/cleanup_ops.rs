@@ -6,13 +6,13 @@ use super::{print_config, print_report, require_terminal_or_yes, run_policy, Ctx
 use crate::cli::{CleanupOpsArgs, OpsRunType};
 use crate::config::{DatabaseUrl, Key, ProcessEnv, Source, Sourced};
 use crate::db::{AuditRow, Db, Pool, RunTotals};
-use crate::executor::Resources;
+use crate::executor::{Backup, Resources};
 use crate::exit_codes::{Exit, Fatal};
 use crate::plan::{Item, Kept, Kind, Op, Plan, Unit};
 use crate::report::Outcome;
 use crate::store::is_protected;
 use crate::store::local::LocalRoot;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use chrono::{DateTime, Duration, Utc};
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -310,13 +310,9 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
     }
 
     let emergency = a.run_type == OpsRunType::Emergency;
-    let backups = if emergency || ctx.settings.dry_run.value {
-        None
-    } else {
-        std::fs::create_dir_all(&backup_dir.value)
-            .with_context(|| format!("cannot create the backup directory {}", backup_dir.value.display()))?;
-        Some(std::fs::canonicalize(&backup_dir.value)?)
-    };
+    // A dry run creates nothing but still records where a real run would copy to (a plan
+    // applied later makes the same backups).
+    let backups = if emergency { None } else { Some(super::backup_dir(&backup_dir.value, ctx.settings.dry_run.value)?) };
     if emergency {
         tracing::warn!(target: "cleanup", "EMERGENCY cleanup: NO BACKUPS will be made; deleted files cannot be restored");
         eprintln!("WARNING: emergency cleanup: no backups will be made; deleted files cannot be restored");
@@ -324,9 +320,8 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
     let ctx2 = Ctx {
         global: ctx.global.clone(),
         settings: settings_with_db(ctx, &url),
-        // The global --backup-dir, if given, wins over BACKUP_DIR's seed layout.
-        backup_per_root: ctx.backup_per_root,
-        backup_dir: if ctx.backup_per_root { ctx.backup_dir.clone() } else { backups.clone() },
+        // The global --backup-dir or --backup-to, if given, wins over BACKUP_DIR's seed layout.
+        backup: ctx.backup.clone().or(backups.clone().map(|dir| Backup::Dir { dir, per_root: false })),
         confirm: a.run_type == OpsRunType::Manual,
     };
     require_terminal_or_yes(&ctx2, "cleanup-ops --type manual")?;

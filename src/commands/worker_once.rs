@@ -695,8 +695,7 @@ pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs) -> Result<Exit> {
     let ctx = &Ctx {
         global: ctx.global.clone(),
         settings: ctx_settings,
-        backup_dir: ctx.backup_dir.clone(),
-        backup_per_root: ctx.backup_per_root,
+        backup: ctx.backup.clone(),
         confirm: false,
     };
     let data = ctx.settings.require_data_dir()?.to_path_buf();

@@ -4,7 +4,7 @@
 //! and nothing outside the prefix can be named. Deletion goes through `delete_stream` in
 //! chunks of at most 1,000 keys (one S3 DeleteObjects request each), several at once.
 
-use crate::config::{ObjectStorageSettings, Secret};
+use crate::config::{EnvSource, ObjectStorageSettings, Secret};
 use futures::stream::{self, StreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -25,7 +25,7 @@ pub enum StoreError {
 }
 
 /// Where an S3 store is: bucket, key prefix, and (for non-AWS services) the endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct S3Location {
     pub bucket: String,
     pub prefix: String,
@@ -33,11 +33,51 @@ pub struct S3Location {
     pub region: Option<String>,
 }
 
+/// Which environment variables hold an S3 store's credentials (never the values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Credentials {
+    /// `OBJECT_STORAGE_ACCESS_KEY` / `OBJECT_STORAGE_SECRET_KEY`.
+    ObjectStorage,
+    /// `CLOUDCUBE_ACCESS_KEY_ID` / `CLOUDCUBE_SECRET_ACCESS_KEY`, else `OBJECT_STORAGE_*`.
+    Cloudcube,
+}
+
+impl Credentials {
+    /// The key pair, read now from the environment and settings.
+    pub fn read(self, os: &ObjectStorageSettings, env: &dyn EnvSource) -> (Option<Secret>, Option<Secret>) {
+        let pick = |var: &str, fallback: &Option<crate::config::Sourced<Secret>>| {
+            let own = match self {
+                Credentials::Cloudcube => env.get(var).map(Secret::new),
+                Credentials::ObjectStorage => None,
+            };
+            own.or_else(|| fallback.as_ref().map(|s| s.value.clone()))
+        };
+        (pick("CLOUDCUBE_ACCESS_KEY_ID", &os.access_key), pick("CLOUDCUBE_SECRET_ACCESS_KEY", &os.secret_key))
+    }
+}
+
+/// Where a store is, without credentials: what a plan records, and what `apply` and
+/// `restore` open again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StoreLocation {
+    S3 {
+        #[serde(flatten)]
+        at: S3Location,
+        credentials: Credentials,
+    },
+    File {
+        dir: std::path::PathBuf,
+    },
+}
+
 /// An opened store and the URL it was named by (without credentials).
 #[derive(Debug, Clone)]
 pub struct NamedStore {
     pub url: String,
     pub store: Arc<dyn ObjectStore>,
+    pub location: StoreLocation,
 }
 
 impl NamedStore {
@@ -56,9 +96,8 @@ impl NamedStore {
                 endpoint: os.endpoint.as_ref().map(|e| e.value.clone()),
                 region: os.region.as_ref().map(|r| r.value.clone()),
             };
-            let creds =
-                (os.access_key.as_ref().map(|k| k.value.clone()), os.secret_key.as_ref().map(|k| k.value.clone()));
-            NamedStore::open_s3(url, &loc, creds)
+            let creds = Credentials::ObjectStorage.read(os, &crate::config::ProcessEnv);
+            NamedStore::open_s3(url, &loc, creds, Credentials::ObjectStorage)
         } else if let Some(rest) = url.strip_prefix("file://") {
             if !rest.starts_with('/') {
                 return Err(bad("expected an absolute path: file:///dir"));
@@ -66,18 +105,24 @@ impl NamedStore {
             let dir = std::path::Path::new(rest);
             let fs = LocalFileSystem::new_with_prefix(dir)
                 .map_err(|source| StoreError::Open { url: url.to_string(), source })?;
-            Ok(NamedStore { url: url.to_string(), store: Arc::new(fs.with_automatic_cleanup(true)) })
+            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            Ok(NamedStore {
+                url: url.to_string(),
+                store: Arc::new(fs.with_automatic_cleanup(true)),
+                location: StoreLocation::File { dir },
+            })
         } else {
             Err(bad("expected s3://bucket/prefix or file:///dir"))
         }
     }
 
     /// Open a bucket and prefix on any S3-compatible service; `shown` names it in targets and
-    /// errors (never with credentials).
+    /// errors (never with credentials); `from` says where the credentials came from.
     pub fn open_s3(
         shown: &str,
         loc: &S3Location,
         creds: (Option<Secret>, Option<Secret>),
+        from: Credentials,
     ) -> Result<NamedStore, StoreError> {
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&loc.bucket)
@@ -95,7 +140,29 @@ impl NamedStore {
             b = b.with_secret_access_key(k.expose());
         }
         let s3 = b.build().map_err(|source| StoreError::Open { url: shown.to_string(), source })?;
-        Ok(NamedStore { url: shown.to_string(), store: with_prefix(Arc::new(s3), &loc.prefix, shown)? })
+        Ok(NamedStore {
+            url: shown.to_string(),
+            store: with_prefix(Arc::new(s3), &loc.prefix, shown)?,
+            location: StoreLocation::S3 { at: loc.clone(), credentials: from },
+        })
+    }
+
+    /// Open a store again where a plan or an audit recorded it, with credentials read now.
+    pub fn reopen(
+        url: &str,
+        location: &StoreLocation,
+        os: &ObjectStorageSettings,
+        env: &dyn EnvSource,
+    ) -> Result<NamedStore, StoreError> {
+        match location {
+            StoreLocation::S3 { at, credentials } => {
+                NamedStore::open_s3(url, at, credentials.read(os, env), *credentials)
+            }
+            StoreLocation::File { dir } => {
+                let s = NamedStore::open(&format!("file://{}", dir.display()), os)?;
+                Ok(NamedStore { url: url.to_string(), ..s })
+            }
+        }
     }
 
     /// `url/key`, the target string of an object.
