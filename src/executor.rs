@@ -6,8 +6,8 @@
 
 use crate::db::{AuditRow, Db};
 use crate::exit_codes::Fatal;
-use crate::ident::Ident;
 use crate::fingerprint;
+use crate::ident::Ident;
 use crate::plan::{Fingerprint, Item, Kind, Op, Plan, RowRule, Unit};
 use crate::report::{Outcome, Report};
 use crate::store::local::{in_blocking_chunks, LocalRoot, ParentCache, Removed};
@@ -167,7 +167,9 @@ impl Deleter<'_> {
                         let now = fingerprint::local_now(r, &path, op == LocalOp::Tree, cache);
                         match now.map(|now| fingerprint::changed(planned, &now, cutoff)) {
                             Ok(None) => {}
-                            Ok(Some(why)) | Err(why) => return ((Outcome::Skipped, Some(format!("{why}: kept"))), None),
+                            Ok(Some(why)) | Err(why) => {
+                                return ((Outcome::Skipped, Some(format!("{why}: kept"))), None)
+                            }
                         }
                     }
                     if dry_run {

@@ -171,8 +171,11 @@ pub fn changed(planned: &Fingerprint, now: &Fingerprint, cutoff: Option<DateTime
         (Fingerprint::Absent, _) => Some("it appeared after the plan was made".into()),
         (_, Fingerprint::Absent) => None, // gone already: deleting it is a no-op, reported missing
         (Fingerprint::Row { values: a }, Fingerprint::Row { values: b }) => {
-            let diff: Vec<&str> =
-                a.iter().filter(|(k, v)| !b.get(*k).is_some_and(|w| same_value(v, w))).map(|(k, _)| k.as_str()).collect();
+            let diff: Vec<&str> = a
+                .iter()
+                .filter(|(k, v)| !b.get(*k).is_some_and(|w| same_value(v, w)))
+                .map(|(k, _)| k.as_str())
+                .collect();
             (!diff.is_empty()).then(|| format!("the row changed since the plan ({})", diff.join(", ")))
         }
         _ if planned != now => Some(format!("it changed since the plan ({})", describe_change(planned, now))),
@@ -273,10 +276,16 @@ mod tests {
 
     #[test]
     fn row_values_compare_instants_not_their_spelling() {
-        let a = Fingerprint::Row { values: json!({"is_active": false, "deleted_at": "2026-01-01T10:00:00+00:00"}).as_object().unwrap().clone() };
-        let b = Fingerprint::Row { values: json!({"is_active": 0, "deleted_at": "2026-01-01T11:00:00+01:00"}).as_object().unwrap().clone() };
+        let a = Fingerprint::Row {
+            values: json!({"is_active": false, "deleted_at": "2026-01-01T10:00:00+00:00"}).as_object().unwrap().clone(),
+        };
+        let b = Fingerprint::Row {
+            values: json!({"is_active": 0, "deleted_at": "2026-01-01T11:00:00+01:00"}).as_object().unwrap().clone(),
+        };
         assert_eq!(changed(&a, &b, None), None);
-        let c = Fingerprint::Row { values: json!({"is_active": true, "deleted_at": "2026-01-01T10:00:00Z"}).as_object().unwrap().clone() };
+        let c = Fingerprint::Row {
+            values: json!({"is_active": true, "deleted_at": "2026-01-01T10:00:00Z"}).as_object().unwrap().clone(),
+        };
         assert!(changed(&a, &c, None).unwrap().contains("is_active"));
     }
 }

@@ -83,12 +83,7 @@ pub async fn write_plan(path: &Path, plan: &mut Plan, ctx: &Ctx, db: Option<&Db>
         roots: res.roots.iter().map(|(n, r)| (n.clone(), r.path().to_path_buf())).collect(),
         stores: store_records(res),
         backup: ctx.backup.as_ref().map(Backup::record),
-        config: ctx
-            .settings
-            .show()
-            .into_iter()
-            .map(|(key, value, source)| ConfigRow { key, value, source })
-            .collect(),
+        config: ctx.settings.show().into_iter().map(|(key, value, source)| ConfigRow { key, value, source }).collect(),
         plan: &*plan,
     };
     let mut tmp = path.as_os_str().to_owned();

@@ -312,7 +312,8 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
     let emergency = a.run_type == OpsRunType::Emergency;
     // A dry run creates nothing but still records where a real run would copy to (a plan
     // applied later makes the same backups).
-    let backups = if emergency { None } else { Some(super::backup_dir(&backup_dir.value, ctx.settings.dry_run.value)?) };
+    let backups =
+        if emergency { None } else { Some(super::backup_dir(&backup_dir.value, ctx.settings.dry_run.value)?) };
     if emergency {
         tracing::warn!(target: "cleanup", "EMERGENCY cleanup: NO BACKUPS will be made; deleted files cannot be restored");
         eprintln!("WARNING: emergency cleanup: no backups will be made; deleted files cannot be restored");

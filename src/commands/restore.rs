@@ -1,14 +1,20 @@
 //! `restore --run RUN_ID`: undo a real run from its audit: rows re-inserted from their JSON
-//! snapshots, files and directories copied back from their backups. Nothing is overwritten.
+//! snapshots, files, directories and objects copied back from their backups (a local
+//! directory or an object store). Nothing is overwritten.
 
+use super::apply::StoreRecord;
 use super::Ctx;
 use crate::cli::RestoreArgs;
+use crate::config::ProcessEnv;
 use crate::db::{AuditRow, Db, Pool, RunTotals};
+use crate::executor::BackupRecord;
 use crate::exit_codes::{Exit, Fatal};
 use crate::ident::Ident;
 use crate::store::local::LocalRoot;
+use crate::store::object::{self, NamedStore};
 use anyhow::{anyhow, Result};
 use chrono::Utc;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// One audited deletion, as read back.
@@ -33,8 +39,10 @@ pub async fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<Exit> {
         return list(ctx, &db).await;
     }
     let run_id = a.run_id.clone().expect("clap requires --run without --list");
+    // Rows in the reverse of their deletion order: a parent deleted after its children comes
+    // back before them.
     let sql = "SELECT kind, target, backup_location, CAST(row_snapshot AS TEXT) FROM cleanup_audit \
-               WHERE run_id = $1 AND outcome = 'deleted' ORDER BY id";
+               WHERE run_id = $1 AND outcome = 'deleted' ORDER BY id DESC";
     let rows: Vec<(String, String, Option<String>, Option<String>)> = match &db.pool {
         Pool::Pg(p) => sqlx::query_as(sql).bind(&run_id).fetch_all(p).await?,
         Pool::Sqlite(p) => sqlx::query_as(&sql.replace("$1", "?1")).bind(&run_id).fetch_all(p).await?,
@@ -53,13 +61,17 @@ pub async fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<Exit> {
         ("data", ctx.settings.data_dir.as_ref().map(|s| s.value.clone())),
         ("ops", super::cleanup_ops::ops_dir(ctx, a.ops_dir.clone())?.map(|s| s.value)),
     ];
+    let places = Places::of_run(ctx, &db, &run_id).await?;
     let mut done = Vec::new();
-    // Rows first (files may belong to them), then files and directories.
+    // Rows first (files may belong to them), then files, directories and objects.
     for it in items.iter().filter(|i| i.kind == "row") {
         done.push(restore_row(&db, it, dry).await);
     }
-    for it in items.iter().filter(|i| i.kind != "row") {
-        done.push(restore_path(&roots, it, dry));
+    for it in items.iter().rev().filter(|i| i.kind != "row") {
+        done.push(match it.kind.as_str() {
+            "object" => restore_object(&places, it, dry).await,
+            _ => restore_path(&roots, &places, it, dry).await,
+        });
     }
     if !dry {
         let new_run = uuid::Uuid::new_v4().to_string();
@@ -170,15 +182,60 @@ async fn restore_row(db: &Db, it: &Deleted, dry: bool) -> Restored {
     }
 }
 
+/// Where a run's objects and backups were, from `cleanup_runs.details`.
+struct Places {
+    /// The run's stores, opened again with today's credentials.
+    stores: Vec<NamedStore>,
+    /// The backup store (`--backup-to`), if the run used one.
+    backup: Option<NamedStore>,
+}
+
+impl Places {
+    async fn of_run(ctx: &Ctx, db: &Db, run_id: &str) -> Result<Places> {
+        let sql = "SELECT CAST(details AS TEXT) FROM cleanup_runs WHERE id = $1";
+        let details: Option<Option<String>> = match &db.pool {
+            Pool::Pg(p) => sqlx::query_scalar(sql).bind(run_id).fetch_optional(p).await?,
+            Pool::Sqlite(p) => sqlx::query_scalar(&sql.replace("$1", "?1")).bind(run_id).fetch_optional(p).await?,
+        };
+        let details: serde_json::Value =
+            details.flatten().and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default();
+        let os = &ctx.settings.object_storage;
+        let stores: BTreeMap<String, StoreRecord> =
+            serde_json::from_value(details["stores"].clone()).unwrap_or_default();
+        let mut opened = Vec::new();
+        for (name, rec) in stores {
+            match NamedStore::reopen(&rec.url, &rec.location, os, &ProcessEnv) {
+                Ok(s) => opened.push(s),
+                Err(e) => tracing::warn!(target: "cleanup", "the run's {name} store cannot be opened: {e}"),
+            }
+        }
+        let backup = match serde_json::from_value::<Option<BackupRecord>>(details["backup"].clone()) {
+            Ok(Some(BackupRecord::Store { url, location })) => Some(
+                NamedStore::reopen(&url, &location, os, &ProcessEnv)
+                    .map_err(|e| anyhow!("the run's backup store {url} cannot be opened: {e}"))?,
+            ),
+            _ => None,
+        };
+        Ok(Places { stores: opened, backup })
+    }
+
+    /// The backup store and the key in it, when `location` is in the backup store.
+    fn in_backup_store<'a>(&'a self, location: &'a str) -> Option<(&'a NamedStore, &'a str)> {
+        let b = self.backup.as_ref()?;
+        let key = location.strip_prefix(b.url.trim_end_matches('/'))?.strip_prefix('/')?;
+        Some((b, key))
+    }
+}
+
 /// Copy a file or tree back from its backup into its root (`roots`: name → directory, as
 /// configured now), unless something is there again.
-fn restore_path(roots: &[(&str, Option<PathBuf>)], it: &Deleted, dry: bool) -> Restored {
+async fn restore_path(roots: &[(&str, Option<PathBuf>)], places: &Places, it: &Deleted, dry: bool) -> Restored {
     let r = |outcome, detail: String| Restored { target: it.target.clone(), outcome, detail };
     let Some(backup) = &it.backup else {
-        return r("not_restorable", "no backup was made (run with --backup-dir to make one)".into());
+        return r("not_restorable", "no backup was made (run with --backup-dir or --backup-to to make one)".into());
     };
     let Some((root_name, rel)) = it.target.split_once(':').filter(|(n, _)| !n.contains('/')) else {
-        return r("not_restorable", format!("an object: copy it back by hand from {backup}"));
+        return r("failed", format!("the audit target {:?} names no root", it.target));
     };
     let dir = roots.iter().find(|(n, _)| *n == root_name).and_then(|(_, d)| d.clone());
     let Some(dir) = dir else {
@@ -201,10 +258,92 @@ fn restore_path(roots: &[(&str, Option<PathBuf>)], it: &Deleted, dry: bool) -> R
     if dry {
         return r("would_restore", format!("from {backup}"));
     }
-    match copy_back(Path::new(backup), &dst) {
+    let copied = match places.in_backup_store(backup) {
+        Some((store, key)) => download_tree(store, key, &dst).await,
+        None => copy_back(Path::new(backup), &dst).map_err(|e| e.to_string()),
+    };
+    match copied {
         Ok(()) => r("restored", format!("from {backup}")),
         Err(e) => r("failed", format!("cannot copy {backup} back: {e}")),
     }
+}
+
+/// Put an object back into its store from its backup, unless the key exists again.
+async fn restore_object(places: &Places, it: &Deleted, dry: bool) -> Restored {
+    let r = |outcome, detail: String| Restored { target: it.target.clone(), outcome, detail };
+    let Some(backup) = &it.backup else {
+        return r("not_restorable", "no backup was made (run with --backup-dir or --backup-to to make one)".into());
+    };
+    let found = places.stores.iter().find_map(|s| {
+        let key = it.target.strip_prefix(s.url.trim_end_matches('/'))?.strip_prefix('/')?;
+        Some((s, key))
+    });
+    let Some((store, key)) = found else {
+        return r(
+            "not_restorable",
+            format!("the store of {} is not recorded for this run: copy it back by hand from {backup}", it.target),
+        );
+    };
+    let dst = match object::parse_key(key) {
+        Ok(k) => k,
+        Err(e) => return r("failed", e.to_string()),
+    };
+    match store.store.head(&dst).await {
+        Ok(_) => return r("skipped", "the object exists again: not overwritten".into()),
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return r("failed", format!("cannot look at {}: {e}", it.target)),
+    }
+    if dry {
+        return r("would_restore", format!("from {backup}"));
+    }
+    let body = match places.in_backup_store(backup) {
+        Some((b, bkey)) => match object::parse_key(bkey) {
+            Ok(p) => match b.store.get(&p).await {
+                Ok(g) => g.bytes().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        },
+        None => std::fs::read(backup).map(Into::into).map_err(|e| e.to_string()),
+    };
+    let put = match body {
+        Ok(bytes) => store.store.put(&dst, bytes.into()).await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match put {
+        Ok(()) => r("restored", format!("from {backup}")),
+        Err(e) => r("failed", format!("cannot copy {backup} back: {e}")),
+    }
+}
+
+/// Download everything under `prefix` (one object, or a tree's objects) to `dst`.
+async fn download_tree(store: &NamedStore, prefix: &str, dst: &Path) -> Result<(), String> {
+    use futures::TryStreamExt;
+    let p = object::parse_key(prefix).map_err(|e| e.to_string())?;
+    let write = |to: &Path, bytes: &[u8]| -> Result<(), String> {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(to, bytes).map_err(|e| e.to_string())
+    };
+    match store.store.get(&p).await {
+        Ok(g) => return write(dst, &g.bytes().await.map_err(|e| e.to_string())?),
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    // A tree: its files are objects under the prefix.
+    let metas: Vec<object_store::ObjectMeta> =
+        store.store.list(Some(&p)).try_collect().await.map_err(|e| e.to_string())?;
+    if metas.is_empty() {
+        return Err(format!("nothing in the backup store under {}", store.target(prefix)));
+    }
+    std::fs::create_dir_all(dst).map_err(|e| e.to_string())?;
+    for m in metas {
+        let sub = m.location.as_ref().strip_prefix(prefix).unwrap_or_default().trim_start_matches('/');
+        let g = store.store.get(&m.location).await.map_err(|e| e.to_string())?;
+        write(&dst.join(sub), &g.bytes().await.map_err(|e| e.to_string())?)?;
+    }
+    Ok(())
 }
 
 fn copy_back(src: &Path, dst: &Path) -> std::io::Result<()> {

@@ -5,20 +5,20 @@ use crate::support::*;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::BTreeSet;
 
-const NOW: &str = "2026-11-22T10:00:00Z";
+pub const NOW: &str = "2026-11-22T10:00:00Z";
 /// NOW - 30 days.
 const CUTOFF: &str = "2026-10-23T10:00:00Z";
 
-fn old_file_time() -> DateTime<Utc> {
+pub fn old_file_time() -> DateTime<Utc> {
     at("2026-09-01T00:00:00Z")
 }
 
-fn uuid(n: u32) -> String {
+pub fn uuid(n: u32) -> String {
     format!("a77ac4e0-0000-4000-8000-{n:012}")
 }
 
 /// Insert an attachment row.
-async fn row(ws: &Ws, n: u32, image: Option<&str>, active: bool, deleted_at: Option<DateTime<Utc>>) {
+pub async fn row(ws: &Ws, n: u32, image: Option<&str>, active: bool, deleted_at: Option<DateTime<Utc>>) {
     let image = image.map(|i| format!("'{}'", i.replace('\'', "''"))).unwrap_or_else(|| "NULL".into());
     let deleted = deleted_at.map(ts).unwrap_or_else(|| "NULL".into());
     ws.exec(&format!(
@@ -31,12 +31,12 @@ async fn row(ws: &Ws, n: u32, image: Option<&str>, active: bool, deleted_at: Opt
     .await;
 }
 
-async fn row_exists(ws: &Ws, n: u32) -> bool {
+pub async fn row_exists(ws: &Ws, n: u32) -> bool {
     ws.count(&format!("SELECT count(*) FROM forum_attachment WHERE CAST(id AS TEXT) = '{}'", uuid(n))).await == 1
 }
 
 /// Targets with one of `outcomes` in a JSON report.
-fn targets(report: &serde_json::Value, outcomes: &[&str]) -> BTreeSet<String> {
+pub fn targets(report: &serde_json::Value, outcomes: &[&str]) -> BTreeSet<String> {
     report["items"]
         .as_array()
         .unwrap()

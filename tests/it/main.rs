@@ -1,6 +1,7 @@
 //! All integration tests, in one binary: they drive the real `sweep` binary against a
 //! temporary PostgreSQL cluster, SQLite files, real files and an in-process S3 server.
 
+mod apply;
 mod attachments;
 mod cli;
 mod cloudcube;
@@ -46,6 +47,17 @@ mod cleanup_attachments {
         the_json_report_carries_the_spec_fields,
         ctrl_c_stops_between_batches_and_the_audit_stays_consistent,
         restore_brings_back_rows_and_files_byte_for_byte,
+    );
+}
+
+mod plans_and_restore {
+    on_both!(apply:
+        apply_after_no_change_deletes_exactly_the_plan,
+        apply_skips_a_modified_file_and_a_reactivated_or_changed_row,
+        apply_skips_a_replaced_object_and_restore_brings_objects_back_from_backup_to,
+        restore_brings_objects_back_from_a_backup_dir,
+        apply_refuses_another_database_an_old_plan_and_a_forecast,
+        apply_keeps_a_tmp_dir_that_gained_a_file_and_caps_still_hold,
     );
 }
 
