@@ -180,7 +180,7 @@ impl Deleter<'_> {
                         let made = match b {
                             Backup::Dir { dir, per_root } => {
                                 let dir = if *per_root { dir.join(r.name()) } else { dir.clone() };
-                                backup_file(r, &path, &dir, cache)
+                                backup_file(r, &path, &dir, *per_root, cache)
                             }
                             Backup::Store(s) => handle.block_on(backup_file_to_store(r, &path, s, cache)),
                         };
@@ -281,12 +281,13 @@ impl Deleter<'_> {
     }
 }
 
-/// Copy a file under `root` to `dir/<path>` (a symlink is not copied: deleting a link loses
-/// nothing). Returns where the copy is.
+/// Copy a file or tree under `root` to `dir/<path>` (a symlink is not copied: deleting a link
+/// loses nothing), with its modification times when `keep_mtime`. Returns where the copy is.
 fn backup_file(
     root: &LocalRoot,
     path: &str,
     dir: &std::path::Path,
+    keep_mtime: bool,
     cache: &mut ParentCache,
 ) -> Result<Option<String>, String> {
     let src = match root.resolve_with(path, cache) {
@@ -294,34 +295,17 @@ fn backup_file(
         Ok(None) => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    let is_dir = match std::fs::symlink_metadata(&src) {
-        Ok(m) if m.is_file() => false,
-        Ok(m) if m.is_dir() => true,
+    match std::fs::symlink_metadata(&src) {
+        Ok(m) if m.is_file() || m.is_dir() => {}
         _ => return Ok(None), // a link: deleting it loses nothing
-    };
+    }
     if src.starts_with(dir) {
         return Ok(None); // pruning an old backup: it is the backup
     }
     let rel = root.relativize(path).map_err(|e| e.to_string())?;
     let dst = dir.join(&rel);
-    let fail = |e: std::io::Error| format!("backup of {path} to {} failed ({e})", dst.display());
-    if is_dir {
-        // A tree: its directories and files, never following links.
-        for e in walkdir::WalkDir::new(&src).follow_links(false) {
-            let e = e.map_err(|e| fail(std::io::Error::other(e.to_string())))?;
-            let to = dst.join(e.path().strip_prefix(&src).expect("walked under src"));
-            if e.file_type().is_dir() {
-                std::fs::create_dir_all(&to).map_err(fail)?;
-            } else if e.file_type().is_file() {
-                std::fs::copy(e.path(), &to).map_err(fail)?;
-            }
-        }
-        return Ok(Some(dst.display().to_string()));
-    }
-    if let Some(parent) = dst.parent() {
-        std::fs::create_dir_all(parent).map_err(fail)?;
-    }
-    std::fs::copy(&src, &dst).map_err(fail)?;
+    crate::store::local::copy_tree(&src, &dst, keep_mtime)
+        .map_err(|e| format!("backup of {path} to {} failed ({e})", dst.display()))?;
     Ok(Some(dst.display().to_string()))
 }
 

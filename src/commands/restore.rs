@@ -140,6 +140,11 @@ async fn restore_row(db: &Db, it: &Deleted, dry: bool) -> Restored {
         Ok(o) => o,
         Err(e) => return r("failed", format!("the snapshot is not a JSON object: {e}")),
     };
+    if let Some(serde_json::Value::Object(cols)) = obj.get("columns_set_to_null") {
+        return restore_nulled(db, &table, &obj, cols, dry)
+            .await
+            .map_or_else(|e| r("failed", e.to_string()), |(outcome, detail)| r(outcome, detail));
+    }
     if dry {
         return r("would_restore", format!("row re-inserted into {}", table.as_str()));
     }
@@ -180,6 +185,57 @@ async fn restore_row(db: &Db, it: &Deleted, dry: bool) -> Restored {
         }
         Err(e) => r("failed", e.to_string()),
     }
+}
+
+/// Set back columns a run set to NULL (a preview's bundle references), only where they are
+/// still NULL: nothing is overwritten.
+async fn restore_nulled(
+    db: &Db,
+    table: &Ident,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    cols: &serde_json::Map<String, serde_json::Value>,
+    dry: bool,
+) -> Result<(&'static str, String)> {
+    let key_column = Ident::new(obj.get("key_column").and_then(|v| v.as_str()).unwrap_or_default())?;
+    let key = obj.get("key").and_then(|v| v.as_str()).ok_or_else(|| anyhow!("the snapshot has no key"))?;
+    let cols: Vec<(Ident, Option<String>)> =
+        cols.iter().map(|(c, v)| Ok((Ident::new(c)?, v.as_str().map(str::to_string)))).collect::<Result<_>>()?;
+    let names: Vec<&str> = cols.iter().map(|c| c.0.as_str()).collect();
+    let what = format!("{} set back in {}", names.join(", "), table.as_str());
+    if dry {
+        return Ok(("would_restore", what));
+    }
+    let pg = matches!(db.pool, Pool::Pg(_));
+    let p = |i: usize| if pg { format!("${i}") } else { format!("?{i}") };
+    let set: Vec<String> = cols.iter().enumerate().map(|(i, (c, _))| format!("{c} = {}", p(i + 2))).collect();
+    let still_null: Vec<String> = cols.iter().map(|(c, _)| format!("{c} IS NULL")).collect();
+    let sql = format!(
+        "UPDATE {table} SET {} WHERE CAST({key_column} AS TEXT) = {} AND {}",
+        set.join(", "),
+        p(1),
+        still_null.join(" AND ")
+    );
+    let n = match &db.pool {
+        Pool::Pg(pool) => {
+            let mut q = sqlx::query(&sql).bind(key);
+            for (_, v) in &cols {
+                q = q.bind(v.clone());
+            }
+            q.execute(pool).await?.rows_affected()
+        }
+        Pool::Sqlite(pool) => {
+            let mut q = sqlx::query(&sql).bind(key);
+            for (_, v) in &cols {
+                q = q.bind(v.clone());
+            }
+            q.execute(pool).await?.rows_affected()
+        }
+    };
+    Ok(if n == 1 {
+        ("restored", what)
+    } else {
+        ("skipped", "the row is gone or its columns are set again: not overwritten".into())
+    })
 }
 
 /// Where a run's objects and backups were, from `cleanup_runs.details`.
@@ -260,7 +316,7 @@ async fn restore_path(roots: &[(&str, Option<PathBuf>)], places: &Places, it: &D
     }
     let copied = match places.in_backup_store(backup) {
         Some((store, key)) => download_tree(store, key, &dst).await,
-        None => copy_back(Path::new(backup), &dst).map_err(|e| e.to_string()),
+        None => crate::store::local::copy_tree(Path::new(backup), &dst, true).map_err(|e| e.to_string()),
     };
     match copied {
         Ok(()) => r("restored", format!("from {backup}")),
@@ -344,25 +400,6 @@ async fn download_tree(store: &NamedStore, prefix: &str, dst: &Path) -> Result<(
         write(&dst.join(sub), &g.bytes().await.map_err(|e| e.to_string())?)?;
     }
     Ok(())
-}
-
-fn copy_back(src: &Path, dst: &Path) -> std::io::Result<()> {
-    if src.is_dir() {
-        for e in walkdir::WalkDir::new(src).follow_links(false) {
-            let e = e.map_err(std::io::Error::other)?;
-            let to = dst.join(e.path().strip_prefix(src).expect("walked under src"));
-            if e.file_type().is_dir() {
-                std::fs::create_dir_all(&to)?;
-            } else if e.file_type().is_file() {
-                std::fs::copy(e.path(), &to)?;
-            }
-        }
-        return Ok(());
-    }
-    if let Some(p) = dst.parent() {
-        std::fs::create_dir_all(p)?;
-    }
-    std::fs::copy(src, dst).map(|_| ())
 }
 
 /// Recent real runs and what each can restore.

@@ -363,7 +363,7 @@ impl Gather<'_> {
             let reason = format!("preview {key} is {status} (or past expires_at + grace)");
             let mut items = Vec::new();
             let mut fresh = None;
-            if let Some(path) = path.filter(|s| !s.is_empty()) {
+            if let Some(path) = path.clone().filter(|s| !s.is_empty()) {
                 let mut it = Item::new(
                     Op::DeleteDir { root: "data".into(), path: path.clone() },
                     format!("data:{path}"),
@@ -396,7 +396,7 @@ impl Gather<'_> {
                 }
                 items.push(it);
             }
-            if let Some(k) = bkey.filter(|s| !s.is_empty()) {
+            if let Some(k) = bkey.clone().filter(|s| !s.is_empty()) {
                 let mut it = Item::new(
                     Op::DeleteObject { store: "previews".into(), key: k.clone() },
                     format!("previews:{k}"),
@@ -437,7 +437,7 @@ impl Gather<'_> {
                 p.kept.push(Kept { kind: Kind::Row, target: row_target, reason: why });
                 continue;
             }
-            items.push(Item::new(
+            let mut refs = Item::new(
                 Op::NullColumns {
                     table: t.table.clone(),
                     key_column: id.clone(),
@@ -448,7 +448,10 @@ impl Gather<'_> {
                 row_target,
                 format!("{reason}: bundle_path and bundle_key set to NULL once the bundle is gone"),
                 None,
-            ));
+            );
+            // What `restore` needs to set the references back.
+            refs.snapshot = Some(nulled_snapshot(id, &key, &[(bp, &path), (bk, &bkey)])?);
+            items.push(refs);
             p.units.push(tagged("previews", items));
         }
         Ok(())
@@ -807,4 +810,17 @@ async fn write_metrics(db: &Db, path: &Path, report: &Report, duration: f64) -> 
     std::fs::write(&tmp_path, text).map_err(|e| anyhow!("cannot write {}: {e}", tmp_path.display()))?;
     std::fs::rename(&tmp_path, path).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(())
+}
+
+/// The snapshot of a row whose columns are set to NULL: its key and the values it loses, in
+/// the form `restore` sets back (`{"key_column", "key", "columns_set_to_null": {…}}`).
+fn nulled_snapshot(
+    key_column: &crate::ident::Ident,
+    key: &str,
+    columns: &[(&crate::ident::Ident, &Option<String>)],
+) -> Result<Box<serde_json::value::RawValue>> {
+    let values: serde_json::Map<String, serde_json::Value> =
+        columns.iter().map(|(c, v)| (c.as_str().to_string(), serde_json::json!(v))).collect();
+    let v = serde_json::json!({"key_column": key_column.as_str(), "key": key, "columns_set_to_null": values});
+    Ok(serde_json::value::to_raw_value(&v)?)
 }

@@ -293,6 +293,37 @@ impl LocalRoot {
     }
 }
 
+/// Copy a file, or a directory tree (never following links; links are not copied), to `dst`.
+/// With `keep_mtime` each file keeps its modification time: a backup put back is as old as the
+/// original, so age rules treat it as they did before. (cleanup-ops' own backups are aged by
+/// their copy time instead: seed 002 prunes them 7 days after they are made.)
+pub fn copy_tree(src: &Path, dst: &Path, keep_mtime: bool) -> io::Result<()> {
+    let copy_file = |from: &Path, to: &Path| -> io::Result<()> {
+        fs::copy(from, to)?;
+        if keep_mtime {
+            let mtime = fs::metadata(from)?.modified()?;
+            fs::File::options().write(true).open(to)?.set_modified(mtime)?;
+        }
+        Ok(())
+    };
+    if fs::symlink_metadata(src)?.is_dir() {
+        for e in walkdir::WalkDir::new(src).follow_links(false) {
+            let e = e.map_err(io::Error::other)?;
+            let to = dst.join(e.path().strip_prefix(src).expect("walked under src"));
+            if e.file_type().is_dir() {
+                fs::create_dir_all(&to)?;
+            } else if e.file_type().is_file() {
+                copy_file(e.path(), &to)?;
+            }
+        }
+        return Ok(());
+    }
+    if let Some(parent) = dst.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    copy_file(src, dst)
+}
+
 /// Run `f` over `items` in at most `parallel` blocking tasks, each taking a contiguous chunk;
 /// results come back in input order. Filesystem work is done this way rather than one task per
 /// file: a task per file costs more in thread hand-offs than the syscall it wraps.

@@ -7,6 +7,7 @@ mod cli;
 mod cloudcube;
 mod modules;
 mod ops;
+mod roundtrip;
 mod support;
 mod worker;
 
@@ -58,6 +59,16 @@ mod plans_and_restore {
         restore_brings_objects_back_from_a_backup_dir,
         apply_refuses_another_database_an_old_plan_and_a_forecast,
         apply_keeps_a_tmp_dir_that_gained_a_file_and_caps_still_hold,
+    );
+}
+
+mod review_apply_restore_every_command {
+    on_both!(roundtrip:
+        cleanup_attachments_round_trip,
+        prune_modules_and_cleanup_ui_files_round_trip,
+        cleanup_ops_round_trip,
+        bulk_cloudcube_round_trip,
+        worker_once_round_trip,
     );
 }
 
