@@ -118,10 +118,12 @@ pub struct Finished {
 }
 
 /// The steps after a policy's plan: `--plan-out`, caps, run record, execute, report.
-/// `gather` builds the plan; it runs under the run lock.
+/// `gather` builds the plan; it runs under the run lock. `config_rows` are the command's own
+/// settings (as `--show-config` prints them), recorded in a plan file.
 pub async fn run_policy<F, Fut>(
     ctx: &Ctx,
     command: &str,
+    config_rows: &[(String, String, String)],
     db: Option<Arc<Db>>,
     res: &Resources,
     gather: F,
@@ -146,6 +148,9 @@ where
 
     let t0 = std::time::Instant::now();
     let mut plan = gather().await?;
+    if plan.config.is_empty() {
+        plan.config = config_rows.to_vec();
+    }
     tracing::info!(
         target: "cleanup",
         "Plan: {} to delete ({} items), {} kept, {} scanned, built in {:.2} s",

@@ -83,7 +83,9 @@ pub async fn write_plan(path: &Path, plan: &mut Plan, ctx: &Ctx, db: Option<&Db>
         roots: res.roots.iter().map(|(n, r)| (n.clone(), r.path().to_path_buf())).collect(),
         stores: store_records(res),
         backup: ctx.backup.as_ref().map(Backup::record),
-        config: ctx.settings.show().into_iter().map(|(key, value, source)| ConfigRow { key, value, source }).collect(),
+        config: (ctx.settings.show().into_iter().chain(plan.config.iter().cloned()))
+            .map(|(key, value, source)| ConfigRow { key, value, source })
+            .collect(),
         plan: &*plan,
     };
     let mut tmp = path.as_os_str().to_owned();
@@ -241,7 +243,8 @@ pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<Exit> {
         doc.created_at.to_rfc3339(),
         plan.item_count()
     );
-    let Finished { exit, report, plan } = run_policy(&ctx2, &command, db.clone(), &res, || async { Ok(plan) }).await?;
+    let Finished { exit, report, plan } =
+        run_policy(&ctx2, &command, &[], db.clone(), &res, || async { Ok(plan) }).await?;
     print_report(ctx, &report, &plan)?;
     if let Some(db) = db {
         db.close().await;

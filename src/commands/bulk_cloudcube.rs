@@ -313,17 +313,13 @@ async fn job_plan(db: &Db, s: &CubeSettings, store: &NamedStore, job: i64, r: &R
 pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs) -> Result<Exit> {
     let (store, shown) = open_cube(ctx)?;
     let s = CubeSettings::load(ctx, args, shown)?;
+    let rows: Vec<(String, String, String)> = vec![
+        ("cloudcube.store".into(), s.store_shown.value.clone(), s.store_shown.source.to_string()),
+        ("cloudcube.retention_days".into(), s.retention_days.value.to_string(), s.retention_days.source.to_string()),
+        ("cloudcube.jobs.table".into(), s.jobs.table.as_str().to_string(), "config or default".into()),
+        ("cloudcube.clips.table".into(), s.clips.table.as_str().to_string(), "config or default".into()),
+    ];
     if ctx.global.show_config {
-        let rows = vec![
-            ("cloudcube.store".into(), s.store_shown.value.clone(), s.store_shown.source.to_string()),
-            (
-                "cloudcube.retention_days".into(),
-                s.retention_days.value.to_string(),
-                s.retention_days.source.to_string(),
-            ),
-            ("cloudcube.jobs.table".into(), s.jobs.table.as_str().to_string(), "config or default".into()),
-            ("cloudcube.clips.table".into(), s.clips.table.as_str().to_string(), "config or default".into()),
-        ];
         print_config(ctx, rows);
         return Ok(Exit::Success);
     }
@@ -336,7 +332,7 @@ pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs) -> Result<Exit> {
         grace_minutes: ctx.settings.grace_minutes.value,
         protected: ctx.settings.protected_prefixes.value.clone(),
     };
-    let Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, Some(db.clone()), &res, || async {
+    let Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, &rows, Some(db.clone()), &res, || async {
         let mut p = match args.job {
             Some(job) => job_plan(&db, &s, &store, job, &rules).await?,
             None => bulk_plan(&db, &s, &store, &rules, args.allow_empty_references).await?,

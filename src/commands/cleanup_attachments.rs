@@ -467,8 +467,9 @@ fn to_utc(t: SystemTime) -> DateTime<Utc> {
 /// The command.
 pub async fn run(ctx: &Ctx, args: &CleanupAttachmentsArgs) -> Result<Exit> {
     let s = AttachmentSettings::load(ctx, args)?;
+    let rows = s.rows();
     if ctx.global.show_config {
-        print_config(ctx, s.rows());
+        print_config(ctx, rows);
         return Ok(Exit::Success);
     }
     let db = super::connect(ctx).await?;
@@ -506,7 +507,7 @@ pub async fn run(ctx: &Ctx, args: &CleanupAttachmentsArgs) -> Result<Exit> {
         rules.cutoff().to_rfc3339(),
         rules.days
     );
-    let super::Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, Some(db.clone()), &res, || async {
+    let super::Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, &rows, Some(db.clone()), &res, || async {
         let cands = gather(&db, &s, &rules, &res).await?;
         tracing::info!(target: "cleanup", "Permanently deleting {} attachments in batches of {}...", cands.len(), rules.batch_size);
         Ok(plan(cands, &rules))

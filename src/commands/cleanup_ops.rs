@@ -259,16 +259,14 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
         "days, 0 or more",
         |d| *d >= 0,
     )?;
+    let rows: Vec<(String, String, String)> = vec![
+        ("ops.ops_dir".into(), ops_dir.value.display().to_string(), ops_dir.source.to_string()),
+        ("ops.backup_dir".into(), backup_dir.value.display().to_string(), backup_dir.source.to_string()),
+        ("ops.backup_retention_days".into(), backup_days.value.to_string(), backup_days.source.to_string()),
+        ("ops.type".into(), format!("{:?}", a.run_type).to_lowercase(), "--type".into()),
+    ];
     if ctx.global.show_config {
-        print_config(
-            ctx,
-            vec![
-                ("ops.ops_dir".into(), ops_dir.value.display().to_string(), ops_dir.source.to_string()),
-                ("ops.backup_dir".into(), backup_dir.value.display().to_string(), backup_dir.source.to_string()),
-                ("ops.backup_retention_days".into(), backup_days.value.to_string(), backup_days.source.to_string()),
-                ("ops.type".into(), format!("{:?}", a.run_type).to_lowercase(), "--type".into()),
-            ],
-        );
+        print_config(ctx, rows);
         return Ok(Exit::Success);
     }
     let url = database(ctx, a)?;
@@ -329,7 +327,7 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
     let mut res = Resources { db: Some(db.clone()), ..Default::default() };
     res.roots.insert("ops".into(), root.clone());
     let policies = load_policies(&db).await?;
-    let Finished { exit, mut report, plan } = run_policy(&ctx2, COMMAND, Some(db.clone()), &res, || async {
+    let Finished { exit, mut report, plan } = run_policy(&ctx2, COMMAND, &rows, Some(db.clone()), &res, || async {
         let root = root.clone();
         let mut p = tokio::task::spawn_blocking(move || plan(&root, &policies, &rules)).await??;
         p.fields.insert("type".into(), format!("{:?}", a.run_type).to_lowercase().into());

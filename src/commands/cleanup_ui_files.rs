@@ -127,8 +127,9 @@ fn walk(media: &Path) -> impl Iterator<Item = Result<String, String>> + '_ {
 
 pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs) -> Result<Exit> {
     let s = ModuleSettings::load(ctx, None)?;
+    let rows = s.rows();
     if ctx.global.show_config {
-        print_config(ctx, s.rows());
+        print_config(ctx, rows);
         return Ok(Exit::Success);
     }
     let media = ctx.settings.require_media_root()?.to_path_buf();
@@ -137,7 +138,7 @@ pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs) -> Result<Exit> {
     let media = root.path().to_path_buf();
     let mut res = Resources { db: Some(db.clone()), ..Default::default() };
     res.roots.insert("media".into(), root.clone());
-    let Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, Some(db.clone()), &res, || async {
+    let Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, &rows, Some(db.clone()), &res, || async {
         let mut refs = RefSet::default();
         let mut unknown: Vec<(String, i64, String)> = Vec::new();
         let rows = for_each_row(&db, &s, Filter::All, false, |row| match row.refs {

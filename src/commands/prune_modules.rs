@@ -168,8 +168,9 @@ pub fn plan(pruned: Vec<ModuleRow>, kept: Vec<Kept>, files: &BTreeMap<String, Fi
 
 pub async fn run(ctx: &Ctx, args: &PruneModulesArgs) -> Result<Exit> {
     let s = ModuleSettings::load(ctx, args.keep_latest)?;
+    let rows = s.rows();
     if ctx.global.show_config {
-        print_config(ctx, s.rows());
+        print_config(ctx, rows);
         return Ok(Exit::Success);
     }
     if args.auto && !s.auto_prune.value {
@@ -192,7 +193,7 @@ pub async fn run(ctx: &Ctx, args: &PruneModulesArgs) -> Result<Exit> {
         protected: ctx.settings.protected_prefixes.value.clone(),
         settings: s.clone(),
     };
-    let Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, Some(db.clone()), &res, || async {
+    let Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, &rows, Some(db.clone()), &res, || async {
         let mut pruned: Vec<ModuleRow> = Vec::new();
         let mut kept: Vec<Kept> = Vec::new();
         let mut protect = RefSet::default();

@@ -686,8 +686,9 @@ fn task_counts(plan: &Plan) -> serde_json::Value {
 
 pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs) -> Result<Exit> {
     let s = WorkerSettings::load(ctx, args)?;
+    let rows = s.rows();
     if ctx.global.show_config {
-        print_config(ctx, s.rows());
+        print_config(ctx, rows);
         return Ok(Exit::Success);
     }
     let mut ctx_settings = ctx.settings.clone();
@@ -721,7 +722,7 @@ pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs) -> Result<Exit> {
         protected: &ctx.settings.protected_prefixes.value,
         allow_empty_references: args.allow_empty_references,
     };
-    let Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, Some(db.clone()), &res, || async {
+    let Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, &rows, Some(db.clone()), &res, || async {
         let mut p = Plan::new(COMMAND, g.now);
         p.batch_size = 500;
         for task in &s.tasks {

@@ -53,6 +53,11 @@ pub async fn apply_after_no_change_deletes_exactly_the_plan(b: Backend) {
     assert_eq!(item["fingerprint"]["type"], "file", "{item}");
     assert_eq!(doc["plan"]["units"][0]["items"][1]["fingerprint"]["type"], "row");
     assert!(!p.with_extension("json.tmp").exists(), "written atomically");
+    let config = doc["config"].as_array().unwrap();
+    let key = |k: &str| config.iter().find(|r| r["key"] == k).unwrap_or_else(|| panic!("{k} in {config:?}")).clone();
+    assert_eq!(key("attachments.days")["value"], "30");
+    assert_eq!(doc["database"]["backend"], if b == Backend::Postgres { "postgres" } else { "sqlite" });
+    assert!(doc["roots"]["media"].is_string());
     // A fifth eligible attachment appears after the review: not in the plan, not deleted.
     let late = ws.file("att/5.jpg", 500, old_file_time());
     row(&ws, 5, Some("att/5.jpg"), false, Some(old_file_time())).await;

@@ -194,11 +194,14 @@ pub async fn db_flags_stand_in_for_database_url_and_hide_the_password(b: Backend
     let u = url::Url::parse(&o.ws.url).unwrap();
     let port = u.port().unwrap().to_string();
     let name = u.path().trim_start_matches('/').to_string();
+    let plan = o.ws.dir.path().join("plan.json");
     let r = sweep_in(
         o.ws.dir.path(),
         &[
             "--now",
             NOW,
+            "--plan-out",
+            plan.to_str().unwrap(),
             "cleanup-ops",
             "--type",
             "automatic",
@@ -219,6 +222,8 @@ pub async fn db_flags_stand_in_for_database_url_and_hide_the_password(b: Backend
     r.expect(0);
     assert!(!o.exists("logs/a.log"));
     assert!(!r.stdout.contains("pw-not-for-logs") && !r.stderr.contains("pw-not-for-logs"));
+    let plan = std::fs::read_to_string(&plan).unwrap();
+    assert!(plan.contains("\"database\"") && !plan.contains("pw-not-for-logs"), "no password in the plan file");
     let r = sweep_in(
         o.ws.dir.path(),
         &["cleanup-ops", "--db-port", "1", "--db-password", "pw-not-for-logs"],
