@@ -51,9 +51,15 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     let settings = Settings::load(&cli.global, &ProcessEnv, Utc::now())?;
     let backup = match (&cli.global.backup_dir, &cli.global.backup_to) {
         (Some(d), _) => Some(Backup::Dir { dir: backup_dir(d, settings.dry_run.value)?, per_root: true }),
-        (None, Some(url)) => Some(Backup::Store(
-            NamedStore::open(url, &settings.object_storage).map_err(|e| Fatal::usage(format!("--backup-to: {e}")))?,
-        )),
+        (None, Some(url)) => {
+            // A local backup store is created like a backup directory (not by a dry run).
+            if let (Some(dir), false) = (url.strip_prefix("file://"), settings.dry_run.value) {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create --backup-to {url}"))?;
+            }
+            let store = NamedStore::open(url, &settings.object_storage)
+                .map_err(|e| Fatal::usage(format!("--backup-to: {e}")))?;
+            Some(Backup::Store(store))
+        }
         (None, None) => None,
     };
     let ctx = Ctx { global: cli.global, settings, backup, confirm: false };

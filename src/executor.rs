@@ -371,7 +371,8 @@ async fn backup_file_to_store(
     };
     let rel = root.relativize(path).map_err(|e| e.to_string())?;
     let base = format!("{}/{rel}", root.name());
-    let to = b.target(&base);
+    // A tree is recorded with a trailing '/': `restore` lists it as a prefix.
+    let to = if is_dir { format!("{}/", b.target(&base)) } else { b.target(&base) };
     let fail = |e: String| format!("backup of {path} to {to} failed ({e})");
     let files: Vec<(std::path::PathBuf, String)> = if is_dir {
         let mut v = Vec::new();

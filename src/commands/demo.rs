@@ -111,9 +111,14 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
     println!("  sweep --config {cfg} worker-once --tasks tmp,previews          # the worker's light cycle, for real");
     println!("  sweep --config {cfg} cleanup-attachments --show-config        # every setting and where it came from");
     println!("  sweep --config {cfg} cleanup-attachments --max-delete 3       # a safety cap stops the run (exit 3)");
-    println!(
-        "  sweep --config {cfg} cleanup-attachments                      # the real run, audited in cleanup_audit"
-    );
+    let plan = dir.join("plan.json");
+    let plan = plan.display();
+    let bk = dir.join("backups");
+    let bk = bk.display();
+    println!("  sweep --config {cfg} --dry-run --plan-out {plan} cleanup-attachments   # a plan to review");
+    println!("  sweep --config {cfg} --backup-dir {bk} apply {plan}    # carry out exactly that plan, backed up");
+    println!("  sweep --config {cfg} restore --list                         # runs, and what each can restore");
+    println!("  sweep --config {cfg} restore --run RUN_ID                   # undo a run");
     println!("  sqlite3 {} 'SELECT outcome, count(*) FROM cleanup_audit GROUP BY 1'", db_path.display());
     Ok(Exit::Success)
 }

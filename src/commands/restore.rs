@@ -372,27 +372,23 @@ async fn restore_object(places: &Places, it: &Deleted, dry: bool) -> Restored {
     }
 }
 
-/// Download everything under `prefix` (one object, or a tree's objects) to `dst`.
-async fn download_tree(store: &NamedStore, prefix: &str, dst: &Path) -> Result<(), String> {
+/// Download a backup to `dst`: one object, or (a key ending in `/`) every object of a tree.
+async fn download_tree(store: &NamedStore, key: &str, dst: &Path) -> Result<(), String> {
     use futures::TryStreamExt;
-    let p = object::parse_key(prefix).map_err(|e| e.to_string())?;
     let write = |to: &Path, bytes: &[u8]| -> Result<(), String> {
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
         }
         std::fs::write(to, bytes).map_err(|e| e.to_string())
     };
-    match store.store.get(&p).await {
-        Ok(g) => return write(dst, &g.bytes().await.map_err(|e| e.to_string())?),
-        Err(object_store::Error::NotFound { .. }) => {}
-        Err(e) => return Err(e.to_string()),
-    }
-    // A tree: its files are objects under the prefix.
+    let Some(prefix) = key.strip_suffix('/') else {
+        let p = object::parse_key(key).map_err(|e| e.to_string())?;
+        let g = store.store.get(&p).await.map_err(|e| e.to_string())?;
+        return write(dst, &g.bytes().await.map_err(|e| e.to_string())?);
+    };
+    let p = object::parse_key(prefix).map_err(|e| e.to_string())?;
     let metas: Vec<object_store::ObjectMeta> =
         store.store.list(Some(&p)).try_collect().await.map_err(|e| e.to_string())?;
-    if metas.is_empty() {
-        return Err(format!("nothing in the backup store under {}", store.target(prefix)));
-    }
     std::fs::create_dir_all(dst).map_err(|e| e.to_string())?;
     for m in metas {
         let sub = m.location.as_ref().strip_prefix(prefix).unwrap_or_default().trim_start_matches('/');

@@ -22,6 +22,8 @@ struct Trip<'a> {
     env: Vec<(&'a str, String)>,
     trees: Vec<PathBuf>,
     tables: Vec<&'a str>,
+    /// Where apply backs up: `--backup-dir <dir>` unless set (e.g. `--backup-to s3://…`).
+    backup: Option<[String; 2]>,
 }
 
 /// Every file under `trees`: path → content.
@@ -101,7 +103,8 @@ impl Trip<'_> {
         let reviewed = targets(&r.json(), &["would_delete"]);
         assert!(!reviewed.is_empty(), "the scenario must delete something: {}", r.stdout);
 
-        let a = self.run(&["--backup-dir", bk.to_str().unwrap(), "apply", plan.to_str().unwrap(), "--json"]);
+        let backup = self.backup.clone().unwrap_or_else(|| ["--backup-dir".into(), bk.display().to_string()]);
+        let a = self.run(&[&backup[0], &backup[1], "apply", plan.to_str().unwrap(), "--json"]);
         a.expect(0);
         let j = a.json();
         assert_eq!(targets(&j, &["deleted"]), reviewed, "apply deletes exactly what was reviewed\n{}", a.stdout);
@@ -151,12 +154,15 @@ pub async fn cleanup_attachments_round_trip(b: Backend) {
         .await;
     }
     let media = ws.media.clone();
+    // Backups into a file:// store (created on first use).
+    let store = format!("file://{}", ws.dir.path().join("backup-store").display());
     Trip {
         ws: &ws,
         command: vec!["cleanup-attachments"],
         env: vec![],
         trees: vec![media],
         tables: vec!["forum_attachment"],
+        backup: Some(["--backup-to".into(), store]),
     }
     .check()
     .await;
@@ -180,6 +186,7 @@ pub async fn prune_modules_and_cleanup_ui_files_round_trip(b: Backend) {
         env: vec![],
         trees: vec![media.clone()],
         tables: vec!["authoring_publishedmodule"],
+        backup: None,
     }
     .check()
     .await;
@@ -189,7 +196,9 @@ pub async fn prune_modules_and_cleanup_ui_files_round_trip(b: Backend) {
     std::fs::remove_file(ws.dir.path().join("reviewed.json")).unwrap();
     let ws2 = &ws;
     let _ = std::fs::remove_dir_all(ws2.dir.path().join("round-trip-backups"));
-    Trip { ws: ws2, command: vec!["cleanup-ui-files"], env: vec![], trees: vec![media], tables: vec![] }.check().await;
+    Trip { ws: ws2, command: vec!["cleanup-ui-files"], env: vec![], trees: vec![media], tables: vec![], backup: None }
+        .check()
+        .await;
 }
 
 pub async fn cleanup_ops_round_trip(b: Backend) {
@@ -218,6 +227,7 @@ pub async fn cleanup_ops_round_trip(b: Backend) {
         env: vec![("OPS_DIR", ops.display().to_string())],
         trees: vec![ops],
         tables: vec![],
+        backup: None,
     }
     .check()
     .await;
@@ -246,6 +256,7 @@ pub async fn bulk_cloudcube_round_trip(b: Backend) {
         ],
         trees: vec![root],
         tables: vec![],
+        backup: None,
     }
     .check()
     .await;
@@ -277,12 +288,16 @@ pub async fn worker_once_round_trip(b: Backend) {
     let mut env = s3_env();
     env.push(("DATA_DIR", data.display().to_string()));
     env.push(("OBJECT_STORAGE_BUCKET_PREVIEWS", bucket.clone()));
+    // Backups into another bucket: trees, files and objects come back from there.
+    let backups = tag(b, "bk");
+    s3.bucket(&backups);
     Trip {
         ws: &ws,
         command: vec!["worker-once", "--tasks", "tmp,previews,objects,logs"],
         env,
         trees: vec![data, broot],
         tables: vec!["preview_sessions"],
+        backup: Some(["--backup-to".into(), format!("s3://{backups}/sweep")]),
     }
     .check()
     .await;
