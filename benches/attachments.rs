@@ -8,64 +8,10 @@
 
 mod common;
 
-use common::{mb, measure, median};
-use std::path::{Path, PathBuf};
+use common::{check_attachments as check, env_num, mb, measure, median, prepare_attachments as prepare};
+use std::path::Path;
 use std::process::Command;
-use std::time::SystemTime;
 use sweep::testkit::PgCluster;
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn psql(url: &str, sql: &str) {
-    let st = Command::new("psql").args(["-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql]).status().unwrap();
-    assert!(st.success(), "{sql}");
-}
-
-/// A fresh database and media tree: `rows` old soft-deleted attachments with files, `rows / 5` kept.
-fn prepare(pg: &PgCluster, base: &Path, rep: usize, rows: usize) -> (String, PathBuf) {
-    let url = pg.new_database();
-    psql(&url, sweep::reference::POSTGRES);
-    psql(&url, include_str!("../migrations/postgres/0001_sweep_tables.sql"));
-    psql(&url, "CREATE TABLE sweep_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now()); INSERT INTO sweep_migrations VALUES (1);");
-    let keep = rows / 5;
-    psql(
-        &url,
-        &format!(
-            "INSERT INTO forum_attachment (id, image, original_filename, file_size, is_active, deleted_at, created_at) \
-             SELECT gen_random_uuid(), 'att/' || (i % 100) || '/' || i || '.bin', 'f.bin', 1024, i > {rows}, \
-             CASE WHEN i > {rows} THEN NULL ELSE now() - interval '40 days' END, now() - interval '90 days' \
-             FROM generate_series(1, {}) AS i; ANALYZE forum_attachment;",
-            rows + keep
-        ),
-    );
-    let media = base.join(format!("media-{rep}-{}", std::process::id()));
-    let old = SystemTime::now() - std::time::Duration::from_secs(86400 * 60);
-    let body = vec![7u8; 1024];
-    for d in 0..100 {
-        std::fs::create_dir_all(media.join(format!("att/{d}"))).unwrap();
-    }
-    for i in 1..=rows + keep {
-        let f = std::fs::File::create(media.join(format!("att/{}/{i}.bin", i % 100))).unwrap();
-        use std::io::Write;
-        (&f).write_all(&body).unwrap();
-        f.set_modified(old).unwrap();
-    }
-    (url, media)
-}
-
-fn check(url: &str, media: &Path, rows: usize) {
-    let out = Command::new("psql").args(["-qAt", url, "-c", "SELECT count(*) FROM forum_attachment"]).output().unwrap();
-    let left: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    assert_eq!(left, rows / 5, "only the kept rows remain");
-    let files = walk_count(media);
-    assert_eq!(files, rows / 5, "only the kept files remain");
-}
-
-fn walk_count(p: &Path) -> usize {
-    walkdir::WalkDir::new(p).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()).count()
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {

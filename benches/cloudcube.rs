@@ -11,29 +11,11 @@ mod common;
 #[path = "../tests/it/support.rs"]
 mod support;
 
-use common::{measure, median};
+use common::{env_num, fill_cube, measure, median};
 use futures::{StreamExt, TryStreamExt};
 use std::process::Command;
 use std::sync::Arc;
 use support::{S3Server, S3_ACCESS, S3_SECRET};
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn fill(s3: &S3Server, bucket: &str, n: usize) {
-    let root = s3.bucket(bucket).join("cube");
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(86400 * 30);
-    for d in 0..100 {
-        std::fs::create_dir_all(root.join(format!("uploads/{d:02}"))).unwrap();
-    }
-    for i in 0..n {
-        let f = std::fs::File::create(root.join(format!("uploads/{:02}/{i}.mp4", i % 100))).unwrap();
-        use std::io::Write;
-        (&f).write_all(b"0123456789abcdef").unwrap();
-        f.set_modified(old).unwrap();
-    }
-}
 
 /// rclone against the loopback server, configured through the environment only. The root HEAD
 /// is skipped (s3s-fs answers it with a 500); the sandbox's AWS_CA_BUNDLE breaks rclone's SDK.
@@ -70,7 +52,7 @@ fn main() {
     let s3 = S3Server::shared();
     if std::env::var("BENCH_SERVE").is_ok() {
         // Serve a small bucket for trying other clients by hand; stops when stdin closes.
-        fill(s3, "probe", 5);
+        fill_cube(&s3.bucket("probe"), 5);
         println!("{} bucket=probe prefix=cube access={S3_ACCESS}", s3.endpoint);
         let _ = std::io::stdin().read_line(&mut String::new());
         return;
@@ -87,7 +69,7 @@ fn main() {
     for rep in 0..reps {
         for contender in ["object_store delete_stream", "sweep bulk-cloudcube", "rclone delete"] {
             let bucket = format!("bench-{rep}-{}", contender.len());
-            fill(s3, &bucket, n);
+            fill_cube(&s3.bucket(&bucket), n);
             let url = format!("{}/{bucket}/cube", s3.endpoint);
             let d = match contender {
                 "rclone delete" => measure(&mut rclone(s3, &["delete", &format!("bench:{bucket}/cube")])).0,

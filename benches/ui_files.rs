@@ -7,16 +7,12 @@
 
 mod common;
 
-use common::{mb, measure, median};
+use common::{env_num, files_under as count_files, mb, measure, median};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 use sweep::testkit::PgCluster;
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// Rows: module m (1..=rows/10), version v (1..=10); each row has files/rows files; rows
 /// reference the first 90% of their files.
@@ -65,10 +61,6 @@ fn prepare_tree(base: &Path, tag: &str, files: usize) -> PathBuf {
         }
     }
     media
-}
-
-fn count_files(p: &Path) -> usize {
-    walkdir::WalkDir::new(p).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()).count()
 }
 
 fn main() {

@@ -7,15 +7,11 @@
 
 mod common;
 
-use common::{mb, measure, median};
+use common::{env_num, mb, measure, median};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn aged(p: &Path, t: SystemTime) {
     let f = std::fs::File::create(p).unwrap();

@@ -36,6 +36,9 @@ pub struct Ctx {
     pub backup: Option<Backup>,
     /// Ask before a real run (unless `--yes`); refuse without a terminal.
     pub confirm: bool,
+    /// The plan comes from a file (`apply`): re-check each item's fingerprint before deleting
+    /// it. (A plan made by this run has nothing to re-check against.)
+    pub reviewed_plan: bool,
 }
 
 impl Ctx {
@@ -62,7 +65,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         }
         (None, None) => None,
     };
-    let ctx = Ctx { global: cli.global, settings, backup, confirm: false };
+    let ctx = Ctx { global: cli.global, settings, backup, confirm: false, reviewed_plan: false };
     match cli.command {
         Command::Migrate => migrate::run(&ctx).await,
         Command::CleanupAttachments(a) => cleanup_attachments::run(&ctx, &a).await,
@@ -217,6 +220,7 @@ where
         audit,
         backup: ctx.backup.clone(),
         grace_cutoff: Some(Utc::now() - chrono::Duration::minutes(ctx.settings.grace_minutes.value)),
+        check_fingerprints: ctx.reviewed_plan,
     };
     let t1 = std::time::Instant::now();
     let result = executor::execute(&mut plan, res, &opts).await;

@@ -50,6 +50,8 @@ pub struct ExecOptions {
     /// Items with a fingerprint (a plan from `--plan-out`) modified after this instant (the
     /// real clock minus the grace period) are skipped.
     pub grace_cutoff: Option<DateTime<Utc>>,
+    /// Re-check items against their fingerprints (a plan read from a file).
+    pub check_fingerprints: bool,
 }
 
 /// Where backups go.
@@ -109,6 +111,7 @@ struct Deleter<'a> {
     concurrency: usize,
     backup: Option<Backup>,
     grace_cutoff: Option<DateTime<Utc>>,
+    check_fingerprints: bool,
 }
 
 type Res = (Outcome, Option<String>);
@@ -445,6 +448,7 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
         concurrency: opts.concurrency.max(1),
         backup: opts.backup.clone(),
         grace_cutoff: opts.grace_cutoff,
+        check_fingerprints: opts.check_fingerprints,
     };
     let total_units = plan.units.len();
     let bar = crate::progress::Progress::new(total_units as u64, opts.progress_bar);
@@ -542,7 +546,7 @@ async fn run_batch<'a>(
 
     // Re-check rows before touching anything else of their unit.
     let t = std::time::Instant::now();
-    if let Err(e) = precheck_rows(res, batch, &mut states).await {
+    if let Err(e) = precheck_rows(res, batch, &mut states, opts.check_fingerprints).await {
         return Err((batch, e.context("cannot re-check rows before deleting")));
     }
     timings.precheck += t.elapsed();
@@ -667,7 +671,12 @@ fn log_item(item: &Item, outcome: Outcome, error: Option<&str>) {
 }
 
 /// Rows whose rule no longer holds take their whole unit out of the batch, untouched.
-async fn precheck_rows(res: &Resources, batch: &[crate::plan::Unit], states: &mut [UnitState]) -> Result<()> {
+async fn precheck_rows(
+    res: &Resources,
+    batch: &[crate::plan::Unit],
+    states: &mut [UnitState],
+    check_fingerprints: bool,
+) -> Result<()> {
     let mut groups: HashMap<(Ident, Ident, Option<RowRule>), Vec<(usize, usize, String)>> = HashMap::new();
     for (u, unit) in batch.iter().enumerate() {
         if !states[u].alive {
@@ -699,7 +708,7 @@ async fn precheck_rows(res: &Resources, batch: &[crate::plan::Unit], states: &mu
         .enumerate()
         .filter(|(u, _)| states[*u].alive)
         .flat_map(|(u, unit)| unit.items.iter().enumerate().map(move |(i, item)| (u, i, item)))
-        .filter(|(_, _, item)| item.kind == Kind::Row && item.fingerprint.is_some())
+        .filter(|(_, _, item)| check_fingerprints && item.kind == Kind::Row && item.fingerprint.is_some())
         .collect();
     if !with_fp.is_empty() {
         for (u, i, why) in fingerprint::changed_rows(res.db()?, with_fp).await? {
@@ -769,7 +778,8 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<(Res,
                     Op::CompressFile { root, path } => (root, path, LocalOp::Gzip),
                     _ => unreachable!(),
                 };
-                LocalJob { root: root.clone(), path: path.clone(), op, fingerprint: item.fingerprint.clone() }
+                let fingerprint = if d.check_fingerprints { item.fingerprint.clone() } else { None };
+                LocalJob { root: root.clone(), path: path.clone(), op, fingerprint }
             })
             .collect();
         let t = std::time::Instant::now();
@@ -783,7 +793,9 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<(Res,
         let keys: Vec<(&str, Option<&Fingerprint>)> = idx
             .iter()
             .map(|&w| match &work[w].1.op {
-                Op::DeleteObject { key, .. } => (key.as_str(), work[w].1.fingerprint.as_ref()),
+                Op::DeleteObject { key, .. } => {
+                    (key.as_str(), work[w].1.fingerprint.as_ref().filter(|_| d.check_fingerprints))
+                }
                 _ => unreachable!(),
             })
             .collect();

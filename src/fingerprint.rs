@@ -178,16 +178,34 @@ pub fn changed(planned: &Fingerprint, now: &Fingerprint, cutoff: Option<DateTime
                 .collect();
             (!diff.is_empty()).then(|| format!("the row changed since the plan ({})", diff.join(", ")))
         }
-        _ if planned != now => Some(format!("it changed since the plan ({})", describe_change(planned, now))),
-        (Fingerprint::File { mtime: t, .. }, _)
-        | (Fingerprint::Tree { newest: t, .. }, _)
-        | (Fingerprint::Object { last_modified: t, .. }, _)
-            if recent(t) =>
-        {
-            Some(format!("modified at {} (within the grace period)", t.to_rfc3339()))
+        (
+            Fingerprint::Object { size: s1, e_tag: e1, last_modified: t1 },
+            Fingerprint::Object { size: s2, e_tag: e2, last_modified: t2 },
+        ) if s1 != s2 || matches!((e1, e2), (Some(a), Some(b)) if a != b) || t1.timestamp() != t2.timestamp() => {
+            // A listing and a HEAD report the same object with different precision (ms vs s)
+            // and a listing may lack the ETag: compare what both sides know.
+            Some(format!("it changed since the plan ({})", describe_change(planned, now)))
         }
-        _ => None,
+        (Fingerprint::Object { .. }, Fingerprint::Object { .. }) => {
+            (recent(planned_time(planned))).then(|| grace_note(planned_time(planned)))
+        }
+        _ if planned != now => Some(format!("it changed since the plan ({})", describe_change(planned, now))),
+        _ => recent(planned_time(planned)).then(|| grace_note(planned_time(planned))),
     }
+}
+
+/// When a file, tree or object was last modified, as its fingerprint says.
+fn planned_time(fp: &Fingerprint) -> &DateTime<Utc> {
+    match fp {
+        Fingerprint::File { mtime: t, .. }
+        | Fingerprint::Tree { newest: t, .. }
+        | Fingerprint::Object { last_modified: t, .. } => t,
+        Fingerprint::Absent | Fingerprint::Row { .. } => &DateTime::<Utc>::MIN_UTC,
+    }
+}
+
+fn grace_note(t: &DateTime<Utc>) -> String {
+    format!("modified at {} (within the grace period)", t.to_rfc3339())
 }
 
 fn describe_change(a: &Fingerprint, b: &Fingerprint) -> String {
@@ -272,6 +290,11 @@ mod tests {
         let o1 = Fingerprint::Object { size: 1, e_tag: Some("a".into()), last_modified: at("2026-01-01T00:00:00Z") };
         let o2 = Fingerprint::Object { size: 1, e_tag: Some("b".into()), last_modified: at("2026-01-01T00:00:00Z") };
         assert!(changed(&o1, &o2, cutoff).unwrap().contains("etag a -> b"));
+        // A listing (ms, maybe no ETag) and a HEAD (s, ETag) of the same object agree.
+        let listed = Fingerprint::Object { size: 1, e_tag: None, last_modified: at("2026-01-01T00:00:00.250Z") };
+        assert_eq!(changed(&listed, &o1, cutoff), None);
+        let later = Fingerprint::Object { size: 1, e_tag: None, last_modified: at("2026-01-01T00:00:05Z") };
+        assert!(changed(&later, &o1, cutoff).is_some());
     }
 
     #[test]

@@ -1,8 +1,81 @@
 //! Shared by the benchmarks: timing a child process with its peak memory, and medians.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+use sweep::testkit::PgCluster;
+
+/// A number from the environment, or `default`.
+pub fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+pub fn psql(url: &str, sql: &str) {
+    let st = Command::new("psql").args(["-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql]).status().unwrap();
+    assert!(st.success(), "{sql}");
+}
+
+/// A fresh database and media tree: `rows` old soft-deleted attachments with 1 KiB files, and
+/// `rows / 5` active ones (kept).
+pub fn prepare_attachments(pg: &PgCluster, base: &Path, rep: usize, rows: usize) -> (String, PathBuf) {
+    let url = pg.new_database();
+    psql(&url, sweep::reference::POSTGRES);
+    psql(&url, include_str!("../../migrations/postgres/0001_sweep_tables.sql"));
+    psql(&url, "CREATE TABLE sweep_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now()); INSERT INTO sweep_migrations VALUES (1);");
+    let keep = rows / 5;
+    psql(
+        &url,
+        &format!(
+            "INSERT INTO forum_attachment (id, image, original_filename, file_size, is_active, deleted_at, created_at) \
+             SELECT gen_random_uuid(), 'att/' || (i % 100) || '/' || i || '.bin', 'f.bin', 1024, i > {rows}, \
+             CASE WHEN i > {rows} THEN NULL ELSE now() - interval '40 days' END, now() - interval '90 days' \
+             FROM generate_series(1, {}) AS i; ANALYZE forum_attachment;",
+            rows + keep
+        ),
+    );
+    let media = base.join(format!("media-{rep}-{}", std::process::id()));
+    let old = SystemTime::now() - Duration::from_secs(86400 * 60);
+    let body = vec![7u8; 1024];
+    for d in 0..100 {
+        std::fs::create_dir_all(media.join(format!("att/{d}"))).unwrap();
+    }
+    for i in 1..=rows + keep {
+        let f = std::fs::File::create(media.join(format!("att/{}/{i}.bin", i % 100))).unwrap();
+        use std::io::Write;
+        (&f).write_all(&body).unwrap();
+        f.set_modified(old).unwrap();
+    }
+    (url, media)
+}
+
+/// Only the kept rows and files of `prepare_attachments` remain.
+pub fn check_attachments(url: &str, media: &Path, rows: usize) {
+    let out = Command::new("psql").args(["-qAt", url, "-c", "SELECT count(*) FROM forum_attachment"]).output().unwrap();
+    let left: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(left, rows / 5, "only the kept rows remain");
+    assert_eq!(files_under(media), rows / 5, "only the kept files remain");
+}
+
+/// Regular files under `p`.
+pub fn files_under(p: &Path) -> usize {
+    walkdir::WalkDir::new(p).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()).count()
+}
+
+/// `n` 30-day-old objects under `bucket_dir/cube/uploads/NN/`, written as s3s-fs's backing files.
+pub fn fill_cube(bucket_dir: &Path, n: usize) {
+    let root = bucket_dir.join("cube");
+    let old = SystemTime::now() - Duration::from_secs(86400 * 30);
+    for d in 0..100 {
+        std::fs::create_dir_all(root.join(format!("uploads/{d:02}"))).unwrap();
+    }
+    for i in 0..n {
+        let f = std::fs::File::create(root.join(format!("uploads/{:02}/{i}.mp4", i % 100))).unwrap();
+        use std::io::Write;
+        (&f).write_all(b"0123456789abcdef").unwrap();
+        f.set_modified(old).unwrap();
+    }
+}
 
 /// Wall time and peak resident memory (VmHWM, polled) of a command; panics if it fails.
 pub fn measure(cmd: &mut Command) -> (Duration, u64) {

@@ -93,7 +93,8 @@ pub async fn write_plan(path: &Path, plan: &mut Plan, ctx: &Ctx, db: Option<&Db>
     let tmp = PathBuf::from(tmp);
     let write = || -> std::io::Result<()> {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        serde_json::to_writer_pretty(&mut f, &doc)?;
+        // Compact: a plan of 100,000 items is read by programs (`apply`, `jq`), not scrolled.
+        serde_json::to_writer(&mut f, &doc)?;
         use std::io::Write;
         f.flush()?;
         f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
@@ -111,8 +112,14 @@ pub fn read_plan(path: &Path, max_age: chrono::Duration, now: DateTime<Utc>) -> 
     let not_a_plan = |why: String| {
         Fatal::usage(format!("{} is not a sweep plan (one written by --plan-out): {why}", path.display()))
     };
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| not_a_plan(e.to_string()))?;
-    match v.get("sweep_plan_version").and_then(|v| v.as_u64()) {
+    // The version first (a cheap pass that keeps nothing), then the whole plan straight into
+    // its types: no intermediate JSON tree, whose size would be several times the file's.
+    #[derive(Deserialize)]
+    struct Version {
+        sweep_plan_version: Option<u64>,
+    }
+    let v: Version = serde_json::from_str(&text).map_err(|e| not_a_plan(e.to_string()))?;
+    match v.sweep_plan_version {
         Some(n) if n == PLAN_VERSION as u64 => {}
         Some(n) => {
             return Err(Fatal::usage(format!(
@@ -123,7 +130,8 @@ pub fn read_plan(path: &Path, max_age: chrono::Duration, now: DateTime<Utc>) -> 
         }
         None => return Err(not_a_plan("it has no sweep_plan_version".into()).into()),
     }
-    let mut doc: PlanDoc<Plan> = serde_json::from_value(v).map_err(|e| not_a_plan(e.to_string()))?;
+    let mut doc: PlanDoc<Plan> = serde_json::from_str(&text).map_err(|e| not_a_plan(e.to_string()))?;
+    drop(text);
     let age = now - doc.created_at;
     if age > max_age {
         return Err(Fatal::usage(format!(
@@ -230,7 +238,8 @@ pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<Exit> {
         )),
         (None, None) => None,
     };
-    let ctx2 = Ctx { global: ctx.global.clone(), settings: ctx.settings.clone(), backup, confirm: false };
+    let ctx2 =
+        Ctx { global: ctx.global.clone(), settings: ctx.settings.clone(), backup, confirm: false, reviewed_plan: true };
 
     plan.fields.insert("applied_plan".into(), a.plan.display().to_string().into());
     plan.fields.insert("plan_created_at".into(), doc.created_at.to_rfc3339().into());

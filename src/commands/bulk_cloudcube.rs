@@ -8,7 +8,7 @@ use crate::config::{Key, ProcessEnv, Source, Sourced, TableSpec};
 use crate::db::{Db, Pool};
 use crate::executor::Resources;
 use crate::exit_codes::{Exit, Fatal};
-use crate::plan::{Item, Kept, Kind, Op, Plan, Unit};
+use crate::plan::{Fingerprint, Item, Kept, Kind, Op, Plan, Unit};
 use crate::report::Outcome;
 use crate::store::is_protected;
 use crate::store::object::{parse_key, Credentials, NamedStore, S3Location};
@@ -220,8 +220,17 @@ async fn preserved(db: &Db, s: &CubeSettings, cutoff: DateTime<Utc>) -> Result<P
     Ok(out)
 }
 
-/// The bulk plan: every object under the cube, streamed.
-async fn bulk_plan(db: &Db, s: &CubeSettings, store: &NamedStore, r: &Rules, allow_empty: bool) -> Result<Plan> {
+/// The bulk plan: every object under the cube, streamed. With `fingerprints` (a plan to be
+/// written), each object's listing is its fingerprint: what it was when it was decided on, with
+/// no HEAD request per object.
+async fn bulk_plan(
+    db: &Db,
+    s: &CubeSettings,
+    store: &NamedStore,
+    r: &Rules,
+    allow_empty: bool,
+    fingerprints: bool,
+) -> Result<Plan> {
     let keep = preserved(db, s, r.now - Duration::days(r.retention_days)).await?;
     let mut p = Plan::new(COMMAND, r.now);
     let mut listing = store.store.list(None);
@@ -231,12 +240,15 @@ async fn bulk_plan(db: &Db, s: &CubeSettings, store: &NamedStore, r: &Rules, all
         let target = store.target(&o.key);
         match decide(&o, &keep, r) {
             Err(why) => p.kept.push(Kept { kind: Kind::Object, target, reason: why }),
-            Ok(reason) => p.units.push(Unit::new(vec![Item::new(
-                Op::DeleteObject { store: "cube".into(), key: o.key },
-                target,
-                reason,
-                Some(o.size),
-            )])),
+            Ok(reason) => {
+                let mut it =
+                    Item::new(Op::DeleteObject { store: "cube".into(), key: o.key }, target, reason, Some(o.size));
+                if fingerprints {
+                    it.fingerprint =
+                        Some(Fingerprint::Object { size: m.size, e_tag: m.e_tag, last_modified: m.last_modified });
+                }
+                p.units.push(Unit::new(vec![it]));
+            }
         }
     }
     if keep.clips.is_empty() && keep.in_progress.is_empty() && !p.units.is_empty() && !allow_empty {
@@ -335,7 +347,10 @@ pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs) -> Result<Exit> {
     let Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, &rows, Some(db.clone()), &res, || async {
         let mut p = match args.job {
             Some(job) => job_plan(&db, &s, &store, job, &rules).await?,
-            None => bulk_plan(&db, &s, &store, &rules, args.allow_empty_references).await?,
+            None => {
+                let fingerprints = ctx.global.plan_out.is_some();
+                bulk_plan(&db, &s, &store, &rules, args.allow_empty_references, fingerprints).await?
+            }
         };
         p.fields.insert("retention_days".into(), rules.retention_days.into());
         p.fields.insert("store".into(), store.url.clone().into());

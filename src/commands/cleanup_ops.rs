@@ -322,6 +322,7 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
         // The global --backup-dir or --backup-to, if given, wins over BACKUP_DIR's seed layout.
         backup: ctx.backup.clone().or(backups.clone().map(|dir| Backup::Dir { dir, per_root: false })),
         confirm: a.run_type == OpsRunType::Manual,
+        reviewed_plan: false,
     };
     require_terminal_or_yes(&ctx2, "cleanup-ops --type manual")?;
     let mut res = Resources { db: Some(db.clone()), ..Default::default() };

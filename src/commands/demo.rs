@@ -87,7 +87,7 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
         ..ctx.global.clone()
     };
     let settings = Settings::load(&g, &ProcessEnv, Utc::now())?;
-    let demo_ctx = Ctx { global: g, settings, backup: None, confirm: false };
+    let demo_ctx = Ctx { global: g, settings, backup: None, confirm: false, reviewed_plan: false };
     println!("=== cleanup-attachments --days 30 ===");
     // The demo holds a row whose image points outside the media root, to show that it is
     // refused: that "failure" is the point, so the demo itself exits 0.

@@ -696,7 +696,13 @@ pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs) -> Result<Exit> {
         tracing::warn!(target: "cleanup", "CLEANUP_ENABLED=false: this cycle is a dry run; nothing will be deleted");
         ctx_settings.dry_run = Sourced::new(true, Source::Env("CLEANUP_ENABLED"));
     }
-    let ctx = &Ctx { global: ctx.global.clone(), settings: ctx_settings, backup: ctx.backup.clone(), confirm: false };
+    let ctx = &Ctx {
+        global: ctx.global.clone(),
+        settings: ctx_settings,
+        backup: ctx.backup.clone(),
+        confirm: false,
+        reviewed_plan: false,
+    };
     let data = ctx.settings.require_data_dir()?.to_path_buf();
     let root = LocalRoot::open("data", &data).map_err(|e| anyhow!("DATA_DIR: {e}"))?;
     let db = super::connect(ctx).await?;
