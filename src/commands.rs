@@ -96,8 +96,13 @@ pub fn print_config(ctx: &Ctx, command_rows: Vec<(String, String, String)>) {
     rows.extend(command_rows);
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(10);
     let wv = rows.iter().map(|r| r.1.len()).max().unwrap_or(10).min(60);
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     for (k, v, s) in rows {
-        println!("{k:<w$}  {v:<wv$}  ({s})");
+        // A reader that stops early (`| head`) is not an error.
+        if writeln!(out, "{k:<w$}  {v:<wv$}  ({s})").is_err() {
+            return;
+        }
     }
 }
 
@@ -293,12 +298,16 @@ pub fn print_report(ctx: &Ctx, report: &Report, plan: &Plan) -> Result<()> {
     use std::io::Write;
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
-    if ctx.global.json {
-        serde_json::to_writer(&mut out, &crate::report::ReportDoc { report, plan })?;
-        writeln!(out)?;
+    let written = if ctx.global.json {
+        serde_json::to_writer(&mut out, &crate::report::ReportDoc { report, plan })
+            .map_err(std::io::Error::from)
+            .and_then(|_| writeln!(out))
     } else {
-        write!(out, "{}", report.to_text(plan, 20))?;
+        write!(out, "{}", report.to_text(plan, 20))
+    };
+    match written.and_then(|_| out.flush()) {
+        // The run is done and audited; a reader that stopped early (`| head`) changes nothing.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
     }
-    out.flush()?;
-    Ok(())
 }

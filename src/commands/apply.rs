@@ -174,6 +174,12 @@ fn human(d: chrono::Duration) -> String {
 /// `sweep apply PLAN.json`.
 pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<Exit> {
     let doc = read_plan(&a.plan, a.max_plan_age, Utc::now())?;
+    if ctx.global.show_config {
+        // Today's settings, then those the plan was made with.
+        let rows = doc.config.iter().map(|r| (format!("plan: {}", r.key), r.value.clone(), r.source.clone())).collect();
+        super::print_config(ctx, rows);
+        return Ok(Exit::Success);
+    }
     let mut plan = doc.plan;
     let has_rows = plan.units.iter().flat_map(|u| &u.items).any(|i| i.kind == Kind::Row)
         || plan.units.iter().any(|u| u.guard.is_some());

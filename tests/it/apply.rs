@@ -319,3 +319,30 @@ pub async fn apply_keeps_a_tmp_dir_that_gained_a_file_and_caps_still_hold(b: Bac
     assert!(data.join("tmp/b/late.bin").exists() && data.join("tmp/b/x.bin").exists());
     assert!(!data.join("tmp/a").exists() && !data.join("tmp/c").exists());
 }
+
+pub async fn a_failed_backup_to_a_store_keeps_the_item(b: Backend) {
+    let ws = Ws::new(b, true).await;
+    let files = attachments(&ws).await;
+    let env: Vec<(&str, String)> = S3Server::shared().env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = ws.sweep_env(
+        &["--now", NOW, "--backup-to", "s3://no-such-bucket-for-sweep/x", "cleanup-attachments", "--json"],
+        &env,
+    );
+    r.expect(1);
+    let j = r.json();
+    assert_eq!(
+        targets(&j, &["failed"]),
+        set(&["media:att/1.jpg", "media:att/2.jpg", "media:att/3.jpg"]),
+        "{}",
+        r.stdout
+    );
+    assert!(targets(&j, &["deleted"]).is_empty());
+    let why = j["items"][0]["error"].as_str().unwrap();
+    assert!(why.contains("backup") && why.contains("not deleted"), "{why}");
+    assert!(files.iter().all(|f| f.exists()), "no backup, no deletion");
+    for n in 1..=4 {
+        assert!(row_exists(&ws, n).await);
+    }
+    assert!(!r.stderr.contains(S3_SECRET) && !r.stdout.contains(S3_SECRET));
+}

@@ -59,6 +59,7 @@ mod plans_and_restore {
         restore_brings_objects_back_from_a_backup_dir,
         apply_refuses_another_database_an_old_plan_and_a_forecast,
         apply_keeps_a_tmp_dir_that_gained_a_file_and_caps_still_hold,
+        a_failed_backup_to_a_store_keeps_the_item,
     );
 }
 

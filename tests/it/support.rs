@@ -14,6 +14,8 @@ use sweep::testkit::PgCluster;
 
 pub const S3_ACCESS: &str = "sweep-test-access";
 pub const S3_SECRET: &str = "sweep-test-secret-do-not-print";
+/// Buckets whose name starts with this do not exist: a PUT into one fails with NoSuchBucket.
+pub const MISSING_BUCKET: &str = "no-such-bucket";
 /// Keys containing this marker fail in DeleteObjects with AccessDenied.
 pub const UNDELETABLE: &str = "undeletable";
 
@@ -268,6 +270,10 @@ impl S3 for Flaky {
         self.0.get_object(req).await
     }
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        // S3 refuses a PUT into a bucket that does not exist; s3s-fs would create it.
+        if req.input.bucket.starts_with(MISSING_BUCKET) {
+            return Err(s3s::s3_error!(NoSuchBucket));
+        }
         self.0.put_object(req).await
     }
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
