@@ -171,6 +171,20 @@ fn human(d: chrono::Duration) -> String {
     }
 }
 
+/// The local roots configured now, canonical: a plan's roots must be among them.
+fn configured_dirs(ctx: &Ctx) -> Result<Vec<PathBuf>> {
+    let st = &ctx.settings;
+    let mut dirs: Vec<PathBuf> =
+        [st.media_root.as_ref(), st.data_dir.as_ref()].into_iter().flatten().map(|s| s.value.clone()).collect();
+    dirs.extend(super::cleanup_ops::ops_dir(ctx, None)?.map(|s| s.value));
+    if let Some(store) = &st.raw.attachments.store {
+        if !store.contains("://") {
+            dirs.push(PathBuf::from(store));
+        }
+    }
+    Ok(dirs.into_iter().filter_map(|d| std::fs::canonicalize(d).ok()).collect())
+}
+
 /// `sweep apply PLAN.json`.
 pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<Exit> {
     let doc = read_plan(&a.plan, a.max_plan_age, Utc::now())?;
@@ -211,9 +225,19 @@ pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<Exit> {
         (None, _) => None,
     };
 
-    // Roots and stores are where the plan says: they must still be there and be the same.
+    // Roots and stores are where the plan says: they must still be there and be the same, and
+    // a root must be a directory configured now (an edited or misplaced plan cannot point sweep
+    // at another tree).
+    let configured = configured_dirs(ctx)?;
     let mut res = Resources { db: db.clone(), ..Default::default() };
     for (name, path) in &doc.roots {
+        if !configured.contains(path) {
+            return Err(Fatal::usage(format!(
+                "the plan's {name} root {} is not a directory configured now (MEDIA_ROOT, DATA_DIR, OPS_DIR or [attachments] store): refusing; nothing was deleted",
+                path.display()
+            ))
+            .into());
+        }
         let root = LocalRoot::open(name, path)
             .map_err(|e| Fatal::usage(format!("the plan's {name} root is not usable now: {e}; nothing was deleted")))?;
         if root.path() != path {

@@ -246,6 +246,27 @@ pub async fn apply_refuses_another_database_an_old_plan_and_a_forecast(b: Backen
     assert_eq!(ws.count("SELECT count(*) FROM forum_attachment").await, 4);
     assert!(files.iter().all(|f| f.exists()));
 
+    // A plan whose root is not a directory configured now (edited, or MEDIA_ROOT moved).
+    let elsewhere = ws.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let r = sweep_in(
+        ws.dir.path(),
+        &["apply", p.to_str().unwrap()],
+        &[("DATABASE_URL", &ws.url), ("MEDIA_ROOT", elsewhere.to_str().unwrap())],
+    );
+    r.expect(2);
+    assert!(r.stderr.contains("not a directory configured now"), "{}", r.stderr);
+    let edited = ws.dir.path().join("edited.json");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let media = serde_json::to_string(&std::fs::canonicalize(&ws.media).unwrap()).unwrap();
+    let moved = serde_json::to_string(&std::fs::canonicalize(&elsewhere).unwrap()).unwrap();
+    assert!(text.contains(&media));
+    std::fs::write(&edited, text.replace(&media, &moved)).unwrap();
+    let r = ws.sweep(&["apply", edited.to_str().unwrap()]);
+    r.expect(2);
+    assert!(r.stderr.contains("not a directory configured now"), "{}", r.stderr);
+    assert!(files.iter().all(|f| f.exists()));
+
     let r = ws.sweep(&["apply", p.to_str().unwrap(), "--max-plan-age", "0s"]);
     r.expect(2);
     assert!(r.stderr.contains("--max-plan-age"), "{}", r.stderr);
