@@ -284,6 +284,25 @@ impl Deleter<'_> {
     }
 }
 
+/// What a backup copies: the checked path of a file or a directory (and whether it is one), or
+/// `None` when nothing is there or it is a symlink (deleting a link loses nothing).
+fn backup_source(
+    root: &LocalRoot,
+    path: &str,
+    cache: &mut ParentCache,
+) -> Result<Option<(std::path::PathBuf, bool)>, String> {
+    let src = match root.resolve_with(path, cache) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok(match std::fs::symlink_metadata(&src) {
+        Ok(m) if m.is_file() => Some((src, false)),
+        Ok(m) if m.is_dir() => Some((src, true)),
+        _ => None,
+    })
+}
+
 /// Copy a file or tree under `root` to `dir/<path>` (a symlink is not copied: deleting a link
 /// loses nothing), with its modification times when `keep_mtime`. Returns where the copy is.
 fn backup_file(
@@ -293,15 +312,9 @@ fn backup_file(
     keep_mtime: bool,
     cache: &mut ParentCache,
 ) -> Result<Option<String>, String> {
-    let src = match root.resolve_with(path, cache) {
-        Ok(Some(p)) => p,
-        Ok(None) => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+    let Some((src, _)) = backup_source(root, path, cache)? else {
+        return Ok(None);
     };
-    match std::fs::symlink_metadata(&src) {
-        Ok(m) if m.is_file() || m.is_dir() => {}
-        _ => return Ok(None), // a link: deleting it loses nothing
-    }
     if src.starts_with(dir) {
         return Ok(None); // pruning an old backup: it is the backup
     }
@@ -362,15 +375,8 @@ async fn backup_file_to_store(
     b: &NamedStore,
     cache: &mut ParentCache,
 ) -> Result<Option<String>, String> {
-    let src = match root.resolve_with(path, cache) {
-        Ok(Some(p)) => p,
-        Ok(None) => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    let is_dir = match std::fs::symlink_metadata(&src) {
-        Ok(m) if m.is_file() => false,
-        Ok(m) if m.is_dir() => true,
-        _ => return Ok(None),
+    let Some((src, is_dir)) = backup_source(root, path, cache)? else {
+        return Ok(None);
     };
     let rel = root.relativize(path).map_err(|e| e.to_string())?;
     let base = format!("{}/{rel}", root.name());
