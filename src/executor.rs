@@ -10,7 +10,7 @@ use crate::fingerprint;
 use crate::ident::Ident;
 use crate::plan::{Fingerprint, Item, Kind, Op, Plan, RowRule, Unit};
 use crate::report::{Outcome, Report};
-use crate::store::local::{in_blocking_chunks, LocalRoot, ParentCache, Removed};
+use crate::store::local::{in_blocking_chunks, LocalRoot, ParentCache, Removed, SharedDirs};
 use crate::store::object::{self, NamedStore};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
@@ -112,6 +112,8 @@ struct Deleter<'a> {
     backup: Option<Backup>,
     grace_cutoff: Option<DateTime<Utc>>,
     check_fingerprints: bool,
+    /// Each root's open directories, kept for the whole run.
+    dirs: Arc<HashMap<String, SharedDirs>>,
 }
 
 type Res = (Outcome, Option<String>);
@@ -154,6 +156,7 @@ impl Deleter<'_> {
     /// and, with a backup, copied first. Returns each outcome and, when a backup was made, where.
     async fn local(&self, jobs: Vec<LocalJob>) -> Vec<(Res, Option<String>)> {
         let roots = self.res.roots.clone();
+        let dirs = self.dirs.clone();
         let backup = self.backup.clone();
         let (dry_run, cutoff) = (self.dry_run, self.grace_cutoff);
         let handle = tokio::runtime::Handle::current();
@@ -165,7 +168,7 @@ impl Deleter<'_> {
                     let Some(r) = roots.get(&root) else {
                         return ((Outcome::Failed, Some(format!("no local root named {root:?} is configured"))), None);
                     };
-                    let cache = caches.entry(root).or_default();
+                    let cache = caches.entry(root).or_insert_with_key(|k| ParentCache::sharing(&dirs[k]));
                     if let Some(planned) = &fingerprint {
                         let now = fingerprint::local_now(r, &path, op == LocalOp::Tree, cache);
                         match now.map(|now| fingerprint::changed(planned, &now, cutoff)) {
@@ -455,6 +458,7 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
         backup: opts.backup.clone(),
         grace_cutoff: opts.grace_cutoff,
         check_fingerprints: opts.check_fingerprints,
+        dirs: Arc::new(res.roots.keys().map(|k| (k.clone(), SharedDirs::default())).collect()),
     };
     let total_units = plan.units.len();
     let bar = crate::progress::Progress::new(total_units as u64, opts.progress_bar);

@@ -43,7 +43,30 @@ pub struct Entry {
 
 /// Parent directories already checked in this batch, and what was found.
 #[derive(Debug, Default)]
-pub struct ParentCache(std::collections::HashMap<PathBuf, ParentState>);
+pub struct ParentCache {
+    states: std::collections::HashMap<PathBuf, ParentState>,
+    /// Directories opened without following links, by path relative to the root (Unix);
+    /// shared by the caches of one run (`SharedDirs`).
+    #[cfg(unix)]
+    dirs: std::sync::Arc<dirfd::DirFds>,
+}
+
+/// Open directories under one root, shared by every batch of a run: each directory is opened
+/// once, not once per batch. An open directory cannot be swapped for a symlink under sweep (the
+/// descriptor keeps naming the directory it opened).
+#[derive(Debug, Clone, Default)]
+pub struct SharedDirs(#[cfg(unix)] std::sync::Arc<dirfd::DirFds>);
+
+impl ParentCache {
+    /// A cache that opens directories through `dirs`.
+    pub fn sharing(#[allow(unused_variables)] dirs: &SharedDirs) -> ParentCache {
+        ParentCache {
+            states: Default::default(),
+            #[cfg(unix)]
+            dirs: dirs.0.clone(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub enum ParentState {
@@ -132,7 +155,7 @@ impl LocalRoot {
         let rel = self.relativize(rel)?;
         let full = self.root.join(&rel);
         let parent = full.parent().expect("a joined relative path has a parent").to_path_buf();
-        let state = match cache.0.get(&parent) {
+        let state = match cache.states.get(&parent) {
             Some(s) => *s,
             None => {
                 let s = match fs::canonicalize(&parent) {
@@ -141,7 +164,7 @@ impl LocalRoot {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => ParentState::Missing,
                     Err(source) => return Err(LocalError::Io { path: full.display().to_string(), source }),
                 };
-                cache.0.insert(parent, s);
+                cache.states.insert(parent, s);
                 s
             }
         };
@@ -191,6 +214,35 @@ impl LocalRoot {
 
     /// `delete_file` with a shared parent-directory cache (for batches).
     pub fn delete_file_with(&self, rel: &str, cache: &mut ParentCache) -> Result<Removed, LocalError> {
+        #[cfg(unix)]
+        {
+            // The fast path: the parent is opened component by component from the root without
+            // following any link (once per directory per batch), then the file is unlinked
+            // relative to it. No path is resolved again at deletion time.
+            let rel = self.relativize(rel)?;
+            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
+            match cache.dirs.open(&self.root, parent) {
+                Ok(dirfd::Dir::Open(fd)) => {
+                    return match rustix::fs::unlinkat(&*fd, name, rustix::fs::AtFlags::empty()) {
+                        Ok(()) => Ok(Removed::Deleted),
+                        Err(rustix::io::Errno::NOENT) => Ok(Removed::Missing),
+                        Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM)
+                            if rustix::fs::statat(&*fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                                .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir()) =>
+                        {
+                            Err(LocalError::IsDir { path: rel })
+                        }
+                        Err(e) => {
+                            Err(LocalError::Io { path: self.root.join(&rel).display().to_string(), source: e.into() })
+                        }
+                    };
+                }
+                Ok(dirfd::Dir::Missing) => return Ok(Removed::Missing),
+                // A symlinked parent: the checked path below decides whether it stays inside.
+                Ok(dirfd::Dir::Linked) => {}
+                Err(source) => return Err(LocalError::Io { path: self.root.join(&rel).display().to_string(), source }),
+            }
+        }
         let Some(full) = self.resolve_with(rel, cache)? else {
             return Ok(Removed::Missing);
         };
@@ -324,6 +376,64 @@ pub fn copy_tree(src: &Path, dst: &Path, keep_mtime: bool) -> io::Result<()> {
     copy_file(src, dst)
 }
 
+#[cfg(unix)]
+mod dirfd {
+    //! Directories under a root opened with `openat(O_NOFOLLOW | O_DIRECTORY)`, one component
+    //! at a time: a symlink anywhere on the way is seen, never followed.
+
+    use rustix::fs::{openat, Mode, OFlags, CWD};
+    use rustix::io::Errno;
+    use std::collections::HashMap;
+    use std::os::fd::OwnedFd;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    /// Open directories by relative path ("" is the root), and those found missing or linked.
+    #[derive(Debug, Default)]
+    pub struct DirFds(std::sync::Mutex<HashMap<String, Dir>>);
+
+    #[derive(Debug, Clone)]
+    pub enum Dir {
+        Open(Arc<OwnedFd>),
+        Missing,
+        /// A component is a symlink (or not a directory): left to the path-checking code.
+        Linked,
+    }
+
+    /// At most this many directories stay open per cache (a batch rarely touches more).
+    const MAX_OPEN: usize = 512;
+
+    impl DirFds {
+        pub fn open(&self, root: &Path, rel: &str) -> std::io::Result<Dir> {
+            if let Some(d) = self.0.lock().expect("not poisoned").get(rel) {
+                return Ok(d.clone());
+            }
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let d = match rel.rsplit_once('/') {
+                _ if rel.is_empty() => Dir::Open(Arc::new(openat(CWD, root, flags, Mode::empty())?)),
+                split => {
+                    let (parent, name) = split.unwrap_or(("", rel));
+                    match self.open(root, parent)? {
+                        Dir::Open(p) => match openat(&*p, name, flags, Mode::empty()) {
+                            Ok(fd) => Dir::Open(Arc::new(fd)),
+                            Err(Errno::NOENT) => Dir::Missing,
+                            Err(Errno::LOOP) | Err(Errno::NOTDIR) => Dir::Linked,
+                            Err(e) => return Err(e.into()),
+                        },
+                        other => other,
+                    }
+                }
+            };
+            let mut map = self.0.lock().expect("not poisoned");
+            if map.len() >= MAX_OPEN {
+                map.clear();
+            }
+            map.insert(rel.to_string(), d.clone());
+            Ok(d)
+        }
+    }
+}
+
 /// Run `f` over `items` in at most `parallel` blocking tasks, each taking a contiguous chunk;
 /// results come back in input order. Filesystem work is done this way rather than one task per
 /// file: a task per file costs more in thread hand-offs than the syscall it wraps.
@@ -403,6 +513,36 @@ mod tests {
         assert_eq!(r.delete_dir("out").unwrap(), Removed::Deleted);
         assert!(d.path().join("secret.txt").exists());
         assert!(!r.path().join("out").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_shared_directory_cache_deletes_inside_and_refuses_links_that_lead_out() {
+        let (d, r) = root();
+        fs::create_dir_all(r.path().join("b/c")).unwrap();
+        fs::write(r.path().join("b/c/y.png"), b"y").unwrap();
+        fs::write(r.path().join("a/z.png"), b"z").unwrap();
+        // A symlinked parent that stays inside the root is allowed (through the checked path).
+        std::os::unix::fs::symlink(r.path().join("b"), r.path().join("alias")).unwrap();
+        std::os::unix::fs::symlink(d.path(), r.path().join("out")).unwrap();
+        let shared = SharedDirs::default();
+        let mut c1 = ParentCache::sharing(&shared);
+        assert_eq!(r.delete_file_with("a/x.png", &mut c1).unwrap(), Removed::Deleted);
+        assert_eq!(r.delete_file_with("alias/c/y.png", &mut c1).unwrap(), Removed::Deleted);
+        assert!(matches!(r.delete_file_with("out/secret.txt", &mut c1), Err(LocalError::Outside { .. })));
+        // A directory swapped for a link after it was opened: the open directory is used, and
+        // nothing outside is reached.
+        let mut c2 = ParentCache::sharing(&shared);
+        fs::rename(r.path().join("a"), r.path().join("a-old")).unwrap();
+        std::os::unix::fs::symlink(d.path(), r.path().join("a")).unwrap();
+        fs::write(d.path().join("z.png"), b"outside").unwrap();
+        assert_eq!(r.delete_file_with("a/z.png", &mut c2).unwrap(), Removed::Deleted);
+        assert!(d.path().join("z.png").exists(), "the file outside the root survives");
+        assert!(!r.path().join("a-old/z.png").exists(), "the open directory's file went");
+        assert!(d.path().join("secret.txt").exists());
+        // The link itself is deleted as a link; what it points to survives.
+        assert_eq!(r.delete_file_with("a", &mut c2).unwrap(), Removed::Deleted);
+        assert!(d.path().join("secret.txt").exists() && d.path().join("z.png").exists());
     }
 
     #[test]
