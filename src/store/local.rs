@@ -186,6 +186,35 @@ impl LocalRoot {
 
     /// `stat` with a shared parent-directory cache (for batches).
     pub fn stat_with(&self, rel: &str, cache: &mut ParentCache) -> Result<Option<Entry>, LocalError> {
+        #[cfg(unix)]
+        {
+            // As for deletion: relative to the parent opened without following links.
+            let rel = self.relativize(rel)?;
+            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
+            let io = |source: io::Error| LocalError::Io { path: self.root.join(&rel).display().to_string(), source };
+            match cache.dirs.open(&self.root, parent).map_err(io)? {
+                dirfd::Dir::Open(fd) => {
+                    use rustix::fs::{statat, AtFlags, FileType};
+                    return match statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => {
+                            let t = FileType::from_raw_mode(st.st_mode);
+                            let modified = SystemTime::UNIX_EPOCH
+                                + std::time::Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec as u32);
+                            Ok(Some(Entry {
+                                bytes: if t.is_file() { st.st_size as u64 } else { 0 },
+                                modified,
+                                is_dir: t.is_dir(),
+                                is_symlink: t.is_symlink(),
+                            }))
+                        }
+                        Err(rustix::io::Errno::NOENT) => Ok(None),
+                        Err(e) => Err(io(e.into())),
+                    };
+                }
+                dirfd::Dir::Missing => return Ok(None),
+                dirfd::Dir::Linked => {}
+            }
+        }
         Ok(self.existing(rel, cache)?.map(|(_, m)| Entry {
             bytes: if m.is_file() { m.len() } else { 0 },
             modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
