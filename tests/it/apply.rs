@@ -332,6 +332,12 @@ pub async fn apply_keeps_a_tmp_dir_that_gained_a_file_and_caps_still_hold(b: Bac
     let capped = ws.sweep_env(&["--max-delete", "1", "apply", p.to_str().unwrap()], &env);
     capped.expect(3);
     assert!(data.join("tmp/a").exists(), "a cap stops apply before anything is deleted");
+    {
+        // The plan's command's lock: apply waits for no one and changes nothing while it is held.
+        let _held = crate::attachments::hold_lock(&ws, "worker-once").await;
+        ws.sweep_env(&["apply", p.to_str().unwrap()], &env).expect(75);
+        assert!(data.join("tmp/a").exists());
+    }
     let r = ws.sweep_env(&["apply", p.to_str().unwrap(), "--json"], &env);
     r.expect(0);
     let j = r.json();

@@ -193,7 +193,7 @@ pub async fn a_second_concurrent_run_exits_75(b: Backend) {
 }
 
 /// Take sweep's run lock for `command` the way the binary does.
-async fn hold_lock(ws: &Ws, command: &str) -> Box<dyn std::any::Any> {
+pub async fn hold_lock(ws: &Ws, command: &str) -> Box<dyn std::any::Any> {
     match ws.backend {
         Backend::Postgres => {
             use sqlx::Connection;
