@@ -4,7 +4,8 @@
 //! a temporary PostgreSQL cluster. Contenders, interleaved on identical fresh copies:
 //! sweep (default batch size 100, and 1,000), and the one-liner
 //! `psql -c "DELETE … RETURNING image" | xargs rm -f`. Prints medians and sweep's peak memory.
-//! BENCH_ROWS and BENCH_REPS change the size and the repetitions.
+//! BENCH_ROWS and BENCH_REPS change the size and the repetitions. Each contender's files are on
+//! a fresh loop-mounted ext4 filesystem when run as root (see `common::FreshFs`).
 
 mod common;
 
@@ -34,7 +35,8 @@ fn main() {
     let mut mem: Vec<f64> = Vec::new();
     for rep in 0..reps {
         for contender in ["sweep (batch 100)", "sweep (batch 1000)", "psql DELETE RETURNING | xargs rm -f"] {
-            let (url, media) = prepare(pg, base.path(), rep, rows);
+            let fs = common::FreshFs::new(base.path(), &format!("{rep}-{}", contender.len()));
+            let (url, media) = prepare(pg, &fs.dir, rep, rows);
             let (d, peak) = if contender.starts_with("sweep") {
                 let batch = if contender.contains("1000") { "1000" } else { "100" };
                 measure(
@@ -64,6 +66,7 @@ fn main() {
             println!("rep {rep}: {contender:<40} {:>7.2} s  peak {:>6.1} MiB", d.as_secs_f64(), mb(peak));
             t.entry(contender).or_default().push(d.as_secs_f64());
             let _ = std::fs::remove_dir_all(&media);
+            drop(fs);
         }
     }
     println!(

@@ -41,11 +41,18 @@ pub enum Pool {
 }
 
 /// sweep's migrations, in order: (version, PostgreSQL SQL, SQLite SQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    include_str!("../migrations/postgres/0001_sweep_tables.sql"),
-    include_str!("../migrations/sqlite/0001_sweep_tables.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        include_str!("../migrations/postgres/0001_sweep_tables.sql"),
+        include_str!("../migrations/sqlite/0001_sweep_tables.sql"),
+    ),
+    (
+        2,
+        include_str!("../migrations/postgres/0002_audit_without_foreign_key.sql"),
+        include_str!("../migrations/sqlite/0002_audit_without_foreign_key.sql"),
+    ),
+];
 
 /// One row of `cleanup_audit`, borrowed from the plan item it records.
 #[derive(Debug, Clone)]

@@ -22,7 +22,8 @@ pub fn prepare_attachments(pg: &PgCluster, base: &Path, rep: usize, rows: usize)
     let url = pg.new_database();
     psql(&url, sweep::reference::POSTGRES);
     psql(&url, include_str!("../../migrations/postgres/0001_sweep_tables.sql"));
-    psql(&url, "CREATE TABLE sweep_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now()); INSERT INTO sweep_migrations VALUES (1);");
+    psql(&url, include_str!("../../migrations/postgres/0002_audit_without_foreign_key.sql"));
+    psql(&url, "CREATE TABLE sweep_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now()); INSERT INTO sweep_migrations VALUES (1), (2);");
     let keep = rows / 5;
     psql(
         &url,
@@ -120,4 +121,40 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn mb(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
+}
+
+/// A fresh filesystem for one contender's data: a loop-mounted ext4 image when running as root
+/// with `mkfs.ext4` (PERFORMANCE.md: this machine's root filesystem creates and deletes files
+/// slowly right after a mass deletion), else a fresh directory. Unmounted and removed on drop.
+pub struct FreshFs {
+    pub dir: PathBuf,
+    image: Option<PathBuf>,
+}
+
+impl FreshFs {
+    pub fn new(base: &Path, tag: &str) -> FreshFs {
+        let dir = base.join(format!("fs-{tag}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = base.join(format!("fs-{tag}.img"));
+        let root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+        let ok = root
+            && std::fs::File::create(&image).and_then(|f| f.set_len(4 << 30)).is_ok()
+            && Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image).status().is_ok_and(|s| s.success())
+            && Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&dir).status().is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::fs::remove_file(&image);
+            println!("(no loop-mounted filesystem: measuring on {})", dir.display());
+        }
+        FreshFs { dir, image: ok.then_some(image) }
+    }
+}
+
+impl Drop for FreshFs {
+    fn drop(&mut self) {
+        if let Some(image) = &self.image {
+            let _ = Command::new("umount").arg(&self.dir).status();
+            let _ = std::fs::remove_file(image);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
