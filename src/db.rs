@@ -350,15 +350,15 @@ impl Db {
                     let mut query = sqlx::query(&q);
                     for r in chunk {
                         query = query
-                            .bind(&r.run_id)
-                            .bind(&r.policy)
-                            .bind(&r.kind)
-                            .bind(&r.target)
-                            .bind(&r.reason)
+                            .bind(r.run_id)
+                            .bind(r.policy)
+                            .bind(r.kind)
+                            .bind(r.target)
+                            .bind(r.reason)
                             .bind(r.bytes)
-                            .bind(&r.outcome)
-                            .bind(&r.error)
-                            .bind(&r.backup_location)
+                            .bind(r.outcome)
+                            .bind(r.error)
+                            .bind(r.backup_location)
                             .bind(r.row_snapshot.map(|v| v.get()))
                             .bind(rfc3339(r.at));
                     }
@@ -575,8 +575,12 @@ impl Db {
     /// Run arbitrary reference-schema SQL (tests and `demo` only).
     pub async fn execute_script(&self, sql: &str) -> Result<()> {
         match &self.pool {
-            Pool::Pg(p) => drop(sqlx::raw_sql(sql).execute(p).await?),
-            Pool::Sqlite(p) => drop(sqlx::raw_sql(sql).execute(p).await?),
+            Pool::Pg(p) => {
+                sqlx::raw_sql(sql).execute(p).await?;
+            }
+            Pool::Sqlite(p) => {
+                sqlx::raw_sql(sql).execute(p).await?;
+            }
         }
         Ok(())
     }
