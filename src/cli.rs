@@ -42,7 +42,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Write the exact plan (every item and why) as JSON to FILE
+    /// Write the exact plan (every item, why, and its fingerprint) as JSON to FILE, for `sweep apply`
     #[arg(long, global = true, value_name = "FILE")]
     pub plan_out: Option<PathBuf>,
 
@@ -193,8 +193,8 @@ pub enum Command {
     /// the size and modification time it had, an object the same size, ETag and modification
     /// time, a row must still match its rule with the values it had; anything changed is skipped
     /// and reported. Refuses (exit 2, nothing deleted) a plan made against another database, a
-    /// plan whose roots or stores are gone or moved, a forecast (a plan made with a future
-    /// --now), and a plan older than --max-plan-age. Caps, lock, audit, backups and exit codes
+    /// plan whose roots are gone, moved or not configured now (MEDIA_ROOT, DATA_DIR, OPS_DIR), a
+    /// forecast (a plan made with a future --now), and a plan older than --max-plan-age. Caps, lock, audit, backups and exit codes
     /// are those of any run; with --dry-run it re-checks and reports without deleting.
     Apply(ApplyArgs),
 
