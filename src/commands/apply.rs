@@ -231,13 +231,6 @@ pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<Exit> {
     let configured = configured_dirs(ctx)?;
     let mut res = Resources { db: db.clone(), ..Default::default() };
     for (name, path) in &doc.roots {
-        if !configured.contains(path) {
-            return Err(Fatal::usage(format!(
-                "the plan's {name} root {} is not a directory configured now (MEDIA_ROOT, DATA_DIR, OPS_DIR or [attachments] store): refusing; nothing was deleted",
-                path.display()
-            ))
-            .into());
-        }
         let root = LocalRoot::open(name, path)
             .map_err(|e| Fatal::usage(format!("the plan's {name} root is not usable now: {e}; nothing was deleted")))?;
         if root.path() != path {
@@ -245,6 +238,13 @@ pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<Exit> {
                 "the plan's {name} root {} now resolves to {}: refusing (a moved or re-pointed directory); nothing was deleted",
                 path.display(),
                 root.path().display()
+            ))
+            .into());
+        }
+        if !configured.contains(path) {
+            return Err(Fatal::usage(format!(
+                "the plan's {name} root {} is not a directory configured now (MEDIA_ROOT, DATA_DIR, OPS_DIR or [attachments] store): refusing; nothing was deleted",
+                path.display()
             ))
             .into());
         }

@@ -310,6 +310,18 @@ pub async fn apply_refuses_another_database_an_old_plan_and_a_forecast(b: Backen
     let r = ws.sweep(&["apply", junk.to_str().unwrap()]);
     r.expect(2);
     assert!(r.stderr.contains("is not a sweep plan"), "{}", r.stderr);
+
+    // The root is gone (or replaced by a link elsewhere): refused, and said so.
+    let media = ws.media.clone();
+    std::fs::rename(&media, ws.dir.path().join("media-moved")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &media).unwrap();
+    let r = ws.sweep(&["apply", p.to_str().unwrap()]);
+    r.expect(2);
+    assert!(r.stderr.contains("now resolves to"), "{}", r.stderr);
+    std::fs::remove_file(&media).unwrap();
+    let r = ws.sweep(&["apply", p.to_str().unwrap()]);
+    r.expect(2);
+    assert!(r.stderr.contains("root is not usable now"), "{}", r.stderr);
 }
 
 pub async fn apply_keeps_a_tmp_dir_that_gained_a_file_and_caps_still_hold(b: Backend) {
