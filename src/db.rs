@@ -10,6 +10,7 @@ use crate::ident::Ident;
 use crate::plan::RowRule;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{ConnectOptions, Connection, Row};
@@ -414,16 +415,65 @@ impl Db {
         self.keyed(RowAction::Select, table, key_column, keys, rule).await
     }
 
-    /// Delete the rows with these keys that still match `rule`, in one transaction; returns the
-    /// keys actually deleted.
-    pub async fn delete_rows(
+    /// Delete the rows with these keys that still match `rule`, in one transaction; returns
+    /// each deleted row as JSON, as it was when it was deleted (for the audit and `restore`).
+    pub async fn delete_rows_returning(
         &self,
         table: &Ident,
         key_column: &Ident,
         keys: &[String],
         rule: Option<&RowRule>,
-    ) -> Result<HashSet<String>> {
-        self.keyed(RowAction::Delete, table, key_column, keys, rule).await
+    ) -> Result<HashMap<String, Box<RawValue>>> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut out = HashMap::with_capacity(keys.len());
+        match &self.pool {
+            Pool::Pg(p) => {
+                let ty = self.pg_key_type(p, table, key_column).await?;
+                let (cond, binds) = render_rule(rule, table, Backend::Postgres, 2);
+                let sql = format!(
+                    "DELETE FROM {table} WHERE {key_column} = ANY($1::{ty}[]){cond} \
+                     RETURNING {key_column}::text, row_to_json({table}.*)::text"
+                );
+                let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(keys);
+                for b in binds {
+                    q = match b {
+                        Bind::Time(t) => q.bind(t),
+                        Bind::Int(i) => q.bind(i),
+                    };
+                }
+                for (k, snap) in q.fetch_all(p).await? {
+                    out.insert(k, RawValue::from_string(snap)?);
+                }
+            }
+            Pool::Sqlite(p) => {
+                let mut tx = p.begin().await?;
+                for chunk in keys.chunks(5000) {
+                    let (cond, binds) = render_rule(rule, table, Backend::Sqlite, 0);
+                    let sql = format!(
+                        "DELETE FROM {table} WHERE {key_column} IN ({}){cond} RETURNING CAST({key_column} AS TEXT) AS __k, *",
+                        vec!["?"; chunk.len()].join(",")
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for k in chunk {
+                        q = q.bind(k);
+                    }
+                    for b in binds {
+                        q = match b {
+                            Bind::Time(t) => q.bind(rfc3339(t)),
+                            Bind::Int(i) => q.bind(i),
+                        };
+                    }
+                    for r in q.fetch_all(&mut *tx).await? {
+                        let k: String = r.try_get("__k")?;
+                        out.insert(k, RawValue::from_string(sqlite_row_json(&r, 1).to_string())?);
+                    }
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(out)
     }
 
     /// Set `columns` to NULL in the rows with these keys that still match `rule`; returns the
@@ -439,7 +489,7 @@ impl Db {
         self.keyed(RowAction::Null(columns), table, key_column, keys, rule).await
     }
 
-    /// `SELECT` (or `DELETE … RETURNING`) the keys among `keys` whose rows match `rule`.
+    /// `SELECT` (or `UPDATE … SET … = NULL … RETURNING`) the keys among `keys` whose rows match `rule`.
     async fn keyed(
         &self,
         action: RowAction<'_>,
@@ -605,7 +655,6 @@ impl Db {
 #[derive(Clone, Copy)]
 enum RowAction<'a> {
     Select,
-    Delete,
     Null(&'a [Ident]),
 }
 
@@ -613,7 +662,6 @@ impl RowAction<'_> {
     fn sql(&self, table: &Ident, filter: &str, key: &str) -> String {
         match self {
             RowAction::Select => format!("SELECT {key} FROM {table} WHERE {filter}"),
-            RowAction::Delete => format!("DELETE FROM {table} WHERE {filter} RETURNING {key}"),
             RowAction::Null(cols) => {
                 let set: Vec<String> = cols.iter().map(|c| format!("{c} = NULL")).collect();
                 format!("UPDATE {table} SET {} WHERE {filter} RETURNING {key}", set.join(", "))
@@ -709,4 +757,24 @@ fn redact_err(e: &dyn std::fmt::Display, url: &DatabaseUrl) -> String {
 /// Read a column that may be text or a native timestamp, as an instant.
 pub fn row_time(row: &sqlx::sqlite::SqliteRow, idx: usize) -> Option<DateTime<Utc>> {
     row.try_get::<Option<String>, _>(idx).ok().flatten().and_then(|s| parse_sqlite_time(&s))
+}
+
+/// A SQLite row (from column `skip` on) as a JSON object, each value by its stored type.
+pub fn sqlite_row_json(r: &sqlx::sqlite::SqliteRow, skip: usize) -> serde_json::Value {
+    use sqlx::{Column, TypeInfo, ValueRef};
+    let mut m = serde_json::Map::new();
+    for (i, col) in r.columns().iter().enumerate().skip(skip) {
+        let raw = r.try_get_raw(i).ok();
+        let v = match raw {
+            None => serde_json::Value::Null,
+            Some(v) if v.is_null() => serde_json::Value::Null,
+            Some(v) => match v.type_info().name() {
+                "INTEGER" | "BOOLEAN" => r.try_get::<i64, _>(i).map(Into::into).unwrap_or_default(),
+                "REAL" => r.try_get::<f64, _>(i).map(Into::into).unwrap_or_default(),
+                _ => r.try_get::<String, _>(i).map(Into::into).unwrap_or_default(),
+            },
+        };
+        m.insert(col.name().to_string(), v);
+    }
+    serde_json::Value::Object(m)
 }

@@ -15,6 +15,7 @@ use crate::store::object::{self, NamedStore};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -118,6 +119,10 @@ struct Deleter<'a> {
 
 type Res = (Outcome, Option<String>);
 
+/// What one item's step produced: its outcome, where it was backed up, and (a deleted row) the
+/// row as it was deleted.
+type Done = (Res, Option<String>, Option<Box<RawValue>>);
+
 impl Deleter<'_> {
     /// Delete rows (or, with `null`, set those columns to NULL), each only if it still matches.
     async fn rows(
@@ -127,26 +132,34 @@ impl Deleter<'_> {
         rule: Option<&RowRule>,
         null: Option<&[Ident]>,
         keys: &[String],
-    ) -> Result<Vec<Res>> {
+    ) -> Result<Vec<(Res, Option<Box<RawValue>>)>> {
         let db = self.res.db()?;
         if self.dry_run {
-            return Ok(keys.iter().map(|_| (Outcome::WouldDelete, None)).collect());
+            return Ok(keys.iter().map(|_| ((Outcome::WouldDelete, None), None)).collect());
         }
-        let deleted = match null {
-            None => db.delete_rows(table, key_column, keys, rule).await?,
-            Some(cols) => db.null_columns(table, key_column, keys, cols, rule).await?,
+        // A deleted row comes back as it was deleted: its snapshot, for the audit and restore.
+        let mut deleted: HashMap<String, Option<Box<RawValue>>> = match null {
+            None => db
+                .delete_rows_returning(table, key_column, keys, rule)
+                .await?
+                .into_iter()
+                .map(|(k, v)| (k, Some(v)))
+                .collect(),
+            Some(cols) => {
+                db.null_columns(table, key_column, keys, cols, rule).await?.into_iter().map(|k| (k, None)).collect()
+            }
         };
-        let not_deleted: Vec<String> = keys.iter().filter(|k| !deleted.contains(*k)).cloned().collect();
+        let not_deleted: Vec<String> = keys.iter().filter(|k| !deleted.contains_key(*k)).cloned().collect();
         let still_there = db.rows_matching(table, key_column, &not_deleted, None).await?;
         Ok(keys
             .iter()
             .map(|k| {
-                if deleted.contains(k) {
-                    (Outcome::Deleted, None)
+                if let Some(snapshot) = deleted.remove(k) {
+                    ((Outcome::Deleted, None), snapshot)
                 } else if still_there.contains(k) {
-                    (Outcome::Skipped, Some("the row no longer matches its rule: kept".to_string()))
+                    ((Outcome::Skipped, Some("the row no longer matches its rule: kept".to_string())), None)
                 } else {
-                    (Outcome::Missing, None)
+                    ((Outcome::Missing, None), None)
                 }
             })
             .collect())
@@ -430,6 +443,7 @@ struct LocalJob {
 struct UnitState {
     results: Vec<Option<Res>>,
     backups: Vec<Option<String>>,
+    snapshots: Vec<Option<Box<RawValue>>>,
     alive: bool,
 }
 
@@ -543,7 +557,12 @@ async fn run_batch<'a>(
     }
     let mut states: Vec<UnitState> = batch
         .iter()
-        .map(|u| UnitState { results: vec![None; u.items.len()], backups: vec![None; u.items.len()], alive: true })
+        .map(|u| UnitState {
+            results: vec![None; u.items.len()],
+            backups: vec![None; u.items.len()],
+            snapshots: vec![None; u.items.len()],
+            alive: true,
+        })
         .collect();
 
     // Refused items fail their unit before anything is touched.
@@ -585,12 +604,13 @@ async fn run_batch<'a>(
                 continue;
             }
         };
-        for ((u, _), (r, backup)) in work.iter().zip(results) {
+        for ((u, _), (r, backup, snapshot)) in work.iter().zip(results) {
             if r.0 == Outcome::Failed || r.0 == Outcome::Skipped {
                 states[*u].alive = false;
             }
             states[*u].results[stage] = Some(r);
             states[*u].backups[stage] = backup;
+            states[*u].snapshots[stage] = snapshot;
         }
     }
 
@@ -598,7 +618,7 @@ async fn run_batch<'a>(
     let (mut ok, mut failed) = (0, 0);
     for (unit, st) in batch.iter_mut().zip(states) {
         let mut unit_ok = true;
-        for ((item, r), backup) in unit.items.iter_mut().zip(st.results).zip(st.backups) {
+        for (((item, r), backup), snapshot) in unit.items.iter_mut().zip(st.results).zip(st.backups).zip(st.snapshots) {
             let (outcome, error) = r.unwrap_or((
                 Outcome::Skipped,
                 Some("not attempted: an earlier step of this unit did not complete".into()),
@@ -608,6 +628,9 @@ async fn run_batch<'a>(
             item.outcome = Some(outcome);
             item.error = error;
             item.backup = backup;
+            if snapshot.is_some() {
+                item.snapshot = snapshot;
+            }
         }
         if unit_ok {
             ok += 1;
@@ -744,8 +767,8 @@ async fn precheck_rows(
 
 /// One stage of a batch: rows grouped per table and rule (one statement each), files and
 /// directories concurrently, objects per store in bulk requests. Results in `work` order.
-async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<(Res, Option<String>)>> {
-    let mut results: Vec<Option<(Res, Option<String>)>> = vec![None; work.len()];
+async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Done>> {
+    let mut results: Vec<Option<Done>> = vec![None; work.len()];
     type RowGroup<'a> = (&'a Ident, &'a Ident, Option<&'a RowRule>, Option<&'a [Ident]>);
     let mut rows: HashMap<RowGroup, Vec<usize>> = HashMap::new();
     let mut local: Vec<usize> = Vec::new();
@@ -774,7 +797,7 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<(Res,
         let out = d.rows(table, key_column, rule, null, &keys).await?;
         tracing::trace!(target: "cleanup", "rows: {} in {:?}", keys.len(), t.elapsed());
         for (w, r) in idx.into_iter().zip(out) {
-            results[w] = Some((r, None));
+            results[w] = Some((r.0, None, r.1));
         }
     }
     if !local.is_empty() {
@@ -795,8 +818,8 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<(Res,
         let t = std::time::Instant::now();
         let out = d.local(jobs).await;
         tracing::trace!(target: "cleanup", "local: {} in {:?}", out.len(), t.elapsed());
-        for (w, r) in local.into_iter().zip(out) {
-            results[w] = Some(r);
+        for (w, (r, backup)) in local.into_iter().zip(out) {
+            results[w] = Some((r, backup, None));
         }
     }
     for (store, idx) in objects {
@@ -809,8 +832,8 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<(Res,
                 _ => unreachable!(),
             })
             .collect();
-        for (w, r) in idx.into_iter().zip(d.objects(store, &keys).await) {
-            results[w] = Some(r);
+        for (w, (r, backup)) in idx.into_iter().zip(d.objects(store, &keys).await) {
+            results[w] = Some((r, backup, None));
         }
     }
     Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())

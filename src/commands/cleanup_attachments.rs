@@ -16,8 +16,7 @@ use crate::store::object::{parse_key, NamedStore};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt};
-use serde_json::value::RawValue;
-use sqlx::{Column, Row, TypeInfo, ValueRef};
+use sqlx::Row;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -150,7 +149,6 @@ pub struct Candidate {
     pub deleted_at: DateTime<Utc>,
     pub file_size: Option<i64>,
     pub file: FileFacts,
-    pub snapshot: Box<RawValue>,
 }
 
 /// The fixed inputs of the decision.
@@ -195,30 +193,27 @@ pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
     let row_target = |k: &str| format!("{} {}={}", rules.table.as_str(), rules.id.as_str(), k);
     for c in candidates {
         p.scanned += 1;
-        let row = {
-            let mut it = Item::new(
-                Op::DeleteRow {
-                    table: rules.table.clone(),
-                    key_column: rules.id.clone(),
-                    key: c.key.clone(),
-                    rule: Some(RowRule::SoftDeletedBefore {
-                        active_column: rules.is_active.clone(),
-                        deleted_column: rules.deleted_at.clone(),
-                        cutoff,
-                    }),
-                },
-                row_target(&c.key),
-                format!(
-                    "soft-deleted at {}, on or before the cutoff {} ({} days)",
-                    c.deleted_at.to_rfc3339(),
-                    cutoff.to_rfc3339(),
-                    rules.days
-                ),
-                None,
-            );
-            it.snapshot = Some(c.snapshot);
-            it
-        };
+        // The row's snapshot is taken by the DELETE itself (RETURNING): exactly what was deleted.
+        let row = Item::new(
+            Op::DeleteRow {
+                table: rules.table.clone(),
+                key_column: rules.id.clone(),
+                key: c.key.clone(),
+                rule: Some(RowRule::SoftDeletedBefore {
+                    active_column: rules.is_active.clone(),
+                    deleted_column: rules.deleted_at.clone(),
+                    cutoff,
+                }),
+            },
+            row_target(&c.key),
+            format!(
+                "soft-deleted at {}, on or before the cutoff {} ({} days)",
+                c.deleted_at.to_rfc3339(),
+                cutoff.to_rfc3339(),
+                rules.days
+            ),
+            None,
+        );
         let image = c.image.clone().unwrap_or_default();
         let file_item = |bytes: Option<u64>, reason: String| {
             let (op, target) = match &rules.store {
@@ -306,7 +301,7 @@ async fn gather(db: &Db, s: &AttachmentSettings, rules: &Rules, res: &Resources)
     Ok(out)
 }
 
-type RawCandidate = (String, Option<String>, Option<i64>, DateTime<Utc>, Box<RawValue>);
+type RawCandidate = (String, Option<String>, Option<i64>, DateTime<Utc>);
 
 async fn read_page(
     db: &Db,
@@ -323,7 +318,7 @@ async fn read_page(
             let cast = db.key_cast(t, id).await?;
             let after_cond = if after.is_some() { format!(" AND {id} > $2{cast}") } else { String::new() };
             let sql = format!(
-                "SELECT {id}::text AS k, {img}::text AS img, {size}::bigint AS sz, {del} AS del, row_to_json(x)::text AS snap \
+                "SELECT {id}::text AS k, {img}::text AS img, {size}::bigint AS sz, {del} AS del \
                  FROM {t} x WHERE {act} = false AND {del} <= $1{after_cond} ORDER BY {id} LIMIT {PAGE}"
             );
             let mut q = sqlx::query(&sql).bind(cutoff);
@@ -332,22 +327,13 @@ async fn read_page(
             }
             let rows = q.fetch_all(p).await.map_err(read_err)?;
             rows.into_iter()
-                .map(|r| {
-                    let snap: String = r.try_get("snap")?;
-                    Ok((
-                        r.try_get("k")?,
-                        r.try_get("img")?,
-                        r.try_get("sz")?,
-                        r.try_get("del")?,
-                        RawValue::from_string(snap)?,
-                    ))
-                })
+                .map(|r| Ok((r.try_get("k")?, r.try_get("img")?, r.try_get("sz")?, r.try_get("del")?)))
                 .collect()
         }
         Pool::Sqlite(p) => {
             let after_cond = if after.is_some() { format!(" AND {id} > ?2") } else { String::new() };
             let sql = format!(
-                "SELECT CAST({id} AS TEXT) AS __k, CAST({img} AS TEXT) AS __img, {size} AS __sz, {del} AS __del, x.* \
+                "SELECT CAST({id} AS TEXT) AS __k, CAST({img} AS TEXT) AS __img, {size} AS __sz, {del} AS __del \
                  FROM {t} x WHERE {act} = 0 AND julianday({del}) <= julianday(?1){after_cond} ORDER BY {id} LIMIT {PAGE}"
             );
             let mut q = sqlx::query(&sql).bind(crate::db::rfc3339(cutoff));
@@ -360,44 +346,18 @@ async fn read_page(
                     let del: String = r.try_get("__del")?;
                     let del =
                         parse_sqlite_time(&del).ok_or_else(|| anyhow!("{t}.{del:?} is not an RFC 3339 timestamp"))?;
-                    Ok((
-                        r.try_get("__k")?,
-                        r.try_get("__img")?,
-                        r.try_get("__sz")?,
-                        del,
-                        RawValue::from_string(sqlite_row_json(&r, 4).to_string())?,
-                    ))
+                    Ok((r.try_get("__k")?, r.try_get("__img")?, r.try_get("__sz")?, del))
                 })
                 .collect()
         }
     }
 }
 
-/// A SQLite row (from column `skip` on) as a JSON object, each value by its stored type.
-pub fn sqlite_row_json(r: &sqlx::sqlite::SqliteRow, skip: usize) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    for (i, col) in r.columns().iter().enumerate().skip(skip) {
-        let raw = r.try_get_raw(i).ok();
-        let v = match raw {
-            None => serde_json::Value::Null,
-            Some(v) if v.is_null() => serde_json::Value::Null,
-            Some(v) => match v.type_info().name() {
-                "INTEGER" | "BOOLEAN" => r.try_get::<i64, _>(i).map(Into::into).unwrap_or_default(),
-                "REAL" => r.try_get::<f64, _>(i).map(Into::into).unwrap_or_default(),
-                _ => r.try_get::<String, _>(i).map(Into::into).unwrap_or_default(),
-            },
-        };
-        m.insert(col.name().to_string(), v);
-    }
-    serde_json::Value::Object(m)
-}
-
 /// Stat (local, in a few blocking chunks) or HEAD (object, several at once) each candidate's file.
 async fn check_files(page: Vec<RawCandidate>, rules: &Rules, res: &Resources) -> Vec<Candidate> {
     // The raw image value is replaced by its form relative to the store.
-    let build = |(key, _raw_image, size, deleted_at, snapshot): RawCandidate,
-                 (image, file): (Option<String>, FileFacts)| {
-        Candidate { key, image, deleted_at, file_size: size, file, snapshot }
+    let build = |(key, _raw_image, size, deleted_at): RawCandidate, (image, file): (Option<String>, FileFacts)| {
+        Candidate { key, image, deleted_at, file_size: size, file }
     };
     let images: Vec<Option<String>> =
         page.iter().map(|c| c.1.as_deref().map(str::trim).filter(|i| !i.is_empty()).map(String::from)).collect();
@@ -554,7 +514,6 @@ mod tests {
             deleted_at: "2026-09-01T00:00:00Z".parse().unwrap(),
             file_size: Some(10),
             file,
-            snapshot: RawValue::from_string(r#"{"id":"k"}"#.into()).unwrap(),
         }
     }
 
@@ -608,7 +567,6 @@ mod tests {
                     assert_eq!(got, kinds, "{name}");
                     assert_eq!(p.units[0].items[0].refused.is_some(), refused, "{name}");
                     let row = p.units[0].items.last().unwrap();
-                    assert!(row.snapshot.is_some(), "{name}: the row is snapshotted for the audit");
                     assert!(matches!(&row.op, Op::DeleteRow { rule: Some(_), .. }), "{name}: the rule is re-checked");
                 }
             }

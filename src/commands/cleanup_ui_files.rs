@@ -141,7 +141,7 @@ pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs) -> Result<Exit> {
     let Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, &rows, Some(db.clone()), &res, || async {
         let mut refs = RefSet::default();
         let mut unknown: Vec<(String, i64, String)> = Vec::new();
-        let rows = for_each_row(&db, &s, Filter::All, false, |row| match row.refs {
+        let rows = for_each_row(&db, &s, Filter::All, |row| match row.refs {
             PayloadRefs::Known(v) => v.iter().for_each(|p| refs.push(p)),
             PayloadRefs::Unknown { error, salvaged } => {
                 salvaged.iter().for_each(|p| refs.push(p));

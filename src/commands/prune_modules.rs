@@ -127,7 +127,7 @@ pub fn plan(pruned: Vec<ModuleRow>, kept: Vec<Kept>, files: &BTreeMap<String, Fi
         for i in rows {
             let row = pruned[i].take().expect("each row is in one group");
             versions.push(format!("module {} v{}", row.module_id, row.version));
-            let mut it = Item::new(
+            let it = Item::new(
                 Op::DeleteRow {
                     table: s.table.clone(),
                     key_column: s.id.clone(),
@@ -145,7 +145,6 @@ pub fn plan(pruned: Vec<ModuleRow>, kept: Vec<Kept>, files: &BTreeMap<String, Fi
                 format!("not among the latest {} versions of module {}", rules.keep, row.module_id),
                 None,
             );
-            it.snapshot = row.snapshot;
             items.push(it);
         }
         for f in group_files {
@@ -208,7 +207,7 @@ pub async fn run(ctx: &Ctx, args: &PruneModulesArgs) -> Result<Exit> {
         };
         let (mut current, mut rank) = (None, 0i64);
         let filter = args.module.map(Filter::Module).unwrap_or(Filter::All);
-        for_each_row(&db, &s, filter, true, |row| {
+        for_each_row(&db, &s, filter, |row| {
             if current != Some(row.module_id) {
                 current = Some(row.module_id);
                 rank = 0;
@@ -231,7 +230,7 @@ pub async fn run(ctx: &Ctx, args: &PruneModulesArgs) -> Result<Exit> {
         .await?;
         if let Some(m) = args.module {
             // Files of other modules' rows are protected too.
-            for_each_row(&db, &s, Filter::NotModule(m), false, |row| keep_refs(&row, &mut protect)).await?;
+            for_each_row(&db, &s, Filter::NotModule(m), |row| keep_refs(&row, &mut protect)).await?;
         }
         protect.finish();
 

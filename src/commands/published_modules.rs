@@ -10,7 +10,6 @@ use crate::refs::{path_cmp, payload_refs, PayloadRefs};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use serde_json::value::RawValue;
 use sqlx::Row;
 use std::cmp::Ordering;
 
@@ -105,8 +104,6 @@ pub struct ModuleRow {
     pub version: i64,
     pub published_at: Option<DateTime<Utc>>,
     pub refs: PayloadRefs,
-    /// The whole row as JSON (only when asked for: rows about to be deleted).
-    pub snapshot: Option<Box<RawValue>>,
 }
 
 /// Which rows to read.
@@ -119,13 +116,7 @@ pub enum Filter {
 
 /// Stream the rows, newest first within each module (version, then published_at, then id,
 /// all descending), calling `each` for every row. Payloads are parsed one row at a time.
-pub async fn for_each_row(
-    db: &Db,
-    s: &ModuleSettings,
-    filter: Filter,
-    snapshots: bool,
-    mut each: impl FnMut(ModuleRow),
-) -> Result<u64> {
+pub async fn for_each_row(db: &Db, s: &ModuleSettings, filter: Filter, mut each: impl FnMut(ModuleRow)) -> Result<u64> {
     let (t, id, m, v, pl, pa) = (&s.table, &s.id, &s.module_id, &s.version, &s.payload, &s.published_at);
     let (cond, module) = match filter {
         Filter::All => (String::new(), None),
@@ -139,9 +130,8 @@ pub async fn for_each_row(
     let mut n = 0u64;
     match &db.pool {
         Pool::Pg(p) => {
-            let snap = if snapshots { "row_to_json(x)::text" } else { "NULL::text" };
             let sql = format!(
-                "SELECT {id}::text AS k, {m}::bigint AS m, {v}::bigint AS v, {pa} AS pa, {pl}::text AS pl, {snap} AS snap FROM {t} x {cond} {order}"
+                "SELECT {id}::text AS k, {m}::bigint AS m, {v}::bigint AS v, {pa} AS pa, {pl}::text AS pl FROM {t} x {cond} {order}"
             );
             let mut q = sqlx::query(&sql);
             if let Some(x) = module {
@@ -150,14 +140,12 @@ pub async fn for_each_row(
             let mut rows = q.fetch(p);
             while let Some(r) = rows.try_next().await.map_err(read_err)? {
                 let payload: Option<String> = r.try_get("pl")?;
-                let snap: Option<String> = r.try_get("snap")?;
                 each(ModuleRow {
                     key: r.try_get("k")?,
                     module_id: r.try_get("m")?,
                     version: r.try_get("v")?,
                     published_at: r.try_get("pa")?,
                     refs: payload_refs(payload.as_deref()),
-                    snapshot: snap.map(RawValue::from_string).transpose()?,
                 });
                 n += 1;
             }
@@ -165,7 +153,7 @@ pub async fn for_each_row(
         Pool::Sqlite(p) => {
             let cond = cond.replace("$1", "?1");
             let sql = format!(
-                "SELECT CAST({id} AS TEXT) AS __k, {m} AS __m, {v} AS __v, CAST({pa} AS TEXT) AS __pa, CAST({pl} AS TEXT) AS __pl, x.* FROM {t} x {cond} {order}"
+                "SELECT CAST({id} AS TEXT) AS __k, {m} AS __m, {v} AS __v, CAST({pa} AS TEXT) AS __pa, CAST({pl} AS TEXT) AS __pl FROM {t} x {cond} {order}"
             );
             let mut q = sqlx::query(&sql);
             if let Some(x) = module {
@@ -175,18 +163,12 @@ pub async fn for_each_row(
             while let Some(r) = rows.try_next().await.map_err(read_err)? {
                 let payload: Option<String> = r.try_get("__pl")?;
                 let pa: Option<String> = r.try_get("__pa")?;
-                let snapshot = if snapshots {
-                    Some(RawValue::from_string(super::cleanup_attachments::sqlite_row_json(&r, 5).to_string())?)
-                } else {
-                    None
-                };
                 each(ModuleRow {
                     key: r.try_get("__k")?,
                     module_id: r.try_get("__m")?,
                     version: r.try_get("__v")?,
                     published_at: pa.as_deref().and_then(parse_sqlite_time),
                     refs: payload_refs(payload.as_deref()),
-                    snapshot,
                 });
                 n += 1;
             }

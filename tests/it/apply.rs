@@ -61,6 +61,9 @@ pub async fn apply_after_no_change_deletes_exactly_the_plan(b: Backend) {
     // A fifth eligible attachment appears after the review: not in the plan, not deleted.
     let late = ws.file("att/5.jpg", 500, old_file_time());
     row(&ws, 5, Some("att/5.jpg"), false, Some(old_file_time())).await;
+    // A column the rule does not read changes after the review: the row still goes, and the
+    // audit keeps it as it was when deleted (so restore puts back the latest version).
+    ws.exec(&format!("UPDATE forum_attachment SET original_filename = 'renamed.jpg' WHERE id = '{}'", uuid(2))).await;
 
     let r = ws.sweep(&["apply", p.to_str().unwrap(), "--json"]);
     r.expect(0);
@@ -83,6 +86,12 @@ pub async fn apply_after_no_change_deletes_exactly_the_plan(b: Backend) {
         ))
         .await;
     assert_eq!(audited, 6);
+    let back = ws.sweep(&["restore", "--run", run_id, "--json"]);
+    back.expect(0);
+    let q =
+        format!("SELECT count(*) FROM forum_attachment WHERE id = '{}' AND original_filename = 'renamed.jpg'", uuid(2));
+    assert_eq!(ws.count(&q).await, 1, "restored as deleted, not as planned: {}", back.stdout);
+    ws.exec("DELETE FROM forum_attachment WHERE is_active = FALSE AND original_filename <> 'photo-5.jpg'").await;
     // Applying the same plan again deletes nothing more: everything is already gone.
     let again = ws.sweep(&["apply", p.to_str().unwrap(), "--json"]);
     again.expect(0);
