@@ -22,6 +22,31 @@ use std::time::Duration;
 
 pub mod lock;
 
+/// Bind a rule's parameters to any sqlx query (`Query`, `QueryAs`, `QueryScalar` share no
+/// trait for `bind`): instants natively on PostgreSQL, as RFC 3339 text on SQLite.
+macro_rules! bind_rule {
+    ($q:expr, $binds:expr, Postgres) => {{
+        let mut q = $q;
+        for b in $binds {
+            q = match b {
+                Bind::Time(t) => q.bind(t),
+                Bind::Int(i) => q.bind(i),
+            };
+        }
+        q
+    }};
+    ($q:expr, $binds:expr, Sqlite) => {{
+        let mut q = $q;
+        for b in $binds {
+            q = match b {
+                Bind::Time(t) => q.bind(rfc3339(t)),
+                Bind::Int(i) => q.bind(i),
+            };
+        }
+        q
+    }};
+}
+
 /// Which database engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -436,13 +461,7 @@ impl Db {
                     "DELETE FROM {table} WHERE {key_column} = ANY($1::{ty}[]){cond} \
                      RETURNING {key_column}::text, row_to_json({table}.*)::text"
                 );
-                let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(keys);
-                for b in binds {
-                    q = match b {
-                        Bind::Time(t) => q.bind(t),
-                        Bind::Int(i) => q.bind(i),
-                    };
-                }
+                let q = bind_rule!(sqlx::query_as::<_, (String, String)>(&sql).bind(keys), binds, Postgres);
                 for (k, snap) in q.fetch_all(p).await? {
                     out.insert(k, RawValue::from_string(snap)?);
                 }
@@ -459,12 +478,7 @@ impl Db {
                     for k in chunk {
                         q = q.bind(k);
                     }
-                    for b in binds {
-                        q = match b {
-                            Bind::Time(t) => q.bind(rfc3339(t)),
-                            Bind::Int(i) => q.bind(i),
-                        };
-                    }
+                    q = bind_rule!(q, binds, Sqlite);
                     for r in q.fetch_all(&mut *tx).await? {
                         let k: String = r.try_get("__k")?;
                         out.insert(k, RawValue::from_string(sqlite_row_json(&r, 1).to_string())?);
@@ -507,14 +521,7 @@ impl Db {
                 let (cond, binds) = render_rule(rule, table, Backend::Postgres, 2);
                 let filter = format!("{key_column} = ANY($1::{ty}[]){cond}");
                 let sql = action.sql(table, &filter, &format!("{key_column}::text"));
-                let mut q = sqlx::query_scalar(&sql).bind(keys);
-                for b in binds {
-                    q = match b {
-                        Bind::Time(t) => q.bind(t),
-                        Bind::Int(i) => q.bind(i),
-                    };
-                }
-                q.fetch_all(p).await?
+                bind_rule!(sqlx::query_scalar(&sql).bind(keys), binds, Postgres).fetch_all(p).await?
             }
             Pool::Sqlite(p) => {
                 let mut tx = p.begin().await?;
@@ -527,12 +534,7 @@ impl Db {
                     for k in chunk {
                         q = q.bind(k);
                     }
-                    for b in binds {
-                        q = match b {
-                            Bind::Time(t) => q.bind(rfc3339(t)),
-                            Bind::Int(i) => q.bind(i),
-                        };
-                    }
+                    q = bind_rule!(q, binds, Sqlite);
                     out.extend(q.fetch_all(&mut *tx).await?);
                 }
                 tx.commit().await?;
