@@ -42,7 +42,7 @@ pub fn rule_columns(rule: &RowRule) -> Vec<Ident> {
 /// Record every item's fingerprint in the plan, as things are now.
 pub async fn capture(plan: &mut Plan, res: &Resources) -> Result<()> {
     let items: Vec<&mut Item> = plan.units.iter_mut().flat_map(|u| u.items.iter_mut()).collect();
-    let mut rows: HashMap<(Ident, Ident, Vec<Ident>), Vec<&mut Item>> = HashMap::new();
+    let mut rows: HashMap<RowGroup, Vec<&mut Item>> = HashMap::new();
     let mut local: Vec<&mut Item> = Vec::new();
     let mut objects: HashMap<String, Vec<&mut Item>> = HashMap::new();
     for item in items {
@@ -52,26 +52,21 @@ pub async fn capture(plan: &mut Plan, res: &Resources) -> Result<()> {
             continue;
         }
         match &item.op {
-            Op::DeleteRow { table, key_column, rule: Some(rule), .. }
-            | Op::NullColumns { table, key_column, rule: Some(rule), .. } => {
-                rows.entry((table.clone(), key_column.clone(), rule_columns(rule))).or_default().push(item)
+            Op::DeleteRow { .. } | Op::NullColumns { .. } => {
+                if let Some(group) = row_group(item) {
+                    rows.entry(group).or_default().push(item)
+                }
             }
-            Op::DeleteRow { .. } | Op::NullColumns { .. } => {}
             Op::DeleteFile { .. } | Op::CompressFile { .. } | Op::DeleteDir { .. } => local.push(item),
             Op::DeleteObject { store, .. } => objects.entry(store.clone()).or_default().push(item),
         }
     }
-    for ((table, key_column, columns), mut items) in rows {
+    for (group, items) in rows {
         let db = res.db.as_deref().ok_or_else(|| anyhow::anyhow!("this plan has rows but no database"))?;
-        for chunk in items.chunks_mut(5000) {
-            let keys: Vec<String> = chunk.iter().map(|i| row_key(i).to_string()).collect();
-            let mut found = db.row_values(&table, &key_column, &keys, &columns).await?;
-            for item in chunk.iter_mut() {
-                item.fingerprint = Some(match found.remove(row_key(item)) {
-                    Some(values) => Fingerprint::Row { values },
-                    None => Fingerprint::Absent,
-                });
-            }
+        let keys: Vec<&str> = items.iter().map(|i| row_key(i)).collect();
+        let fps = rows_now(db, &group, &keys).await?;
+        for (item, fp) in items.into_iter().zip(fps) {
+            item.fingerprint = Some(fp);
         }
     }
     if !local.is_empty() {
@@ -241,28 +236,48 @@ fn same_value(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 
 /// Check rows against their fingerprints: `(unit, item, why)` for each that changed.
 pub async fn changed_rows(db: &Db, rows: Vec<(usize, usize, &Item)>) -> Result<Vec<(usize, usize, String)>> {
-    let mut groups: HashMap<(Ident, Ident, Vec<Ident>), Vec<(usize, usize, &Item)>> = HashMap::new();
+    let mut groups: HashMap<RowGroup, Vec<(usize, usize, &Item)>> = HashMap::new();
     for (u, i, item) in rows {
-        let (Op::DeleteRow { table, key_column, rule: Some(rule), .. }
-        | Op::NullColumns { table, key_column, rule: Some(rule), .. }) = &item.op
-        else {
-            continue;
-        };
-        groups.entry((table.clone(), key_column.clone(), rule_columns(rule))).or_default().push((u, i, item));
+        if let Some(group) = row_group(item) {
+            groups.entry(group).or_default().push((u, i, item));
+        }
     }
     let mut out = Vec::new();
-    for ((table, key_column, columns), members) in groups {
-        let keys: Vec<String> = members.iter().map(|m| row_key(m.2).to_string()).collect();
-        let found = db.row_values(&table, &key_column, &keys, &columns).await?;
-        for (u, i, item) in members {
-            let now = match found.get(row_key(item)) {
-                Some(v) => Fingerprint::Row { values: v.clone() },
-                None => Fingerprint::Absent,
-            };
+    for (group, members) in groups {
+        let keys: Vec<&str> = members.iter().map(|m| row_key(m.2)).collect();
+        for ((u, i, item), now) in members.into_iter().zip(rows_now(db, &group, &keys).await?) {
             if let Some(why) = item.fingerprint.as_ref().and_then(|fp| changed(fp, &now, None)) {
                 out.push((u, i, format!("{why}: kept")));
             }
         }
+    }
+    Ok(out)
+}
+
+/// Rows read together: table, key column, and the columns their rule reads.
+type RowGroup = (Ident, Ident, Vec<Ident>);
+
+/// The group of a row item with a rule (rows without one have no fingerprint).
+fn row_group(item: &Item) -> Option<RowGroup> {
+    match &item.op {
+        Op::DeleteRow { table, key_column, rule: Some(rule), .. }
+        | Op::NullColumns { table, key_column, rule: Some(rule), .. } => {
+            Some((table.clone(), key_column.clone(), rule_columns(rule)))
+        }
+        _ => None,
+    }
+}
+
+/// The fingerprints of these rows as they are now, in `keys` order (`Absent` for a row gone).
+async fn rows_now(db: &Db, (table, key_column, columns): &RowGroup, keys: &[&str]) -> Result<Vec<Fingerprint>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(5000) {
+        let owned: Vec<String> = chunk.iter().map(|k| k.to_string()).collect();
+        let found = db.row_values(table, key_column, &owned, columns).await?;
+        out.extend(chunk.iter().map(|k| match found.get(*k) {
+            Some(values) => Fingerprint::Row { values: values.clone() },
+            None => Fingerprint::Absent,
+        }));
     }
     Ok(out)
 }
