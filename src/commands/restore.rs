@@ -14,6 +14,7 @@ use crate::store::local::LocalRoot;
 use crate::store::object::{self, NamedStore};
 use anyhow::{anyhow, Result};
 use chrono::Utc;
+use object_store::PutPayload;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -278,8 +279,7 @@ impl Places {
     /// The backup store and the key in it, when `location` is in the backup store.
     fn in_backup_store<'a>(&'a self, location: &'a str) -> Option<(&'a NamedStore, &'a str)> {
         let b = self.backup.as_ref()?;
-        let key = location.strip_prefix(b.url.trim_end_matches('/'))?.strip_prefix('/')?;
-        Some((b, key))
+        Some((b, b.key_of(location)?))
     }
 }
 
@@ -330,10 +330,7 @@ async fn restore_object(places: &Places, it: &Deleted, dry: bool) -> Restored {
     let Some(backup) = &it.backup else {
         return r("not_restorable", "no backup was made (run with --backup-dir or --backup-to to make one)".into());
     };
-    let found = places.stores.iter().find_map(|s| {
-        let key = it.target.strip_prefix(s.url.trim_end_matches('/'))?.strip_prefix('/')?;
-        Some((s, key))
-    });
+    let found = places.stores.iter().find_map(|s| Some((s, s.key_of(&it.target)?)));
     let Some((store, key)) = found else {
         return r(
             "not_restorable",
@@ -352,24 +349,25 @@ async fn restore_object(places: &Places, it: &Deleted, dry: bool) -> Restored {
     if dry {
         return r("would_restore", format!("from {backup}"));
     }
-    let body = match places.in_backup_store(backup) {
-        Some((b, bkey)) => match object::parse_key(bkey) {
-            Ok(p) => match b.store.get(&p).await {
-                Ok(g) => g.bytes().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-            Err(e) => Err(e.to_string()),
-        },
-        None => std::fs::read(backup).map(Into::into).map_err(|e| e.to_string()),
+    let body: Result<PutPayload, String> = match places.in_backup_store(backup) {
+        Some((b, bkey)) => fetch(b, bkey).await.map(Into::into),
+        None => std::fs::read(backup).map(PutPayload::from).map_err(|e| e.to_string()),
     };
     let put = match body {
-        Ok(bytes) => store.store.put(&dst, bytes.into()).await.map(|_| ()).map_err(|e| e.to_string()),
+        Ok(payload) => store.store.put(&dst, payload).await.map(|_| ()).map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
     match put {
         Ok(()) => r("restored", format!("from {backup}")),
         Err(e) => r("failed", format!("cannot copy {backup} back: {e}")),
     }
+}
+
+/// One object's content, or why it could not be read.
+async fn fetch(store: &NamedStore, key: &str) -> Result<impl AsRef<[u8]> + Into<PutPayload>, String> {
+    let path = object::parse_key(key).map_err(|e| e.to_string())?;
+    let got = store.store.get(&path).await.map_err(|e| e.to_string())?;
+    got.bytes().await.map_err(|e| e.to_string())
 }
 
 /// Download a backup to `dst`: one object, or (a key ending in `/`) every object of a tree.
@@ -382,9 +380,7 @@ async fn download_tree(store: &NamedStore, key: &str, dst: &Path) -> Result<(), 
         std::fs::write(to, bytes).map_err(|e| e.to_string())
     };
     let Some(prefix) = key.strip_suffix('/') else {
-        let p = object::parse_key(key).map_err(|e| e.to_string())?;
-        let g = store.store.get(&p).await.map_err(|e| e.to_string())?;
-        return write(dst, &g.bytes().await.map_err(|e| e.to_string())?);
+        return write(dst, fetch(store, key).await?.as_ref());
     };
     let p = object::parse_key(prefix).map_err(|e| e.to_string())?;
     let metas: Vec<object_store::ObjectMeta> =
@@ -392,8 +388,7 @@ async fn download_tree(store: &NamedStore, key: &str, dst: &Path) -> Result<(), 
     std::fs::create_dir_all(dst).map_err(|e| e.to_string())?;
     for m in metas {
         let sub = m.location.as_ref().strip_prefix(prefix).unwrap_or_default().trim_start_matches('/');
-        let g = store.store.get(&m.location).await.map_err(|e| e.to_string())?;
-        write(&dst.join(sub), &g.bytes().await.map_err(|e| e.to_string())?)?;
+        write(&dst.join(sub), fetch(store, m.location.as_ref()).await?.as_ref())?;
     }
     Ok(())
 }

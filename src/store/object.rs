@@ -169,6 +169,12 @@ impl NamedStore {
     pub fn target(&self, key: &str) -> String {
         format!("{}/{}", self.url.trim_end_matches('/'), key)
     }
+
+    /// The key a `target` string names in this store (the inverse of `target`), if it is one
+    /// of this store's.
+    pub fn key_of<'a>(&self, target: &'a str) -> Option<&'a str> {
+        target.strip_prefix(self.url.trim_end_matches('/'))?.strip_prefix('/')
+    }
 }
 
 fn with_prefix(s: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
