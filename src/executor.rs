@@ -70,14 +70,14 @@ pub enum Backup {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BackupRecord {
     Dir { dir: std::path::PathBuf, per_root: bool },
-    Store { url: String, location: object::StoreLocation },
+    Store(object::StoreRecord),
 }
 
 impl Backup {
     pub fn record(&self) -> BackupRecord {
         match self {
             Backup::Dir { dir, per_root } => BackupRecord::Dir { dir: dir.clone(), per_root: *per_root },
-            Backup::Store(s) => BackupRecord::Store { url: s.url.clone(), location: s.location.clone() },
+            Backup::Store(s) => BackupRecord::Store(s.record()),
         }
     }
 }

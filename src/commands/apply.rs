@@ -10,7 +10,7 @@ use crate::executor::{Backup, BackupRecord, Resources};
 use crate::exit_codes::{Exit, Fatal};
 use crate::plan::{Kind, Plan};
 use crate::store::local::LocalRoot;
-use crate::store::object::{NamedStore, StoreLocation};
+use crate::store::object::StoreRecord;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,13 +20,6 @@ use std::path::{Path, PathBuf};
 /// The plan file format. Version 1 (session 1) had no fingerprints or identities and cannot be
 /// applied.
 pub const PLAN_VERSION: u32 = 2;
-
-/// A store as a plan or a run records it: its URL (as shown in targets) and where it is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoreRecord {
-    pub url: String,
-    pub location: StoreLocation,
-}
 
 /// One line of the effective configuration (secrets already redacted).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,10 +52,7 @@ pub struct PlanDoc<P> {
 
 /// The stores of a run, as recorded in plans and in `cleanup_runs.details`.
 pub fn store_records(res: &Resources) -> BTreeMap<String, StoreRecord> {
-    res.stores
-        .iter()
-        .map(|(name, s)| (name.clone(), StoreRecord { url: s.url.clone(), location: s.location.clone() }))
-        .collect()
+    res.stores.iter().map(|(name, s)| (name.clone(), s.record())).collect()
 }
 
 /// Fingerprint every item, then write the plan (atomically: a temporary file, then rename).
@@ -251,7 +241,8 @@ pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<Exit> {
         res.roots.insert(name.clone(), root);
     }
     for (name, rec) in &doc.stores {
-        let st = NamedStore::reopen(&rec.url, &rec.location, &ctx.settings.object_storage, &crate::config::ProcessEnv)
+        let st = rec
+            .open(&ctx.settings.object_storage)
             .map_err(|e| Fatal::usage(format!("the plan's {name} store cannot be opened now: {e}")))?;
         res.stores.insert(name.clone(), st);
     }
@@ -262,8 +253,8 @@ pub async fn run(ctx: &Ctx, a: &ApplyArgs) -> Result<Exit> {
         (None, Some(BackupRecord::Dir { dir, per_root })) => {
             Some(Backup::Dir { dir: super::backup_dir(dir, ctx.settings.dry_run.value)?, per_root: *per_root })
         }
-        (None, Some(BackupRecord::Store { url, location })) => Some(Backup::Store(
-            NamedStore::reopen(url, location, &ctx.settings.object_storage, &crate::config::ProcessEnv)
+        (None, Some(BackupRecord::Store(rec))) => Some(Backup::Store(
+            rec.open(&ctx.settings.object_storage)
                 .map_err(|e| Fatal::usage(format!("the plan's backup store cannot be opened now: {e}")))?,
         )),
         (None, None) => None,

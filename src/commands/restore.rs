@@ -2,16 +2,14 @@
 //! snapshots, files, directories and objects copied back from their backups (a local
 //! directory or an object store). Nothing is overwritten.
 
-use super::apply::StoreRecord;
 use super::Ctx;
 use crate::cli::RestoreArgs;
-use crate::config::ProcessEnv;
 use crate::db::{AuditRow, Db, Pool, RunTotals};
 use crate::executor::BackupRecord;
 use crate::exit_codes::{Exit, Fatal};
 use crate::ident::Ident;
 use crate::store::local::LocalRoot;
-use crate::store::object::{self, NamedStore};
+use crate::store::object::{self, NamedStore, StoreRecord};
 use anyhow::{anyhow, Result};
 use chrono::Utc;
 use object_store::PutPayload;
@@ -261,16 +259,15 @@ impl Places {
             serde_json::from_value(details["stores"].clone()).unwrap_or_default();
         let mut opened = Vec::new();
         for (name, rec) in stores {
-            match NamedStore::reopen(&rec.url, &rec.location, os, &ProcessEnv) {
+            match rec.open(os) {
                 Ok(s) => opened.push(s),
                 Err(e) => tracing::warn!(target: "cleanup", "the run's {name} store cannot be opened: {e}"),
             }
         }
         let backup = match serde_json::from_value::<Option<BackupRecord>>(details["backup"].clone()) {
-            Ok(Some(BackupRecord::Store { url, location })) => Some(
-                NamedStore::reopen(&url, &location, os, &ProcessEnv)
-                    .map_err(|e| anyhow!("the run's backup store {url} cannot be opened: {e}"))?,
-            ),
+            Ok(Some(BackupRecord::Store(rec))) => {
+                Some(rec.open(os).map_err(|e| anyhow!("the run's backup store {} cannot be opened: {e}", rec.url))?)
+            }
             _ => None,
         };
         Ok(Places { stores: opened, backup })

@@ -72,6 +72,28 @@ pub enum StoreLocation {
     },
 }
 
+/// A store as a plan or a run records it: its URL (as shown in targets) and where it is.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoreRecord {
+    pub url: String,
+    pub location: StoreLocation,
+}
+
+impl StoreRecord {
+    /// Open the store again where it was recorded, with credentials read now.
+    pub fn open(&self, os: &ObjectStorageSettings) -> Result<NamedStore, StoreError> {
+        match &self.location {
+            StoreLocation::S3 { at, credentials } => {
+                NamedStore::open_s3(&self.url, at, credentials.read(os, &crate::config::ProcessEnv), *credentials)
+            }
+            StoreLocation::File { dir } => {
+                let s = NamedStore::open(&format!("file://{}", dir.display()), os)?;
+                Ok(NamedStore { url: self.url.clone(), ..s })
+            }
+        }
+    }
+}
+
 /// An opened store and the URL it was named by (without credentials).
 #[derive(Debug, Clone)]
 pub struct NamedStore {
@@ -147,22 +169,9 @@ impl NamedStore {
         })
     }
 
-    /// Open a store again where a plan or an audit recorded it, with credentials read now.
-    pub fn reopen(
-        url: &str,
-        location: &StoreLocation,
-        os: &ObjectStorageSettings,
-        env: &dyn EnvSource,
-    ) -> Result<NamedStore, StoreError> {
-        match location {
-            StoreLocation::S3 { at, credentials } => {
-                NamedStore::open_s3(url, at, credentials.read(os, env), *credentials)
-            }
-            StoreLocation::File { dir } => {
-                let s = NamedStore::open(&format!("file://{}", dir.display()), os)?;
-                Ok(NamedStore { url: url.to_string(), ..s })
-            }
-        }
+    /// What a plan or a run records of this store: no credentials.
+    pub fn record(&self) -> StoreRecord {
+        StoreRecord { url: self.url.clone(), location: self.location.clone() }
     }
 
     /// `url/key`, the target string of an object.
