@@ -179,6 +179,21 @@ impl LocalRoot {
         }
     }
 
+    /// The parent directory of `rel`, opened from the root without following links (once per
+    /// run through the cache), and `rel` normalised.
+    #[cfg(unix)]
+    fn open_parent(&self, rel: &str, cache: &mut ParentCache) -> Result<(dirfd::Dir, String), LocalError> {
+        let rel = self.relativize(rel)?;
+        let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
+        let dir = cache.dirs.open(&self.root, parent).map_err(|e| self.io_error(&rel, e))?;
+        Ok((dir, rel))
+    }
+
+    #[cfg(unix)]
+    fn io_error(&self, rel: &str, source: io::Error) -> LocalError {
+        LocalError::Io { path: self.root.join(rel).display().to_string(), source }
+    }
+
     /// Facts about an entry (not following a final symlink); `None` if it does not exist.
     pub fn stat(&self, rel: &str) -> Result<Option<Entry>, LocalError> {
         self.stat_with(rel, &mut ParentCache::default())
@@ -189,13 +204,11 @@ impl LocalRoot {
         #[cfg(unix)]
         {
             // As for deletion: relative to the parent opened without following links.
-            let rel = self.relativize(rel)?;
-            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
-            let io = |source: io::Error| LocalError::Io { path: self.root.join(&rel).display().to_string(), source };
-            match cache.dirs.open(&self.root, parent).map_err(io)? {
+            let (dir, rel) = self.open_parent(rel, cache)?;
+            match dir {
                 dirfd::Dir::Open(fd) => {
                     use rustix::fs::{statat, AtFlags, FileType};
-                    return match statat(&*fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    return match statat(&*fd, file_name(&rel), AtFlags::SYMLINK_NOFOLLOW) {
                         Ok(st) => {
                             let t = FileType::from_raw_mode(st.st_mode);
                             let modified = SystemTime::UNIX_EPOCH
@@ -208,7 +221,7 @@ impl LocalRoot {
                             }))
                         }
                         Err(rustix::io::Errno::NOENT) => Ok(None),
-                        Err(e) => Err(io(e.into())),
+                        Err(e) => Err(self.io_error(&rel, e.into())),
                     };
                 }
                 dirfd::Dir::Missing => return Ok(None),
@@ -248,10 +261,10 @@ impl LocalRoot {
             // The fast path: the parent is opened component by component from the root without
             // following any link (once per directory per batch), then the file is unlinked
             // relative to it. No path is resolved again at deletion time.
-            let rel = self.relativize(rel)?;
-            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
-            match cache.dirs.open(&self.root, parent) {
-                Ok(dirfd::Dir::Open(fd)) => {
+            let (dir, rel) = self.open_parent(rel, cache)?;
+            let name = file_name(&rel);
+            match dir {
+                dirfd::Dir::Open(fd) => {
                     return match rustix::fs::unlinkat(&*fd, name, rustix::fs::AtFlags::empty()) {
                         Ok(()) => Ok(Removed::Deleted),
                         Err(rustix::io::Errno::NOENT) => Ok(Removed::Missing),
@@ -261,15 +274,12 @@ impl LocalRoot {
                         {
                             Err(LocalError::IsDir { path: rel })
                         }
-                        Err(e) => {
-                            Err(LocalError::Io { path: self.root.join(&rel).display().to_string(), source: e.into() })
-                        }
+                        Err(e) => Err(self.io_error(&rel, e.into())),
                     };
                 }
-                Ok(dirfd::Dir::Missing) => return Ok(Removed::Missing),
+                dirfd::Dir::Missing => return Ok(Removed::Missing),
                 // A symlinked parent: the checked path below decides whether it stays inside.
-                Ok(dirfd::Dir::Linked) => {}
-                Err(source) => return Err(LocalError::Io { path: self.root.join(&rel).display().to_string(), source }),
+                dirfd::Dir::Linked => {}
             }
         }
         let Some(full) = self.resolve_with(rel, cache)? else {
@@ -403,6 +413,12 @@ pub fn copy_tree(src: &Path, dst: &Path, keep_mtime: bool) -> io::Result<()> {
         fs::create_dir_all(parent)?;
     }
     copy_file(src, dst)
+}
+
+/// The last component of a normalised relative path.
+#[cfg(unix)]
+fn file_name(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or(rel, |(_, name)| name)
 }
 
 #[cfg(unix)]
