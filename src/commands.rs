@@ -162,9 +162,6 @@ where
 
     let t0 = std::time::Instant::now();
     let mut plan = gather().await?;
-    if plan.config.is_empty() {
-        plan.config = config_rows.to_vec();
-    }
     tracing::info!(
         target: "cleanup",
         "Plan: {} to delete ({} items), {} kept, {} scanned, built in {:.2} s",
@@ -175,7 +172,7 @@ where
         t0.elapsed().as_secs_f64()
     );
     if let Some(path) = &ctx.global.plan_out {
-        apply::write_plan(path, &mut plan, ctx, db.as_deref(), res).await?;
+        apply::write_plan(path, &mut plan, ctx, config_rows, db.as_deref(), res).await?;
     }
 
     if ctx.confirm && !dry_run && !ctx.global.yes && !plan.units.is_empty() {

@@ -198,9 +198,6 @@ pub struct Plan {
     pub batch_size: usize,
     /// Command-specific report fields (`cutoff`, …).
     pub fields: serde_json::Map<String, serde_json::Value>,
-    /// The command's effective settings (key, value, where it came from), for the plan file.
-    #[serde(skip)]
-    pub config: Vec<(String, String, String)>,
 }
 
 impl Plan {
@@ -214,7 +211,6 @@ impl Plan {
             kept_unlisted: Default::default(),
             batch_size: 1000,
             fields: serde_json::Map::new(),
-            config: Vec::new(),
         }
     }
 

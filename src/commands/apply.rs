@@ -56,7 +56,15 @@ pub fn store_records(res: &Resources) -> BTreeMap<String, StoreRecord> {
 }
 
 /// Fingerprint every item, then write the plan (atomically: a temporary file, then rename).
-pub async fn write_plan(path: &Path, plan: &mut Plan, ctx: &Ctx, db: Option<&Db>, res: &Resources) -> Result<()> {
+/// `config_rows` are the command's own settings, recorded after the global ones.
+pub async fn write_plan(
+    path: &Path,
+    plan: &mut Plan,
+    ctx: &Ctx,
+    config_rows: &[(String, String, String)],
+    db: Option<&Db>,
+    res: &Resources,
+) -> Result<()> {
     let t = std::time::Instant::now();
     crate::fingerprint::capture(plan, res).await.context("cannot fingerprint the plan's items")?;
     tracing::debug!(target: "cleanup", "Fingerprinted {} items in {:.2} s", plan.item_count(), t.elapsed().as_secs_f64());
@@ -73,7 +81,7 @@ pub async fn write_plan(path: &Path, plan: &mut Plan, ctx: &Ctx, db: Option<&Db>
         roots: res.roots.iter().map(|(n, r)| (n.clone(), r.path().to_path_buf())).collect(),
         stores: store_records(res),
         backup: ctx.backup.as_ref().map(Backup::record),
-        config: (ctx.settings.show().into_iter().chain(plan.config.iter().cloned()))
+        config: (ctx.settings.show().into_iter().chain(config_rows.iter().cloned()))
             .map(|(key, value, source)| ConfigRow { key, value, source })
             .collect(),
         plan: &*plan,
