@@ -16,7 +16,7 @@ use common::{check_attachments, env_num, files_under, fill_cube, mb, measure, pr
 use std::path::Path;
 use std::process::Command;
 use support::{S3Server, S3_ACCESS, S3_SECRET};
-use sweep::testkit::PgCluster;
+use sweep_testkit::PgCluster;
 
 fn sweep() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sweep"));

@@ -12,7 +12,7 @@ mod common;
 use common::{check_attachments as check, env_num, mb, measure, median, prepare_attachments as prepare};
 use std::path::Path;
 use std::process::Command;
-use sweep::testkit::PgCluster;
+use sweep_testkit::PgCluster;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
-use sweep::testkit::PgCluster;
+use sweep_testkit::PgCluster;
 
 /// Rows: module m (1..=rows/10), version v (1..=10); each row has files/rows files; rows
 /// reference the first 90% of their files.

@@ -26,7 +26,7 @@ pub struct Cli {
 /// Options every subcommand takes, before or after its name.
 #[derive(Debug, Args, Clone, Default)]
 pub struct GlobalArgs {
-    /// Database: postgres://user@host/db or sqlite://path [env: DATABASE_URL]
+    /// Database: postgres://user@host/db, mysql://user@host/db or sqlite://path [env: DATABASE_URL]
     #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
 

@@ -87,6 +87,10 @@ impl DatabaseUrl {
     pub fn is_sqlite(&self) -> bool {
         self.expose().starts_with("sqlite:")
     }
+    /// Is this a URL sweep can connect to (`postgres://`, `mysql://`/`mariadb://`, `sqlite:`)?
+    pub fn supported(u: &str) -> bool {
+        ["postgres://", "postgresql://", "mysql://", "mariadb://", "sqlite:"].iter().any(|p| u.starts_with(p))
+    }
 }
 
 impl fmt::Display for DatabaseUrl {
@@ -457,10 +461,8 @@ impl Settings {
                 &Key { flag: Some("--database-url"), env: Some("DATABASE_URL"), file: "database.url" },
                 g.database_url.clone(),
                 raw.database.url.clone(),
-                "a postgres://… or sqlite://… URL",
-                &|u: &String| {
-                    u.starts_with("postgres://") || u.starts_with("postgresql://") || u.starts_with("sqlite:")
-                },
+                "a postgres://…, mysql://… (MySQL 8 / MariaDB 10.11+) or sqlite://… URL",
+                &|u: &String| DatabaseUrl::supported(u),
             )
             .map_err(|e| anyhow!(redact_in(&e.to_string())))?
             .map(|s| Sourced::new(DatabaseUrl::new(s.value), s.source));

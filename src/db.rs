@@ -1,9 +1,12 @@
-//! The database, PostgreSQL or SQLite, behind one type: connecting (with redacted errors),
-//! sweep's migrations, the run and audit records, the run lock, and batched row deletion.
+//! The database, PostgreSQL, SQLite or MySQL/MariaDB, behind one type: connecting (with
+//! redacted errors), sweep's migrations, the run and audit records, the run lock, batched row
+//! deletion, and running queries written once with [`Sql`].
 //!
-//! SQL differs per backend (`= ANY($1)` vs `IN (?, …)`, timestamptz vs RFC 3339 text), so each
-//! operation has one method with a `match` on the backend rather than a lowest common
-//! denominator.
+//! Nothing outside this module matches on the database: queries are written with [`Sql`]
+//! (placeholders, casts, time comparisons and key lists come from the dialect) and read back
+//! as [`Row`]s, which read a value by what it means (text, integer, flag, instant) whatever
+//! its type in this database. The one place each backend needs its own code is here: binding,
+//! transactions, and the few statements a dialect cannot express alike (`RETURNING` on MySQL).
 
 use crate::config::DatabaseUrl;
 use crate::ident::Ident;
@@ -11,9 +14,10 @@ use crate::plan::RowRule;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection, Executor};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -21,63 +25,92 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 pub mod lock;
+mod row;
+mod sql;
 
-/// Bind a rule's parameters to any sqlx query (`Query`, `QueryAs`, `QueryScalar` share no
-/// trait for `bind`): instants natively on PostgreSQL, as RFC 3339 text on SQLite.
-macro_rules! bind_rule {
-    ($q:expr, $binds:expr, Postgres) => {{
+pub use row::{DecodeError, Row};
+pub use sql::{Arg, Backend, Sql, KEYS_PER_STATEMENT};
+
+/// Bind a query's arguments to any sqlx query of one backend.
+macro_rules! bind_args {
+    ($q:expr, $args:expr, Postgres) => {{
         let mut q = $q;
-        for b in $binds {
-            q = match b {
-                Bind::Time(t) => q.bind(t),
-                Bind::Int(i) => q.bind(i),
+        for a in $args {
+            q = match a {
+                Arg::Text(s) => q.bind(s.clone()),
+                Arg::Int(i) => q.bind(*i),
+                Arg::Float(f) => q.bind(*f),
+                Arg::Bool(b) => q.bind(*b),
+                Arg::Time(t) => q.bind(*t),
+                Arg::TextArray(v) => q.bind(v.clone()),
             };
         }
         q
     }};
-    ($q:expr, $binds:expr, Sqlite) => {{
+    ($q:expr, $args:expr, Sqlite) => {{
         let mut q = $q;
-        for b in $binds {
-            q = match b {
-                Bind::Time(t) => q.bind(rfc3339(t)),
-                Bind::Int(i) => q.bind(i),
+        for a in $args {
+            q = match a {
+                Arg::Text(s) => q.bind(s.clone()),
+                Arg::Int(i) => q.bind(*i),
+                Arg::Float(f) => q.bind(*f),
+                Arg::Bool(b) => q.bind(*b),
+                Arg::Time(t) => q.bind(rfc3339(*t)),
+                Arg::TextArray(v) => q.bind(serde_json::to_string(v).unwrap_or_default()),
             };
         }
         q
     }};
-}
-
-/// Which database engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
+    ($q:expr, $args:expr, MySql) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match a {
+                Arg::Text(s) => q.bind(s.clone()),
+                Arg::Int(i) => q.bind(*i),
+                Arg::Float(f) => q.bind(*f),
+                Arg::Bool(b) => q.bind(*b),
+                Arg::Time(t) => q.bind(*t),
+                Arg::TextArray(v) => q.bind(serde_json::to_string(v).unwrap_or_default()),
+            };
+        }
+        q
+    }};
 }
 
 /// A connected database.
 pub struct Db {
-    pub pool: Pool,
+    pool: Pool,
     pub url: DatabaseUrl,
     key_types: Mutex<HashMap<(String, String), String>>,
 }
 
-pub enum Pool {
+enum Pool {
     Pg(PgPool),
     Sqlite(SqlitePool),
+    My(MySqlPool),
 }
 
-/// sweep's migrations, in order: (version, PostgreSQL SQL, SQLite SQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        include_str!("../migrations/postgres/0001_sweep_tables.sql"),
-        include_str!("../migrations/sqlite/0001_sweep_tables.sql"),
-    ),
-    (
-        2,
-        include_str!("../migrations/postgres/0002_audit_without_foreign_key.sql"),
-        include_str!("../migrations/sqlite/0002_audit_without_foreign_key.sql"),
-    ),
+/// One of sweep's migrations, in each dialect.
+struct Migration {
+    version: i64,
+    postgres: &'static str,
+    sqlite: &'static str,
+    mysql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        postgres: include_str!("../migrations/postgres/0001_sweep_tables.sql"),
+        sqlite: include_str!("../migrations/sqlite/0001_sweep_tables.sql"),
+        mysql: include_str!("../migrations/mysql/0001_sweep_tables.sql"),
+    },
+    Migration {
+        version: 2,
+        postgres: include_str!("../migrations/postgres/0002_audit_without_foreign_key.sql"),
+        sqlite: include_str!("../migrations/sqlite/0002_audit_without_foreign_key.sql"),
+        mysql: include_str!("../migrations/mysql/0002_audit_without_foreign_key.sql"),
+    },
 ];
 
 /// One row of `cleanup_audit`, borrowed from the plan item it records.
@@ -99,11 +132,12 @@ pub struct AuditRow<'a> {
 /// Which database a plan was made against: never credentials.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DbIdentity {
-    /// `postgres` or `sqlite`.
+    /// `postgres`, `sqlite` or `mysql`.
     pub backend: String,
-    /// PostgreSQL: the database name; SQLite: the file's canonical path.
+    /// PostgreSQL and MySQL: the database name; SQLite: the file's canonical path.
     pub database: String,
-    /// PostgreSQL: the cluster's system identifier, or `host:port` when it cannot be read.
+    /// PostgreSQL: the cluster's system identifier, or `host:port` when it cannot be read;
+    /// MySQL: the server's UUID (MySQL) or its host name and port as the server reports them.
     pub server: String,
     /// The URL as shown (password redacted), for messages only: not compared.
     pub shown: String,
@@ -128,45 +162,89 @@ pub struct RunTotals {
     pub details: Option<serde_json::Value>,
 }
 
+fn backend_of(url: &DatabaseUrl) -> Backend {
+    let u = url.expose();
+    if u.starts_with("sqlite:") {
+        Backend::Sqlite
+    } else if u.starts_with("mysql://") || u.starts_with("mariadb://") {
+        Backend::MySql
+    } else {
+        Backend::Postgres
+    }
+}
+
+/// The URL as sqlx's MySQL driver takes it (`mariadb://` is an alias sweep accepts).
+fn mysql_url(url: &DatabaseUrl) -> String {
+    match url.expose().strip_prefix("mariadb://") {
+        Some(rest) => format!("mysql://{rest}"),
+        None => url.expose().to_string(),
+    }
+}
+
 impl Db {
     /// Connect. For SQLite, `create` makes a missing file (only `demo` and tests ask for that).
     pub async fn connect(url: &DatabaseUrl, create: bool) -> Result<Db> {
         let shown = url.to_string();
-        let pool = if url.is_sqlite() {
-            let opts = SqliteConnectOptions::from_str(url.expose())
-                .map_err(|e| anyhow!("database URL {shown} is not valid: {e}"))?
-                .create_if_missing(create)
-                .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(false)
-                .disable_statement_logging();
-            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(|e| {
-                anyhow!(
-                    "cannot open SQLite database {shown}: {}: check the path (sweep does not create it)",
-                    redact_err(&e, url)
-                )
-            })?;
-            Pool::Sqlite(pool)
-        } else {
-            let opts = PgConnectOptions::from_str(url.expose())
-                .map_err(|e| anyhow!("database URL {shown} is not valid: {}", redact_err(&e, url)))?
-                .application_name("sweep")
-                .disable_statement_logging();
-            let unreachable = |e: &dyn std::fmt::Display| {
-                anyhow!(
-                    "cannot connect to PostgreSQL at {shown}: {}: check that the server is running and DATABASE_URL is right",
-                    redact_err(e, url)
-                )
-            };
-            // One direct attempt first: a refused or misconfigured connection fails at once with
-            // its real cause, instead of as a pool timeout 15 seconds later.
-            sqlx::PgConnection::connect_with(&opts).await.map_err(|e| unreachable(&e))?.close().await.ok();
-            let pool = PgPoolOptions::new()
-                .max_connections(6)
-                .acquire_timeout(Duration::from_secs(15))
-                .connect_with(opts)
-                .await
-                .map_err(|e| unreachable(&e))?;
-            Pool::Pg(pool)
+        let unreachable = |what: &str, e: &dyn std::fmt::Display| {
+            anyhow!(
+                "cannot connect to {what} at {shown}: {}: check that the server is running and DATABASE_URL is right",
+                redact_err(e, url)
+            )
+        };
+        let pool = match backend_of(url) {
+            Backend::Sqlite => {
+                let opts = SqliteConnectOptions::from_str(url.expose())
+                    .map_err(|e| anyhow!("database URL {shown} is not valid: {e}"))?
+                    .create_if_missing(create)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(false)
+                    .disable_statement_logging();
+                let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(|e| {
+                    anyhow!(
+                        "cannot open SQLite database {shown}: {}: check the path (sweep does not create it)",
+                        redact_err(&e, url)
+                    )
+                })?;
+                Pool::Sqlite(pool)
+            }
+            Backend::Postgres => {
+                let opts = PgConnectOptions::from_str(url.expose())
+                    .map_err(|e| anyhow!("database URL {shown} is not valid: {}", redact_err(&e, url)))?
+                    .application_name("sweep")
+                    .disable_statement_logging();
+                // One direct attempt first: a refused or misconfigured connection fails at once
+                // with its real cause, instead of as a pool timeout 15 seconds later.
+                sqlx::PgConnection::connect_with(&opts)
+                    .await
+                    .map_err(|e| unreachable("PostgreSQL", &e))?
+                    .close()
+                    .await
+                    .ok();
+                let pool = PgPoolOptions::new()
+                    .max_connections(6)
+                    .acquire_timeout(Duration::from_secs(15))
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| unreachable("PostgreSQL", &e))?;
+                Pool::Pg(pool)
+            }
+            Backend::MySql => {
+                let opts = mysql_options(url)?;
+                sqlx::MySqlConnection::connect_with(&opts)
+                    .await
+                    .map_err(|e| unreachable("MySQL/MariaDB", &e))?
+                    .close()
+                    .await
+                    .ok();
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(6)
+                    .acquire_timeout(Duration::from_secs(15))
+                    .after_connect(|c, _| Box::pin(async move { mysql_session(c).await }))
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| unreachable("MySQL/MariaDB", &e))?;
+                Pool::My(pool)
+            }
         };
         Ok(Db { pool, url: url.clone(), key_types: Mutex::new(HashMap::new()) })
     }
@@ -175,12 +253,113 @@ impl Db {
         match self.pool {
             Pool::Pg(_) => Backend::Postgres,
             Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::My(_) => Backend::MySql,
         }
+    }
+
+    /// A new query in this database's dialect.
+    pub fn sql(&self) -> Sql {
+        Sql::new(self.backend())
+    }
+
+    /// A query whose text is the same in every dialect (no placeholders).
+    pub fn raw(&self, text: &str) -> Sql {
+        let mut q = self.sql();
+        q.push(text);
+        q
+    }
+
+    /// Run a query and read every row.
+    pub async fn fetch_all(&self, q: &Sql) -> Result<Vec<Row>, sqlx::Error> {
+        use row::Inner;
+        Ok(match &self.pool {
+            Pool::Pg(p) => bind_args!(sqlx::query(&q.text), &q.args, Postgres)
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .map(|r| Row(Inner::Pg(r)))
+                .collect(),
+            Pool::Sqlite(p) => bind_args!(sqlx::query(&q.text), &q.args, Sqlite)
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .map(|r| Row(Inner::Sqlite(r)))
+                .collect(),
+            Pool::My(p) => bind_args!(sqlx::query(&q.text), &q.args, MySql)
+                .fetch_all(p)
+                .await?
+                .into_iter()
+                .map(|r| Row(Inner::My(r)))
+                .collect(),
+        })
+    }
+
+    /// Run a query and read each row into a value with `f`.
+    pub async fn read<T>(&self, q: &Sql, f: impl Fn(&Row) -> Result<T, DecodeError>) -> Result<Vec<T>> {
+        let rows = self.fetch_all(q).await?;
+        rows.iter().map(|r| f(r).map_err(anyhow::Error::from)).collect()
+    }
+
+    /// Run a query and hand each row to `each` as it arrives (no result set in memory);
+    /// returns the number of rows. `each` may stop the query with an error.
+    pub async fn for_each_row(&self, q: &Sql, mut each: impl FnMut(Row) -> Result<()>) -> Result<u64> {
+        use futures::TryStreamExt;
+        use row::Inner;
+        let mut n = 0u64;
+        macro_rules! stream {
+            ($p:expr, $b:ident, $inner:ident) => {{
+                let query = bind_args!(sqlx::query(&q.text), &q.args, $b);
+                let mut rows = query.fetch($p);
+                while let Some(r) = rows.try_next().await? {
+                    each(Row(Inner::$inner(r)))?;
+                    n += 1;
+                }
+            }};
+        }
+        match &self.pool {
+            Pool::Pg(p) => stream!(p, Postgres, Pg),
+            Pool::Sqlite(p) => stream!(p, Sqlite, Sqlite),
+            Pool::My(p) => stream!(p, MySql, My),
+        }
+        Ok(n)
+    }
+
+    /// Run a query and read its first row, if any.
+    pub async fn fetch_optional(&self, q: &Sql) -> Result<Option<Row>, sqlx::Error> {
+        Ok(self.fetch_all(q).await?.into_iter().next())
+    }
+
+    /// Run a statement; returns the number of rows it changed.
+    pub async fn execute(&self, q: &Sql) -> Result<u64, sqlx::Error> {
+        Ok(match &self.pool {
+            Pool::Pg(p) => bind_args!(sqlx::query(&q.text), &q.args, Postgres).execute(p).await?.rows_affected(),
+            Pool::Sqlite(p) => bind_args!(sqlx::query(&q.text), &q.args, Sqlite).execute(p).await?.rows_affected(),
+            Pool::My(p) => bind_args!(sqlx::query(&q.text), &q.args, MySql).execute(p).await?.rows_affected(),
+        })
+    }
+
+    /// Run statements in one transaction.
+    pub async fn execute_all(&self, qs: &[Sql]) -> Result<(), sqlx::Error> {
+        macro_rules! in_tx {
+            ($p:expr, $b:ident) => {{
+                let mut tx = $p.begin().await?;
+                for q in qs {
+                    bind_args!(sqlx::query(&q.text), &q.args, $b).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }};
+        }
+        match &self.pool {
+            Pool::Pg(p) => in_tx!(p, Postgres),
+            Pool::Sqlite(p) => in_tx!(p, Sqlite),
+            Pool::My(p) => in_tx!(p, MySql),
+        }
+        Ok(())
     }
 
     /// The SQLite file, if this is a file-backed SQLite database.
     pub fn sqlite_path(&self) -> Option<PathBuf> {
-        if !self.url.is_sqlite() {
+        if self.backend() != Backend::Sqlite {
             return None;
         }
         let rest = self.url.expose().trim_start_matches("sqlite:").trim_start_matches("//");
@@ -196,22 +375,25 @@ impl Db {
                 sqlx::raw_sql("CREATE TABLE IF NOT EXISTS sweep_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
                     .execute(p)
                     .await?;
-                for (v, pg, _) in MIGRATIONS {
+                for m in MIGRATIONS {
                     let mut tx = p.begin().await?;
                     // Serialise concurrent `sweep migrate` runs.
                     sqlx::query("LOCK TABLE sweep_migrations IN EXCLUSIVE MODE").execute(&mut *tx).await?;
                     let done: Option<i64> =
                         sqlx::query_scalar("SELECT version FROM sweep_migrations WHERE version = $1")
-                            .bind(v)
+                            .bind(m.version)
                             .fetch_optional(&mut *tx)
                             .await?;
                     if done.is_none() {
-                        sqlx::raw_sql(pg).execute(&mut *tx).await.with_context(|| format!("migration {v} failed"))?;
+                        sqlx::raw_sql(m.postgres)
+                            .execute(&mut *tx)
+                            .await
+                            .with_context(|| format!("migration {} failed", m.version))?;
                         sqlx::query("INSERT INTO sweep_migrations (version) VALUES ($1)")
-                            .bind(v)
+                            .bind(m.version)
                             .execute(&mut *tx)
                             .await?;
-                        applied.push(*v);
+                        applied.push(m.version);
                     }
                     tx.commit().await?;
                 }
@@ -220,23 +402,63 @@ impl Db {
                 sqlx::raw_sql("CREATE TABLE IF NOT EXISTS sweep_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now')))")
                     .execute(p)
                     .await?;
-                for (v, _, lite) in MIGRATIONS {
+                for m in MIGRATIONS {
                     let mut tx = p.begin().await?;
                     let done: Option<i64> =
                         sqlx::query_scalar("SELECT version FROM sweep_migrations WHERE version = ?")
-                            .bind(v)
+                            .bind(m.version)
                             .fetch_optional(&mut *tx)
                             .await?;
                     if done.is_none() {
-                        sqlx::raw_sql(lite).execute(&mut *tx).await.with_context(|| format!("migration {v} failed"))?;
+                        sqlx::raw_sql(m.sqlite)
+                            .execute(&mut *tx)
+                            .await
+                            .with_context(|| format!("migration {} failed", m.version))?;
                         sqlx::query("INSERT INTO sweep_migrations (version) VALUES (?)")
-                            .bind(v)
+                            .bind(m.version)
                             .execute(&mut *tx)
                             .await?;
-                        applied.push(*v);
+                        applied.push(m.version);
                     }
                     tx.commit().await?;
                 }
+            }
+            Pool::My(p) => {
+                // MySQL commits DDL at once: concurrent `sweep migrate` runs are serialised by a
+                // named lock, held by one connection for the whole upgrade.
+                let mut c = p.acquire().await?;
+                c.execute("CREATE TABLE IF NOT EXISTS sweep_migrations (version BIGINT PRIMARY KEY, applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))")
+                    .await?;
+                let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(CONCAT('sweep-migrate:', DATABASE()), 60)")
+                    .fetch_one(&mut *c)
+                    .await?;
+                if got != Some(1) {
+                    bail!("another `sweep migrate` holds the migration lock on this server for over 60 s");
+                }
+                let result: Result<()> = async {
+                    for m in MIGRATIONS {
+                        let done: Option<i64> =
+                            sqlx::query_scalar("SELECT version FROM sweep_migrations WHERE version = ?")
+                                .bind(m.version)
+                                .fetch_optional(&mut *c)
+                                .await?;
+                        if done.is_none() {
+                            sqlx::raw_sql(m.mysql)
+                                .execute(&mut *c)
+                                .await
+                                .with_context(|| format!("migration {} failed", m.version))?;
+                            sqlx::query("INSERT INTO sweep_migrations (version) VALUES (?)")
+                                .bind(m.version)
+                                .execute(&mut *c)
+                                .await?;
+                            applied.push(m.version);
+                        }
+                    }
+                    Ok(())
+                }
+                .await;
+                let _ = sqlx::query("SELECT RELEASE_LOCK(CONCAT('sweep-migrate:', DATABASE()))").execute(&mut *c).await;
+                result?;
             }
         }
         Ok(applied)
@@ -244,160 +466,124 @@ impl Db {
 
     /// True when every migration has been applied.
     pub async fn sweep_tables_ready(&self) -> Result<bool> {
-        let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
-        let v: Option<i64> = match &self.pool {
-            Pool::Pg(p) => {
-                let exists: Option<String> =
-                    sqlx::query_scalar("SELECT to_regclass('sweep_migrations')::text").fetch_one(p).await?;
-                if exists.is_none() {
-                    return Ok(false);
-                }
-                sqlx::query_scalar("SELECT max(version) FROM sweep_migrations").fetch_one(p).await?
-            }
-            Pool::Sqlite(p) => {
-                let exists: Option<String> = sqlx::query_scalar(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'sweep_migrations'",
-                )
-                .fetch_optional(p)
-                .await?;
-                if exists.is_none() {
-                    return Ok(false);
-                }
-                sqlx::query_scalar("SELECT max(version) FROM sweep_migrations").fetch_one(p).await?
-            }
+        let latest = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
+        let exists = match self.backend() {
+            Backend::Postgres => "SELECT count(*) FROM pg_catalog.pg_tables WHERE tablename = 'sweep_migrations' AND schemaname = ANY(current_schemas(false))",
+            Backend::Sqlite => "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sweep_migrations'",
+            Backend::MySql => "SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'sweep_migrations'",
         };
-        Ok(v.unwrap_or(0) >= latest)
+        let n = self.fetch_one_int(&self.raw(exists)).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let v = self.fetch_all(&self.raw("SELECT max(version) FROM sweep_migrations")).await?;
+        Ok(v.first().map(|r| r.int(0)).transpose()?.flatten().unwrap_or(0) >= latest)
+    }
+
+    /// The first column of the first row, as an integer (counts).
+    pub async fn fetch_one_int(&self, q: &Sql) -> Result<i64> {
+        let row = self.fetch_optional(q).await?.ok_or_else(|| anyhow!("the query returned no row"))?;
+        Ok(row.int_req(0)?)
     }
 
     /// Record the start of a run.
     pub async fn insert_run(&self, id: &str, command: &str, dry_run: bool, started: DateTime<Utc>) -> Result<()> {
-        match &self.pool {
-            Pool::Pg(p) => {
-                sqlx::query("INSERT INTO cleanup_runs (id, command, dry_run, started_at, status) VALUES ($1, $2, $3, $4, 'running')")
-                    .bind(id)
-                    .bind(command)
-                    .bind(dry_run)
-                    .bind(started)
-                    .execute(p)
-                    .await?;
-            }
-            Pool::Sqlite(p) => {
-                sqlx::query("INSERT INTO cleanup_runs (id, command, dry_run, started_at, status) VALUES (?, ?, ?, ?, 'running')")
-                    .bind(id)
-                    .bind(command)
-                    .bind(dry_run)
-                    .bind(rfc3339(started))
-                    .execute(p)
-                    .await?;
-            }
-        }
+        let mut q = self.sql();
+        q.push("INSERT INTO cleanup_runs (id, command, dry_run, started_at, status) VALUES (")
+            .bind(id)
+            .push(", ")
+            .bind(command)
+            .push(", ")
+            .bind(dry_run)
+            .push(", ")
+            .bind(started)
+            .push(", 'running')");
+        self.execute(&q).await?;
         Ok(())
     }
 
     /// Record the end of a run.
     pub async fn finish_run(&self, id: &str, finished: DateTime<Utc>, t: &RunTotals) -> Result<()> {
-        let details = t.details.as_ref().map(|d| d.to_string());
-        match &self.pool {
-            Pool::Pg(p) => {
-                sqlx::query(
-                    "UPDATE cleanup_runs SET finished_at = $2, status = $3, candidates = $4, deleted = $5, failed = $6, \
-                     retained = $7, bytes_reclaimed = $8, details = $9::json WHERE id = $1",
-                )
-                .bind(id)
-                .bind(finished)
-                .bind(&t.status)
-                .bind(t.candidates)
-                .bind(t.deleted)
-                .bind(t.failed)
-                .bind(t.retained)
-                .bind(t.bytes_reclaimed)
-                .bind(details)
-                .execute(p)
-                .await?;
-            }
-            Pool::Sqlite(p) => {
-                sqlx::query(
-                    "UPDATE cleanup_runs SET finished_at = ?2, status = ?3, candidates = ?4, deleted = ?5, failed = ?6, \
-                     retained = ?7, bytes_reclaimed = ?8, details = ?9 WHERE id = ?1",
-                )
-                .bind(id)
-                .bind(rfc3339(finished))
-                .bind(&t.status)
-                .bind(t.candidates)
-                .bind(t.deleted)
-                .bind(t.failed)
-                .bind(t.retained)
-                .bind(t.bytes_reclaimed)
-                .bind(details)
-                .execute(p)
-                .await?;
-            }
-        }
+        let mut q = self.sql();
+        q.push("UPDATE cleanup_runs SET finished_at = ")
+            .bind(finished)
+            .push(", status = ")
+            .bind(t.status.as_str())
+            .push(", candidates = ")
+            .bind(t.candidates)
+            .push(", deleted = ")
+            .bind(t.deleted)
+            .push(", failed = ")
+            .bind(t.failed)
+            .push(", retained = ")
+            .bind(t.retained)
+            .push(", bytes_reclaimed = ")
+            .bind(t.bytes_reclaimed)
+            .push(", details = ")
+            .bind_json(t.details.as_ref().map(|d| d.to_string()))
+            .push(" WHERE id = ")
+            .bind(id);
+        self.execute(&q).await?;
         Ok(())
     }
 
-    /// Append audit rows (one statement per chunk).
+    /// Append audit rows (one statement per chunk, in one transaction).
     pub async fn insert_audit(&self, rows: &[AuditRow<'_>]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        match &self.pool {
-            Pool::Pg(p) => {
-                // One INSERT … UNNEST per batch (COPY's per-statement overhead loses at batch sizes
-                // in the hundreds).
-                let col =
-                    |f: &dyn Fn(&AuditRow<'_>) -> Option<String>| rows.iter().map(f).collect::<Vec<Option<String>>>();
-                sqlx::query(
-                    "INSERT INTO cleanup_audit (run_id, policy, kind, target, reason, bytes, outcome, error, backup_location, row_snapshot, at) \
-                     SELECT r, p, k, t, re, b, o, e, bl, s::json, a FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                     $6::int8[], $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[]) AS u(r, p, k, t, re, b, o, e, bl, s, a)",
-                )
-                .bind(col(&|r| Some(r.run_id.to_string())))
-                .bind(col(&|r| Some(r.policy.to_string())))
-                .bind(col(&|r| Some(r.kind.to_string())))
-                .bind(col(&|r| Some(r.target.to_string())))
-                .bind(col(&|r| Some(r.reason.to_string())))
-                .bind(rows.iter().map(|r| r.bytes).collect::<Vec<Option<i64>>>())
-                .bind(col(&|r| Some(r.outcome.to_string())))
-                .bind(col(&|r| r.error.map(String::from)))
-                .bind(col(&|r| r.backup_location.map(String::from)))
-                .bind(col(&|r| r.row_snapshot.map(|v| v.get().to_string())))
-                .bind(rows.iter().map(|r| r.at).collect::<Vec<DateTime<Utc>>>())
-                .execute(p)
-                .await?;
-            }
-            Pool::Sqlite(p) => {
-                let mut tx = p.begin().await?;
-                for chunk in rows.chunks(500) {
-                    let mut q = String::from(
-                        "INSERT INTO cleanup_audit (run_id, policy, kind, target, reason, bytes, outcome, error, backup_location, row_snapshot, at) VALUES ",
-                    );
-                    q.push_str(&vec!["(?,?,?,?,?,?,?,?,?,?,?)"; chunk.len()].join(","));
-                    let mut query = sqlx::query(&q);
-                    for r in chunk {
-                        query = query
-                            .bind(r.run_id)
-                            .bind(r.policy)
-                            .bind(r.kind)
-                            .bind(r.target)
-                            .bind(r.reason)
-                            .bind(r.bytes)
-                            .bind(r.outcome)
-                            .bind(r.error)
-                            .bind(r.backup_location)
-                            .bind(r.row_snapshot.map(|v| v.get()))
-                            .bind(rfc3339(r.at));
-                    }
-                    query.execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-            }
+        const COLUMNS: &str =
+            "INSERT INTO cleanup_audit (run_id, policy, kind, target, reason, bytes, outcome, error, backup_location, row_snapshot, at) ";
+        if let Pool::Pg(p) = &self.pool {
+            // One INSERT … UNNEST per batch (COPY's per-statement overhead loses at batch sizes
+            // in the hundreds).
+            let col =
+                |f: &dyn Fn(&AuditRow<'_>) -> Option<String>| rows.iter().map(f).collect::<Vec<Option<String>>>();
+            sqlx::query(&format!(
+                "{COLUMNS}SELECT r, p, k, t, re, b, o, e, bl, s::json, a FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::int8[], $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[]) AS u(r, p, k, t, re, b, o, e, bl, s, a)"
+            ))
+            .bind(col(&|r| Some(r.run_id.to_string())))
+            .bind(col(&|r| Some(r.policy.to_string())))
+            .bind(col(&|r| Some(r.kind.to_string())))
+            .bind(col(&|r| Some(r.target.to_string())))
+            .bind(col(&|r| Some(r.reason.to_string())))
+            .bind(rows.iter().map(|r| r.bytes).collect::<Vec<Option<i64>>>())
+            .bind(col(&|r| Some(r.outcome.to_string())))
+            .bind(col(&|r| r.error.map(String::from)))
+            .bind(col(&|r| r.backup_location.map(String::from)))
+            .bind(col(&|r| r.row_snapshot.map(|v| v.get().to_string())))
+            .bind(rows.iter().map(|r| r.at).collect::<Vec<DateTime<Utc>>>())
+            .execute(p)
+            .await?;
+            return Ok(());
         }
+        // SQLite and MySQL: multi-row VALUES, 500 rows a statement.
+        let statements: Vec<Sql> = rows
+            .chunks(500)
+            .map(|chunk| {
+                let mut q = self.sql();
+                q.push(COLUMNS).push("VALUES ");
+                for (i, r) in chunk.iter().enumerate() {
+                    q.push(if i == 0 { "(" } else { ", (" });
+                    q.bind(r.run_id).push(", ").bind(r.policy).push(", ").bind(r.kind).push(", ");
+                    q.bind(r.target).push(", ").bind(r.reason).push(", ").bind(r.bytes).push(", ");
+                    q.bind(r.outcome).push(", ").bind(r.error).push(", ").bind(r.backup_location).push(", ");
+                    q.bind(r.row_snapshot.map(|v| v.get())).push(", ").bind(r.at).push(")");
+                }
+                q
+            })
+            .collect();
+        self.execute_all(&statements).await?;
         Ok(())
     }
 
-    /// The SQL type of a key column on PostgreSQL (`uuid`, `bigint`, …), to cast text keys.
-    async fn pg_key_type(&self, p: &PgPool, table: &Ident, column: &Ident) -> Result<String> {
+    /// The SQL type of a key column on PostgreSQL (`uuid`, `bigint`, …), to cast text keys;
+    /// empty elsewhere (SQLite and MySQL compare a text key with any column type).
+    async fn key_type(&self, table: &Ident, column: &Ident) -> Result<String> {
+        let Pool::Pg(p) = &self.pool else {
+            return Ok(String::new());
+        };
         let cache_key = (table.as_str().to_string(), column.as_str().to_string());
         if let Some(t) = self.key_types.lock().unwrap().get(&cache_key) {
             return Ok(t.clone());
@@ -421,12 +607,15 @@ impl Db {
         Ok(t)
     }
 
-    /// The cast that turns a text parameter into the key column's type (`::uuid`, or empty).
-    pub async fn key_cast(&self, table: &Ident, column: &Ident) -> Result<String> {
-        match &self.pool {
-            Pool::Pg(p) => Ok(format!("::{}", self.pg_key_type(p, table, column).await?)),
-            Pool::Sqlite(_) => Ok(String::new()),
+    /// `> key` for keyset paging on a key column: the text parameter cast to the column's
+    /// type on PostgreSQL (so `uuid` and `bigint` keys sort as themselves).
+    pub async fn push_key_after(&self, q: &mut Sql, column: &Ident, table: &Ident, key: &str) -> Result<()> {
+        let ty = self.key_type(table, column).await?;
+        q.push(format_args!("{column} > ")).bind(key);
+        if !ty.is_empty() {
+            q.push(format_args!("::{ty}"));
         }
+        Ok(())
     }
 
     /// Of `keys`, those whose rows still exist and still match `rule`.
@@ -437,11 +626,55 @@ impl Db {
         keys: &[String],
         rule: Option<&RowRule>,
     ) -> Result<HashSet<String>> {
-        self.keyed(RowAction::Select, table, key_column, keys, rule).await
+        let mut out = HashSet::new();
+        for chunk in self.key_chunks(keys) {
+            let mut q = self.sql();
+            q.push("SELECT ").as_text(key_column).push(format_args!(" FROM {table} WHERE "));
+            self.where_keys_and_rule(&mut q, table, key_column, chunk, rule).await?;
+            for r in self.fetch_all(&q).await? {
+                out.insert(r.text_req(0)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keys in statement-sized chunks: one array on PostgreSQL, [`KEYS_PER_STATEMENT`] else.
+    fn key_chunks<'k>(&self, keys: &'k [String]) -> Vec<&'k [String]> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        match self.backend() {
+            Backend::Postgres => vec![keys],
+            Backend::Sqlite | Backend::MySql => keys.chunks(KEYS_PER_STATEMENT).collect(),
+        }
+    }
+
+    /// `key IN (…) AND <rule>`.
+    async fn where_keys_and_rule(
+        &self,
+        q: &mut Sql,
+        table: &Ident,
+        key_column: &Ident,
+        keys: &[String],
+        rule: Option<&RowRule>,
+    ) -> Result<()> {
+        let ty = self.key_type(table, key_column).await?;
+        q.in_keys(key_column, keys, &ty);
+        if let Some(rule) = rule {
+            q.push(" AND ");
+            push_rule(q, rule, table);
+        }
+        Ok(())
     }
 
     /// Delete the rows with these keys that still match `rule`, in one transaction; returns
     /// each deleted row as JSON, as it was when it was deleted (for the audit and `restore`).
+    ///
+    /// PostgreSQL and SQLite return the rows from the `DELETE` itself. MySQL has no
+    /// `DELETE … RETURNING` (MariaDB's is not in MySQL 8), and MySQL cannot read the table a
+    /// `DELETE` deletes from in a subquery (a keep-N rule does): there the rows are read with
+    /// `SELECT … FOR UPDATE` (rule applied, rows locked) and deleted by key in the same
+    /// transaction, so nothing can change between the snapshot and the deletion.
     pub async fn delete_rows_returning(
         &self,
         table: &Ident,
@@ -449,49 +682,68 @@ impl Db {
         keys: &[String],
         rule: Option<&RowRule>,
     ) -> Result<HashMap<String, Box<RawValue>>> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
-        }
         let mut out = HashMap::with_capacity(keys.len());
-        match &self.pool {
-            Pool::Pg(p) => {
-                let ty = self.pg_key_type(p, table, key_column).await?;
-                let (cond, binds) = render_rule(rule, table, Backend::Postgres, 2);
-                let sql = format!(
-                    "DELETE FROM {table} WHERE {key_column} = ANY($1::{ty}[]){cond} \
-                     RETURNING {key_column}::text, row_to_json({table}.*)::text"
-                );
-                let q = bind_rule!(sqlx::query_as::<_, (String, String)>(&sql).bind(keys), binds, Postgres);
-                for (k, snap) in q.fetch_all(p).await? {
-                    out.insert(k, RawValue::from_string(snap)?);
+        let mut statements = Vec::new();
+        for chunk in self.key_chunks(keys) {
+            let mut q = self.sql();
+            match self.backend() {
+                Backend::Postgres => {
+                    q.push(format_args!("DELETE FROM {table} WHERE "));
+                    self.where_keys_and_rule(&mut q, table, key_column, chunk, rule).await?;
+                    q.push(format_args!(" RETURNING {key_column}::text, row_to_json({table}.*)::text"));
+                }
+                Backend::Sqlite => {
+                    q.push(format_args!("DELETE FROM {table} WHERE "));
+                    self.where_keys_and_rule(&mut q, table, key_column, chunk, rule).await?;
+                    q.push(format_args!(" RETURNING CAST({key_column} AS TEXT) AS __k, *"));
+                }
+                Backend::MySql => {
+                    q.push("SELECT ").as_text(key_column).push(format_args!(" AS __k, {table}.* FROM {table} WHERE "));
+                    self.where_keys_and_rule(&mut q, table, key_column, chunk, rule).await?;
+                    q.push(" FOR UPDATE");
                 }
             }
-            Pool::Sqlite(p) => {
-                let mut tx = p.begin().await?;
-                for chunk in keys.chunks(5000) {
-                    let (cond, binds) = render_rule(rule, table, Backend::Sqlite, 0);
-                    let sql = format!(
-                        "DELETE FROM {table} WHERE {key_column} IN ({}){cond} RETURNING CAST({key_column} AS TEXT) AS __k, *",
-                        vec!["?"; chunk.len()].join(",")
-                    );
-                    let mut q = sqlx::query(&sql);
-                    for k in chunk {
-                        q = q.bind(k);
+            statements.push(q);
+        }
+        let snapshot = |r: &Row| -> Result<(String, Box<RawValue>)> {
+            let key = r.text_req(0)?;
+            let json = match self.backend() {
+                Backend::Postgres => r.text_req(1)?,
+                Backend::Sqlite | Backend::MySql => r.to_json(1).to_string(),
+            };
+            Ok((key, RawValue::from_string(json)?))
+        };
+        macro_rules! in_tx {
+            ($p:expr, $b:ident, $inner:ident) => {{
+                let mut tx = $p.begin().await?;
+                for q in &statements {
+                    let rows = bind_args!(sqlx::query(&q.text), &q.args, $b).fetch_all(&mut *tx).await?;
+                    let mut found = Vec::with_capacity(rows.len());
+                    for r in rows {
+                        let (k, s) = snapshot(&Row(row::Inner::$inner(r)))?;
+                        found.push(k.clone());
+                        out.insert(k, s);
                     }
-                    q = bind_rule!(q, binds, Sqlite);
-                    for r in q.fetch_all(&mut *tx).await? {
-                        let k: String = r.try_get("__k")?;
-                        out.insert(k, RawValue::from_string(sqlite_row_json(&r, 1).to_string())?);
+                    if self.backend() == Backend::MySql && !found.is_empty() {
+                        let mut d = self.sql();
+                        d.push(format_args!("DELETE FROM {table} WHERE ")).in_keys(key_column, &found, "");
+                        bind_args!(sqlx::query(&d.text), &d.args, $b).execute(&mut *tx).await?;
                     }
                 }
                 tx.commit().await?;
-            }
+            }};
+        }
+        match &self.pool {
+            Pool::Pg(p) => in_tx!(p, Postgres, Pg),
+            Pool::Sqlite(p) => in_tx!(p, Sqlite, Sqlite),
+            Pool::My(p) => in_tx!(p, MySql, My),
         }
         Ok(out)
     }
 
     /// Set `columns` to NULL in the rows with these keys that still match `rule`; returns the
-    /// keys actually updated.
+    /// keys actually updated (read with `FOR UPDATE`, then updated by key, in one transaction,
+    /// so that this works alike where `UPDATE … RETURNING` does not exist).
     pub async fn null_columns(
         &self,
         table: &Ident,
@@ -500,52 +752,49 @@ impl Db {
         columns: &[Ident],
         rule: Option<&RowRule>,
     ) -> Result<HashSet<String>> {
-        self.keyed(RowAction::Null(columns), table, key_column, keys, rule).await
-    }
-
-    /// `SELECT` (or `UPDATE … SET … = NULL … RETURNING`) the keys among `keys` whose rows match `rule`.
-    async fn keyed(
-        &self,
-        action: RowAction<'_>,
-        table: &Ident,
-        key_column: &Ident,
-        keys: &[String],
-        rule: Option<&RowRule>,
-    ) -> Result<HashSet<String>> {
-        if keys.is_empty() {
-            return Ok(HashSet::new());
+        let mut out = HashSet::new();
+        let ty = self.key_type(table, key_column).await?;
+        let lock = if self.backend() == Backend::Sqlite { "" } else { " FOR UPDATE" };
+        let set: Vec<String> = columns.iter().map(|c| format!("{c} = NULL")).collect();
+        let mut selects = Vec::new();
+        for chunk in self.key_chunks(keys) {
+            let mut q = self.sql();
+            q.push("SELECT ").as_text(key_column).push(format_args!(" FROM {table} WHERE "));
+            self.where_keys_and_rule(&mut q, table, key_column, chunk, rule).await?;
+            q.push(lock);
+            selects.push(q);
         }
-        let found: Vec<String> = match &self.pool {
-            Pool::Pg(p) => {
-                let ty = self.pg_key_type(p, table, key_column).await?;
-                let (cond, binds) = render_rule(rule, table, Backend::Postgres, 2);
-                let filter = format!("{key_column} = ANY($1::{ty}[]){cond}");
-                let sql = action.sql(table, &filter, &format!("{key_column}::text"));
-                bind_rule!(sqlx::query_scalar(&sql).bind(keys), binds, Postgres).fetch_all(p).await?
-            }
-            Pool::Sqlite(p) => {
-                let mut tx = p.begin().await?;
-                let mut out = Vec::new();
-                for chunk in keys.chunks(5000) {
-                    let (cond, binds) = render_rule(rule, table, Backend::Sqlite, 0);
-                    let filter = format!("{key_column} IN ({}){cond}", vec!["?"; chunk.len()].join(","));
-                    let sql = action.sql(table, &filter, &format!("CAST({key_column} AS TEXT)"));
-                    let mut q = sqlx::query_scalar(&sql);
-                    for k in chunk {
-                        q = q.bind(k);
+        macro_rules! in_tx {
+            ($p:expr, $b:ident, $inner:ident) => {{
+                let mut tx = $p.begin().await?;
+                for q in &selects {
+                    let rows = bind_args!(sqlx::query(&q.text), &q.args, $b).fetch_all(&mut *tx).await?;
+                    let mut found = Vec::with_capacity(rows.len());
+                    for r in rows {
+                        found.push(Row(row::Inner::$inner(r)).text_req(0)?);
                     }
-                    q = bind_rule!(q, binds, Sqlite);
-                    out.extend(q.fetch_all(&mut *tx).await?);
+                    if !found.is_empty() {
+                        let mut u = self.sql();
+                        u.push(format_args!("UPDATE {table} SET {} WHERE ", set.join(", ")));
+                        u.in_keys(key_column, &found, &ty);
+                        bind_args!(sqlx::query(&u.text), &u.args, $b).execute(&mut *tx).await?;
+                    }
+                    out.extend(found);
                 }
                 tx.commit().await?;
-                out
-            }
-        };
-        Ok(found.into_iter().collect())
+            }};
+        }
+        match &self.pool {
+            Pool::Pg(p) => in_tx!(p, Postgres, Pg),
+            Pool::Sqlite(p) => in_tx!(p, Sqlite, Sqlite),
+            Pool::My(p) => in_tx!(p, MySql, My),
+        }
+        Ok(out)
     }
 
     /// Which database this is, without credentials: what a plan records and `apply` checks.
     pub async fn identity(&self) -> Result<DbIdentity> {
+        let shown = self.url.to_string();
         match &self.pool {
             Pool::Pg(p) => {
                 let name: String = sqlx::query_scalar("SELECT current_database()").fetch_one(p).await?;
@@ -562,7 +811,23 @@ impl Db {
                     Some(id) => format!("system_identifier={id}"),
                     None => format!("{}:{}", opts.get_host(), opts.get_port()),
                 };
-                Ok(DbIdentity { backend: "postgres".into(), database: name, server, shown: self.url.to_string() })
+                Ok(DbIdentity { backend: "postgres".into(), database: name, server, shown })
+            }
+            Pool::My(p) => {
+                let name: Option<String> = sqlx::query_scalar("SELECT DATABASE()").fetch_one(p).await?;
+                // MySQL names each server by a UUID; MariaDB has none, and the host name and
+                // port the server reports stand in (whatever name reached it).
+                let uuid: Option<String> =
+                    sqlx::query_scalar("SELECT @@server_uuid").fetch_optional(p).await.ok().flatten().flatten();
+                let server = match uuid {
+                    Some(u) => format!("server_uuid={u}"),
+                    None => {
+                        let (host, port): (String, i64) =
+                            sqlx::query_as("SELECT CAST(@@hostname AS CHAR), CAST(@@port AS SIGNED)").fetch_one(p).await?;
+                        format!("{host}:{port}")
+                    }
+                };
+                Ok(DbIdentity { backend: "mysql".into(), database: name.unwrap_or_default(), server, shown })
             }
             Pool::Sqlite(_) => {
                 let path = self.sqlite_path().ok_or_else(|| anyhow!("an in-memory SQLite database has no identity"))?;
@@ -571,7 +836,7 @@ impl Db {
                     backend: "sqlite".into(),
                     database: path.display().to_string(),
                     server: String::new(),
-                    shown: self.url.to_string(),
+                    shown,
                 })
             }
         }
@@ -586,42 +851,62 @@ impl Db {
         keys: &[String],
         columns: &[Ident],
     ) -> Result<HashMap<String, serde_json::Map<String, serde_json::Value>>> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
+        let object = if self.backend() == Backend::Postgres { "json_build_object" } else { "JSON_OBJECT" };
+        let pairs: Vec<String> = columns.iter().map(|c| format!("'{}', {c}", c.as_str())).collect();
+        let mut out = HashMap::new();
+        for chunk in self.key_chunks(keys) {
+            let mut q = self.sql();
+            q.push("SELECT ").as_text(key_column).push(", ");
+            q.as_text(format_args!("{object}({})", pairs.join(", "))).push(format_args!(" FROM {table} WHERE "));
+            self.where_keys_and_rule(&mut q, table, key_column, chunk, None).await?;
+            for r in self.fetch_all(&q).await? {
+                let values = serde_json::from_str(&r.text_req(1)?).context("a row's values did not read back as JSON")?;
+                out.insert(r.text_req(0)?, values);
+            }
         }
-        let pairs = |f: &str| {
-            let inner: Vec<String> = columns.iter().map(|c| format!("'{}', {c}", c.as_str())).collect();
-            format!("{f}({})", inner.join(", "))
-        };
-        let rows: Vec<(String, String)> = match &self.pool {
-            Pool::Pg(p) => {
-                let ty = self.pg_key_type(p, table, key_column).await?;
-                let sql = format!(
-                    "SELECT {key_column}::text, CAST({} AS TEXT) FROM {table} WHERE {key_column} = ANY($1::{ty}[])",
-                    pairs("json_build_object")
-                );
-                sqlx::query_as(&sql).bind(keys).fetch_all(p).await?
+        Ok(out)
+    }
+
+    /// Put a deleted row back from its snapshot (a JSON object of column → value). PostgreSQL
+    /// converts each value to its column's type (`json_populate_record`); SQLite and MySQL take
+    /// the values as they were read.
+    pub async fn insert_snapshot(
+        &self,
+        table: &Ident,
+        snapshot: &str,
+        obj: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), InsertError> {
+        let mut q = self.sql();
+        if self.backend() == Backend::Postgres {
+            q.push(format_args!("INSERT INTO {table} SELECT * FROM json_populate_record(NULL::{table}, "))
+                .bind_json(Some(snapshot.to_string()))
+                .push(")");
+        } else {
+            let mut cols = Vec::new();
+            for k in obj.keys() {
+                cols.push(Ident::new(k).map_err(|e| InsertError::Other(e.to_string()))?.to_string());
             }
-            Pool::Sqlite(p) => {
-                let mut out = Vec::new();
-                for chunk in keys.chunks(5000) {
-                    let sql = format!(
-                        "SELECT CAST({key_column} AS TEXT), {} FROM {table} WHERE {key_column} IN ({})",
-                        pairs("json_object"),
-                        vec!["?"; chunk.len()].join(",")
-                    );
-                    let mut q = sqlx::query_as(&sql);
-                    for k in chunk {
-                        q = q.bind(k);
-                    }
-                    out.extend(q.fetch_all(p).await?);
+            q.push(format_args!("INSERT INTO {table} ({}) VALUES (", cols.join(", ")));
+            for (i, v) in obj.values().enumerate() {
+                if i > 0 {
+                    q.push(", ");
                 }
-                out
+                match v {
+                    serde_json::Value::Null => q.bind(Arg::Text(None)),
+                    serde_json::Value::Bool(b) => q.bind(*b as i64),
+                    serde_json::Value::Number(n) if n.is_i64() => q.bind(n.as_i64()),
+                    serde_json::Value::Number(n) => q.bind(Arg::Float(n.as_f64().unwrap_or_default())),
+                    serde_json::Value::String(s) => q.bind(s.as_str()),
+                    other => q.bind(other.to_string()),
+                };
             }
-        };
-        rows.into_iter()
-            .map(|(k, v)| Ok((k, serde_json::from_str(&v).context("a row's values did not read back as JSON")?)))
-            .collect()
+            q.push(")");
+        }
+        match self.execute(&q).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => Err(InsertError::Exists),
+            Err(e) => Err(InsertError::Other(e.to_string())),
+        }
     }
 
     /// Run arbitrary reference-schema SQL (tests and `demo` only).
@@ -633,99 +918,72 @@ impl Db {
             Pool::Sqlite(p) => {
                 sqlx::raw_sql(sql).execute(p).await?;
             }
+            Pool::My(p) => {
+                sqlx::raw_sql(sql).execute(p).await?;
+            }
         }
         Ok(())
-    }
-
-    /// A dedicated PostgreSQL connection (for the advisory lock).
-    pub(crate) async fn pg_connection(&self) -> Result<sqlx::PgConnection> {
-        let opts = PgConnectOptions::from_str(self.url.expose())?.disable_statement_logging();
-        sqlx::PgConnection::connect_with(&opts)
-            .await
-            .map_err(|e| anyhow!("cannot connect to PostgreSQL at {}: {}", self.url, redact_err(&e, &self.url)))
     }
 
     pub async fn close(&self) {
         match &self.pool {
             Pool::Pg(p) => p.close().await,
             Pool::Sqlite(p) => p.close().await,
+            Pool::My(p) => p.close().await,
         }
     }
 }
 
-/// What `keyed` does to the matching rows.
-#[derive(Clone, Copy)]
-enum RowAction<'a> {
-    Select,
-    Null(&'a [Ident]),
+/// Why a row could not be put back.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    #[error("a row with this key exists again: not overwritten")]
+    Exists,
+    #[error("{0}")]
+    Other(String),
 }
 
-impl RowAction<'_> {
-    fn sql(&self, table: &Ident, filter: &str, key: &str) -> String {
-        match self {
-            RowAction::Select => format!("SELECT {key} FROM {table} WHERE {filter}"),
-            RowAction::Null(cols) => {
-                let set: Vec<String> = cols.iter().map(|c| format!("{c} = NULL")).collect();
-                format!("UPDATE {table} SET {} WHERE {filter} RETURNING {key}", set.join(", "))
-            }
-        }
-    }
+/// MySQL connection options: sqlx sets the session's time zone to UTC; sweep's identifiers
+/// are double-quoted, so the session also gets `ANSI_QUOTES` (in `mysql_session`).
+fn mysql_options(url: &DatabaseUrl) -> Result<MySqlConnectOptions> {
+    Ok(MySqlConnectOptions::from_str(&mysql_url(url))
+        .map_err(|e| anyhow!("database URL {url} is not valid: {}", redact_err(&e, url)))?
+        .disable_statement_logging())
 }
 
-/// A value a rule binds.
-enum Bind {
-    Time(DateTime<Utc>),
-    Int(i64),
+/// What every MySQL session of sweep's needs: double quotes around identifiers (as on
+/// PostgreSQL and SQLite), backslashes that are not escapes, UTC.
+async fn mysql_session(c: &mut sqlx::MySqlConnection) -> Result<(), sqlx::Error> {
+    c.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES,NO_BACKSLASH_ESCAPES'), time_zone = '+00:00'")
+        .await?;
+    Ok(())
 }
 
-/// `AND …` for a rule, with its parameters (`$n`, `$n+1`… on PostgreSQL; `?` on SQLite, where
-/// timestamps are compared as instants whatever their text form).
-fn render_rule(rule: Option<&RowRule>, table: &Ident, backend: Backend, n: usize) -> (String, Vec<Bind>) {
-    let pg = backend == Backend::Postgres;
-    let param = |i: usize| if pg { format!("${}", n + i) } else { "?".to_string() };
+/// Append a row rule's condition, with its parameters: the same SQL that re-checks a row at
+/// deletion time selects it when planning.
+pub fn push_rule(q: &mut Sql, rule: &RowRule, table: &Ident) {
     match rule {
-        None => (String::new(), Vec::new()),
-        Some(RowRule::SoftDeletedBefore { active_column, deleted_column, cutoff }) => {
-            let sql = if pg {
-                format!(" AND {active_column} = false AND {deleted_column} <= {}", param(0))
-            } else {
-                format!(" AND {active_column} = 0 AND julianday({deleted_column}) <= julianday({})", param(0))
-            };
-            (sql, vec![Bind::Time(*cutoff)])
+        RowRule::SoftDeletedBefore { active_column, deleted_column, cutoff } => {
+            q.is_false(active_column).push(" AND ").time_cmp(deleted_column, "<=", *cutoff);
         }
-        Some(RowRule::NotLatest { group_column, order_columns, keep }) => {
+        RowRule::NotLatest { group_column, order_columns, keep } => {
             let cols =
                 |prefix: &str| order_columns.iter().map(|c| format!("{prefix}.{c}")).collect::<Vec<_>>().join(", ");
-            let sql = format!(
-                " AND (SELECT count(*) FROM {table} AS newer WHERE newer.{group_column} = {table}.{group_column} \
-                 AND ({}) > ({})) >= {}",
+            q.push(format_args!(
+                "(SELECT count(*) FROM {table} AS newer WHERE newer.{group_column} = {table}.{group_column} \
+                 AND ({}) > ({})) >= ",
                 cols("newer"),
                 cols(&table.to_string()),
-                param(0)
-            );
-            (sql, vec![Bind::Int(*keep)])
+            ))
+            .bind(*keep);
         }
-        Some(RowRule::PreviewCleanable { status_column: st, expires_column: ex, updated_column: up, cutoff }) => {
-            let (e, u) = if pg {
-                (ex.to_string(), up.to_string())
-            } else {
-                (format!("julianday({ex})"), format!("julianday({up})"))
-            };
-            let p = |i| if pg { param(i) } else { format!("julianday({})", param(i)) };
-            let sql = format!(
-                " AND ({st} = 'expired' OR ({ex} IS NOT NULL AND {e} < {}) OR ({st} IN ('failed', 'cancelled') AND {u} < {}))",
-                p(0),
-                p(1)
-            );
-            (sql, vec![Bind::Time(*cutoff), Bind::Time(*cutoff)])
+        RowRule::PreviewCleanable { status_column: st, expires_column: ex, updated_column: up, cutoff } => {
+            q.push(format_args!("({st} = 'expired' OR ({ex} IS NOT NULL AND "));
+            q.time_cmp(ex, "<", *cutoff).push(format_args!(") OR ({st} IN ('failed', 'cancelled') AND "));
+            q.time_cmp(up, "<", *cutoff).push("))");
         }
-        Some(RowRule::InactiveSince { active_column, activity_column, cutoff }) => {
-            let sql = if pg {
-                format!(" AND {active_column} = false AND {activity_column} < {}", param(0))
-            } else {
-                format!(" AND {active_column} = 0 AND julianday({activity_column}) < julianday({})", param(0))
-            };
-            (sql, vec![Bind::Time(*cutoff)])
+        RowRule::InactiveSince { active_column, activity_column, cutoff } => {
+            q.is_false(active_column).push(" AND ").time_cmp(activity_column, "<", *cutoff);
         }
     }
 }
@@ -735,7 +993,7 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
 
-/// Parse a SQLite timestamp (RFC 3339, or `YYYY-MM-DD HH:MM:SS[.fff]` taken as UTC).
+/// Parse a stored timestamp (RFC 3339, or `YYYY-MM-DD HH:MM:SS[.fff]` taken as UTC).
 pub fn parse_sqlite_time(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
@@ -754,29 +1012,4 @@ fn redact_err(e: &dyn std::fmt::Display, url: &DatabaseUrl) -> String {
         }
     }
     s
-}
-
-/// Read a column that may be text or a native timestamp, as an instant.
-pub fn row_time(row: &sqlx::sqlite::SqliteRow, idx: usize) -> Option<DateTime<Utc>> {
-    row.try_get::<Option<String>, _>(idx).ok().flatten().and_then(|s| parse_sqlite_time(&s))
-}
-
-/// A SQLite row (from column `skip` on) as a JSON object, each value by its stored type.
-pub fn sqlite_row_json(r: &sqlx::sqlite::SqliteRow, skip: usize) -> serde_json::Value {
-    use sqlx::{Column, TypeInfo, ValueRef};
-    let mut m = serde_json::Map::new();
-    for (i, col) in r.columns().iter().enumerate().skip(skip) {
-        let raw = r.try_get_raw(i).ok();
-        let v = match raw {
-            None => serde_json::Value::Null,
-            Some(v) if v.is_null() => serde_json::Value::Null,
-            Some(v) => match v.type_info().name() {
-                "INTEGER" | "BOOLEAN" => r.try_get::<i64, _>(i).map(Into::into).unwrap_or_default(),
-                "REAL" => r.try_get::<f64, _>(i).map(Into::into).unwrap_or_default(),
-                _ => r.try_get::<String, _>(i).map(Into::into).unwrap_or_default(),
-            },
-        };
-        m.insert(col.name().to_string(), v);
-    }
-    serde_json::Value::Object(m)
 }

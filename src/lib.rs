@@ -20,8 +20,6 @@ pub mod reference;
 pub mod refs;
 pub mod report;
 pub mod store;
-#[doc(hidden)]
-pub mod testkit;
 
 use clap::Parser;
 use std::process::ExitCode;

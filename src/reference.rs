@@ -6,12 +6,14 @@ use anyhow::Result;
 
 pub const POSTGRES: &str = include_str!("../schema/reference_postgres.sql");
 pub const SQLITE: &str = include_str!("../schema/reference_sqlite.sql");
+pub const MYSQL: &str = include_str!("../schema/reference_mysql.sql");
 
 /// Create the reference tables.
 pub async fn create(db: &Db) -> Result<()> {
     db.execute_script(match db.backend() {
         Backend::Postgres => POSTGRES,
         Backend::Sqlite => SQLITE,
+        Backend::MySql => MYSQL,
     })
     .await
 }

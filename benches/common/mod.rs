@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
-use sweep::testkit::PgCluster;
+use sweep_testkit::PgCluster;
 
 /// A number from the environment, or `default`.
 pub fn env_num(name: &str, default: usize) -> usize {

@@ -5,7 +5,7 @@
 use super::{print_config, print_report, run_policy, Ctx, Finished};
 use crate::cli::BulkCloudcubeArgs;
 use crate::config::{Key, ProcessEnv, Source, Sourced, TableSpec};
-use crate::db::{Db, Pool};
+use crate::db::Db;
 use crate::executor::Resources;
 use crate::exit_codes::{Exit, Fatal};
 use crate::plan::{Fingerprint, Item, Kept, Kind, Op, Plan, Unit};
@@ -183,34 +183,20 @@ async fn preserved(db: &Db, s: &CubeSettings, cutoff: DateTime<Utc>) -> Result<P
     let (c, j) = (&s.clips, &s.jobs);
     let (ck, cs, cc) = (c.col("s3_key"), c.col("status"), c.col("created_at"));
     let (jid, js, jo, ja) = (j.col("id"), j.col("status"), j.col("original_file_key"), j.col("extracted_audio_key"));
-    let finished = FINISHED.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
-    let clips_sql_pg =
-        format!("SELECT {ck}::text FROM {} WHERE {cs} = 'completed' AND {cc} >= $1 AND {ck} IS NOT NULL", c.table);
-    let clips_sql_lite = format!(
-        "SELECT {ck} FROM {} WHERE {cs} = 'completed' AND julianday({cc}) >= julianday(?1) AND {ck} IS NOT NULL",
-        c.table
-    );
-    let jobs_sql = format!(
-        "SELECT CAST({jid} AS TEXT), CAST({js} AS TEXT), CAST({jo} AS TEXT), CAST({ja} AS TEXT) FROM {} WHERE {js} NOT IN ({finished})",
-        j.table
-    );
-    fn read(t: &crate::ident::Ident) -> impl Fn(sqlx::Error) -> anyhow::Error + '_ {
-        move |e| anyhow!("cannot read {t}: {e}: check [cloudcube.jobs] / [cloudcube.clips] in the config")
-    }
-    let (clips, jobs): (Vec<String>, Vec<(String, String, Option<String>, Option<String>)>) = match &db.pool {
-        Pool::Pg(p) => (
-            sqlx::query_scalar(&clips_sql_pg).bind(cutoff).fetch_all(p).await.map_err(read(&c.table))?,
-            sqlx::query_as(&jobs_sql).fetch_all(p).await.map_err(read(&j.table))?,
-        ),
-        Pool::Sqlite(p) => (
-            sqlx::query_scalar(&clips_sql_lite)
-                .bind(crate::db::rfc3339(cutoff))
-                .fetch_all(p)
-                .await
-                .map_err(read(&c.table))?,
-            sqlx::query_as(&jobs_sql).fetch_all(p).await.map_err(read(&j.table))?,
-        ),
+    let read = |t: &crate::ident::Ident, e: anyhow::Error| {
+        anyhow!("cannot read {t}: {e:#}: check [cloudcube.jobs] / [cloudcube.clips] in the config")
     };
+    let mut q = db.sql();
+    q.push("SELECT ").as_text(ck).push(format_args!(" FROM {} WHERE {cs} = 'completed' AND ", c.table));
+    q.time_cmp(cc, ">=", cutoff).push(format_args!(" AND {ck} IS NOT NULL"));
+    let clips = db.read(&q, |r| r.text_req(0)).await.map_err(|e| read(&c.table, e))?;
+    let mut q = db.sql();
+    q.push("SELECT ").as_text(jid).push(", ").as_text(js).push(", ").as_text(jo).push(", ").as_text(ja);
+    q.push(format_args!(" FROM {} WHERE {js} NOT IN (", j.table)).literals(&FINISHED).push(")");
+    let jobs = db
+        .read(&q, |r| Ok((r.text_req(0)?, r.text_req(1)?, r.text(2)?, r.text(3)?)))
+        .await
+        .map_err(|e| read(&j.table, e))?;
     let mut out = Preserved { clips: clips.into_iter().collect(), ..Default::default() };
     for (id, status, orig, audio) in jobs {
         for k in [orig, audio].into_iter().flatten().filter(|k| !k.is_empty()) {
@@ -268,20 +254,14 @@ async fn job_plan(db: &Db, s: &CubeSettings, store: &NamedStore, job: i64, r: &R
     let (j, c) = (&s.jobs, &s.clips);
     let (jid, js, jo, ja) = (j.col("id"), j.col("status"), j.col("original_file_key"), j.col("extracted_audio_key"));
     let (cj, cs) = (c.col("job_id"), c.col("status"));
-    let job_sql =
-        format!("SELECT CAST({js} AS TEXT), CAST({jo} AS TEXT), CAST({ja} AS TEXT) FROM {} WHERE {jid} = $1", j.table);
-    let clip_sql =
-        format!("SELECT count(*), count(CASE WHEN {cs} = 'completed' THEN 1 END) FROM {} WHERE {cj} = $1", c.table);
-    let (row, counts): (Option<(String, Option<String>, Option<String>)>, (i64, i64)) = match &db.pool {
-        Pool::Pg(p) => (
-            sqlx::query_as(&job_sql).bind(job).fetch_optional(p).await?,
-            sqlx::query_as(&clip_sql).bind(job).fetch_one(p).await?,
-        ),
-        Pool::Sqlite(p) => (
-            sqlx::query_as(&job_sql.replace("$1", "?1")).bind(job).fetch_optional(p).await?,
-            sqlx::query_as(&clip_sql.replace("$1", "?1")).bind(job).fetch_one(p).await?,
-        ),
-    };
+    let mut q = db.sql();
+    q.push("SELECT ").as_text(js).push(", ").as_text(jo).push(", ").as_text(ja);
+    q.push(format_args!(" FROM {} WHERE {jid} = ", j.table)).bind(job);
+    let row = db.read(&q, |r| Ok((r.text_req(0)?, r.text(1)?, r.text(2)?))).await?.into_iter().next();
+    let mut q = db.sql();
+    q.push("SELECT count(*), count(CASE WHEN ").push(cs);
+    q.push(format_args!(" = 'completed' THEN 1 END) FROM {} WHERE {cj} = ", c.table)).bind(job);
+    let counts = db.read(&q, |r| Ok((r.int_req(0)?, r.int_req(1)?))).await?.into_iter().next().unwrap_or((0, 0));
     let Some((status, orig, audio)) = row else {
         return Err(Fatal::usage(format!("no job {job} in {}", j.table)).into());
     };

@@ -5,7 +5,7 @@
 use super::{print_config, print_report, run_policy, Ctx};
 use crate::cli::CleanupAttachmentsArgs;
 use crate::config::{ident_setting, Key, ProcessEnv, Source, Sourced};
-use crate::db::{parse_sqlite_time, Db, Pool};
+use crate::db::Db;
 use crate::executor::Resources;
 use crate::exit_codes::Exit;
 use crate::ident::Ident;
@@ -16,7 +16,6 @@ use crate::store::object::{parse_key, NamedStore};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt};
-use sqlx::Row;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -310,47 +309,22 @@ async fn read_page(
     after: Option<&str>,
 ) -> Result<Vec<RawCandidate>> {
     let (t, id, img, size, act, del) = (&s.table, &s.id, &s.image, &s.file_size, &s.is_active, &s.deleted_at);
-    let read_err = |e: sqlx::Error| {
+    let read_err = |e: &dyn std::fmt::Display| {
         anyhow!("cannot read {t}: {e}: check [attachments] table and columns in the config (they must name existing columns)")
     };
-    match &db.pool {
-        Pool::Pg(p) => {
-            let cast = db.key_cast(t, id).await?;
-            let after_cond = if after.is_some() { format!(" AND {id} > $2{cast}") } else { String::new() };
-            let sql = format!(
-                "SELECT {id}::text AS k, {img}::text AS img, {size}::bigint AS sz, {del} AS del \
-                 FROM {t} x WHERE {act} = false AND {del} <= $1{after_cond} ORDER BY {id} LIMIT {PAGE}"
-            );
-            let mut q = sqlx::query(&sql).bind(cutoff);
-            if let Some(a) = after {
-                q = q.bind(a);
-            }
-            let rows = q.fetch_all(p).await.map_err(read_err)?;
-            rows.into_iter()
-                .map(|r| Ok((r.try_get("k")?, r.try_get("img")?, r.try_get("sz")?, r.try_get("del")?)))
-                .collect()
-        }
-        Pool::Sqlite(p) => {
-            let after_cond = if after.is_some() { format!(" AND {id} > ?2") } else { String::new() };
-            let sql = format!(
-                "SELECT CAST({id} AS TEXT) AS __k, CAST({img} AS TEXT) AS __img, {size} AS __sz, {del} AS __del \
-                 FROM {t} x WHERE {act} = 0 AND julianday({del}) <= julianday(?1){after_cond} ORDER BY {id} LIMIT {PAGE}"
-            );
-            let mut q = sqlx::query(&sql).bind(crate::db::rfc3339(cutoff));
-            if let Some(a) = after {
-                q = q.bind(a);
-            }
-            let rows = q.fetch_all(p).await.map_err(read_err)?;
-            rows.into_iter()
-                .map(|r| {
-                    let del: String = r.try_get("__del")?;
-                    let del =
-                        parse_sqlite_time(&del).ok_or_else(|| anyhow!("{t}.{del:?} is not an RFC 3339 timestamp"))?;
-                    Ok((r.try_get("__k")?, r.try_get("__img")?, r.try_get("__sz")?, del))
-                })
-                .collect()
-        }
+    let mut q = db.sql();
+    q.push("SELECT ").as_text(id).push(", ").as_text(img).push(", ").as_int(size);
+    q.push(format_args!(", {del} FROM {t} WHERE ")).is_false(act).push(" AND ").time_cmp(del, "<=", cutoff);
+    if let Some(a) = after {
+        q.push(" AND ");
+        db.push_key_after(&mut q, id, t, a).await?;
     }
+    q.push(format_args!(" ORDER BY {id} LIMIT {PAGE}"));
+    let rows = db.fetch_all(&q).await.map_err(|e| read_err(&e))?;
+    rows.into_iter()
+        .map(|r| Ok((r.text_req(0)?, r.text(1)?, r.int(2)?, r.time_req(3)?)))
+        .collect::<Result<_, crate::db::DecodeError>>()
+        .map_err(|e| read_err(&e))
 }
 
 /// Stat (local, in a few blocking chunks) or HEAD (object, several at once) each candidate's file.

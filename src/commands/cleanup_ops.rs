@@ -5,7 +5,7 @@
 use super::{print_config, print_report, require_terminal_or_yes, run_policy, Ctx, Finished};
 use crate::cli::{CleanupOpsArgs, OpsRunType};
 use crate::config::{DatabaseUrl, Key, ProcessEnv, Source, Sourced};
-use crate::db::{AuditRow, Db, Pool, RunTotals};
+use crate::db::{AuditRow, Db, RunTotals};
 use crate::executor::{Backup, Resources};
 use crate::exit_codes::{Exit, Fatal};
 use crate::plan::{Item, Kept, Kind, Op, Plan, Unit};
@@ -34,18 +34,15 @@ pub struct Policy {
 }
 
 async fn load_policies(db: &Db) -> Result<Vec<Policy>> {
-    let sql =
-        "SELECT data_type, retention_days, enabled, pattern, description FROM cleanup_policies ORDER BY data_type";
-    let rows: Vec<(String, i64, bool, String, String)> = match &db.pool {
-        Pool::Pg(p) => sqlx::query_as::<_, (String, i32, bool, String, String)>(sql)
-            .fetch_all(p)
-            .await
-            .map(|v| v.into_iter().map(|(a, b, c, d, e)| (a, b as i64, c, d, e)).collect()),
-        Pool::Sqlite(p) => sqlx::query_as(sql).fetch_all(p).await,
-    }
-    .map_err(|e| {
-        anyhow!("cannot read cleanup_policies ({e}): run `sweep migrate` to create it with seed 002's defaults")
-    })?;
+    let q = db.raw(
+        "SELECT data_type, retention_days, enabled, pattern, description FROM cleanup_policies ORDER BY data_type",
+    );
+    let rows = db
+        .read(&q, |r| Ok((r.text_req(0)?, r.int_req(1)?, r.flag(2)?.unwrap_or(false), r.text_req(3)?, r.text_req(4)?)))
+        .await
+        .map_err(|e| {
+            anyhow!("cannot read cleanup_policies ({e:#}): run `sweep migrate` to create it with seed 002's defaults")
+        })?;
     Ok(rows
         .into_iter()
         .map(|(data_type, retention_days, enabled, pattern, description)| Policy {
@@ -402,30 +399,10 @@ async fn set_policy(ctx: &Ctx, db: &Db, a: &CleanupOpsArgs, data_type: &str) -> 
     }
     super::require_audit_tables(db).await?;
     let now = Utc::now();
-    match &db.pool {
-        Pool::Pg(p) => {
-            sqlx::query(
-                "UPDATE cleanup_policies SET retention_days = $1, enabled = $2, updated_at = $3 WHERE data_type = $4",
-            )
-            .bind(days as i32)
-            .bind(enabled)
-            .bind(now)
-            .bind(data_type)
-            .execute(p)
-            .await?;
-        }
-        Pool::Sqlite(p) => {
-            sqlx::query(
-                "UPDATE cleanup_policies SET retention_days = ?1, enabled = ?2, updated_at = ?3 WHERE data_type = ?4",
-            )
-            .bind(days)
-            .bind(enabled)
-            .bind(crate::db::rfc3339(now))
-            .bind(data_type)
-            .execute(p)
-            .await?;
-        }
-    }
+    let mut q = db.sql();
+    q.push("UPDATE cleanup_policies SET retention_days = ").bind(days).push(", enabled = ").bind(enabled);
+    q.push(", updated_at = ").bind(now).push(" WHERE data_type = ").bind(data_type);
+    db.execute(&q).await?;
     let run_id = uuid::Uuid::new_v4().to_string();
     db.insert_run(&run_id, "cleanup-ops --set-policy", false, now).await?;
     let target = format!("cleanup_policies data_type={data_type}");
@@ -453,15 +430,19 @@ async fn stats(ctx: &Ctx, db: &Db, root: &LocalRoot, rules: &Rules) -> Result<Ex
     if !db.sweep_tables_ready().await? {
         bail!("sweep's tables are missing: run `sweep migrate` first");
     }
-    type RunRow = (String, String, String, i64, i64, i64);
-    let runs_sql = "SELECT CAST(started_at AS TEXT), status, CAST(dry_run AS TEXT), deleted, failed, bytes_reclaimed FROM cleanup_runs \
-                    WHERE command = 'cleanup-ops' ORDER BY started_at DESC LIMIT 10";
-    let per_sql = "SELECT policy, count(*), CAST(COALESCE(sum(bytes), 0) AS BIGINT) FROM cleanup_audit WHERE policy LIKE 'cleanup-ops/%' \
-                   AND outcome IN ('deleted', 'missing') GROUP BY policy ORDER BY policy";
-    let (runs, per): (Vec<RunRow>, Vec<(String, i64, i64)>) = match &db.pool {
-        Pool::Pg(p) => (sqlx::query_as(runs_sql).fetch_all(p).await?, sqlx::query_as(per_sql).fetch_all(p).await?),
-        Pool::Sqlite(p) => (sqlx::query_as(runs_sql).fetch_all(p).await?, sqlx::query_as(per_sql).fetch_all(p).await?),
-    };
+    let mut q = db.sql();
+    q.push("SELECT ").as_text("started_at").push(", status, dry_run, deleted, failed, bytes_reclaimed FROM cleanup_runs ");
+    q.push("WHERE command = 'cleanup-ops' ORDER BY started_at DESC LIMIT 10");
+    let runs = db
+        .read(&q, |r| {
+            let dry = if r.flag(2)?.unwrap_or(false) { "true" } else { "false" };
+            Ok((r.text_req(0)?, r.text_req(1)?, dry.to_string(), r.int_req(3)?, r.int_req(4)?, r.int_req(5)?))
+        })
+        .await?;
+    let mut q = db.sql();
+    q.push("SELECT policy, count(*), ").as_int("COALESCE(sum(bytes), 0)");
+    q.push(" FROM cleanup_audit WHERE policy LIKE 'cleanup-ops/%' AND outcome IN ('deleted', 'missing') GROUP BY policy ORDER BY policy");
+    let per = db.read(&q, |r| Ok((r.text_req(0)?, r.int_req(1)?, r.int_req(2)?))).await?;
     let policies = load_policies(db).await?;
     let root2 = root.clone();
     let r2 = Rules {

@@ -4,13 +4,11 @@
 
 use super::Ctx;
 use crate::config::{ident_setting, Key, ProcessEnv, Source, Sourced};
-use crate::db::{parse_sqlite_time, Db, Pool};
+use crate::db::Db;
 use crate::ident::Ident;
 use crate::refs::{path_cmp, payload_refs, PayloadRefs};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
-use sqlx::Row;
 use std::cmp::Ordering;
 
 /// The validated `[published_modules]` settings.
@@ -118,63 +116,39 @@ pub enum Filter {
 /// all descending), calling `each` for every row. Payloads are parsed one row at a time.
 pub async fn for_each_row(db: &Db, s: &ModuleSettings, filter: Filter, mut each: impl FnMut(ModuleRow)) -> Result<u64> {
     let (t, id, m, v, pl, pa) = (&s.table, &s.id, &s.module_id, &s.version, &s.payload, &s.published_at);
-    let (cond, module) = match filter {
-        Filter::All => (String::new(), None),
-        Filter::Module(x) => (format!("WHERE {m} = $1"), Some(x)),
-        Filter::NotModule(x) => (format!("WHERE {m} <> $1"), Some(x)),
-    };
-    let order = format!("ORDER BY {m}, {v} DESC, {pa} DESC, {id} DESC");
-    let read_err = |e: sqlx::Error| {
+    let read_err = |e: &dyn std::fmt::Display| {
         anyhow!("cannot read {t}: {e}: check [published_modules] table and columns in the config (they must name existing columns)")
     };
-    let mut n = 0u64;
-    match &db.pool {
-        Pool::Pg(p) => {
-            let sql = format!(
-                "SELECT {id}::text AS k, {m}::bigint AS m, {v}::bigint AS v, {pa} AS pa, {pl}::text AS pl FROM {t} x {cond} {order}"
-            );
-            let mut q = sqlx::query(&sql);
-            if let Some(x) = module {
-                q = q.bind(x);
-            }
-            let mut rows = q.fetch(p);
-            while let Some(r) = rows.try_next().await.map_err(read_err)? {
-                let payload: Option<String> = r.try_get("pl")?;
-                each(ModuleRow {
-                    key: r.try_get("k")?,
-                    module_id: r.try_get("m")?,
-                    version: r.try_get("v")?,
-                    published_at: r.try_get("pa")?,
-                    refs: payload_refs(payload.as_deref()),
-                });
-                n += 1;
-            }
+    let mut q = db.sql();
+    q.push("SELECT ").as_text(id).push(", ").as_int(m).push(", ").as_int(v).push(format_args!(", {pa}, "));
+    q.as_text(pl).push(format_args!(" FROM {t}"));
+    match filter {
+        Filter::All => {}
+        Filter::Module(x) => {
+            q.push(format_args!(" WHERE {m} = ")).bind(x);
         }
-        Pool::Sqlite(p) => {
-            let cond = cond.replace("$1", "?1");
-            let sql = format!(
-                "SELECT CAST({id} AS TEXT) AS __k, {m} AS __m, {v} AS __v, CAST({pa} AS TEXT) AS __pa, CAST({pl} AS TEXT) AS __pl FROM {t} x {cond} {order}"
-            );
-            let mut q = sqlx::query(&sql);
-            if let Some(x) = module {
-                q = q.bind(x);
-            }
-            let mut rows = q.fetch(p);
-            while let Some(r) = rows.try_next().await.map_err(read_err)? {
-                let payload: Option<String> = r.try_get("__pl")?;
-                let pa: Option<String> = r.try_get("__pa")?;
-                each(ModuleRow {
-                    key: r.try_get("__k")?,
-                    module_id: r.try_get("__m")?,
-                    version: r.try_get("__v")?,
-                    published_at: pa.as_deref().and_then(parse_sqlite_time),
-                    refs: payload_refs(payload.as_deref()),
-                });
-                n += 1;
-            }
+        Filter::NotModule(x) => {
+            q.push(format_args!(" WHERE {m} <> ")).bind(x);
         }
     }
-    Ok(n)
+    q.push(format_args!(" ORDER BY {m}, {v} DESC, {pa} DESC, {id} DESC"));
+    db.for_each_row(&q, |r| {
+        // A payload that cannot be read as text protects its module, like one that is not JSON.
+        let refs = match r.text(4) {
+            Ok(payload) => payload_refs(payload.as_deref()),
+            Err(e) => PayloadRefs::Unknown { error: e.to_string(), salvaged: Vec::new() },
+        };
+        each(ModuleRow {
+            key: r.text_req(0)?,
+            module_id: r.int_req(1)?,
+            version: r.int_req(2)?,
+            published_at: r.time(3)?,
+            refs,
+        });
+        Ok(())
+    })
+    .await
+    .map_err(|e| read_err(&format!("{e:#}")))
 }
 
 /// A set of paths in one buffer, sorted component-wise (`refs::path_cmp`) once built: about

@@ -4,7 +4,7 @@
 
 use super::Ctx;
 use crate::cli::RestoreArgs;
-use crate::db::{AuditRow, Db, Pool, RunTotals};
+use crate::db::{AuditRow, Db, InsertError, RunTotals};
 use crate::executor::BackupRecord;
 use crate::exit_codes::{Exit, Fatal};
 use crate::ident::Ident;
@@ -40,12 +40,10 @@ pub async fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<Exit> {
     let run_id = a.run_id.clone().expect("clap requires --run without --list");
     // Rows in the reverse of their deletion order: a parent deleted after its children comes
     // back before them.
-    let sql = "SELECT kind, target, backup_location, CAST(row_snapshot AS TEXT) FROM cleanup_audit \
-               WHERE run_id = $1 AND outcome = 'deleted' ORDER BY id DESC";
-    let rows: Vec<(String, String, Option<String>, Option<String>)> = match &db.pool {
-        Pool::Pg(p) => sqlx::query_as(sql).bind(&run_id).fetch_all(p).await?,
-        Pool::Sqlite(p) => sqlx::query_as(&sql.replace("$1", "?1")).bind(&run_id).fetch_all(p).await?,
-    };
+    let mut q = db.sql();
+    q.push("SELECT kind, target, backup_location, ").as_text("row_snapshot");
+    q.push(" FROM cleanup_audit WHERE run_id = ").bind(&run_id).push(" AND outcome = 'deleted' ORDER BY id DESC");
+    let rows = db.read(&q, |r| Ok((r.text_req(0)?, r.text_req(1)?, r.text(2)?, r.text(3)?))).await?;
     if rows.is_empty() {
         return Err(Fatal::usage(format!(
             "run {run_id} deleted nothing that the audit recorded (see `sweep restore --list`)"
@@ -147,41 +145,9 @@ async fn restore_row(db: &Db, it: &Deleted, dry: bool) -> Restored {
     if dry {
         return r("would_restore", format!("row re-inserted into {}", table.as_str()));
     }
-    let result = match &db.pool {
-        Pool::Pg(p) => {
-            // PostgreSQL converts every value to its column's type.
-            let sql = format!("INSERT INTO {table} SELECT * FROM json_populate_record(NULL::{table}, $1::json)");
-            sqlx::query(&sql).bind(snapshot).execute(p).await.map(|_| ())
-        }
-        Pool::Sqlite(p) => {
-            let mut cols = Vec::new();
-            for k in obj.keys() {
-                match Ident::new(k) {
-                    Ok(i) => cols.push(i.to_string()),
-                    Err(e) => return r("failed", e.to_string()),
-                }
-            }
-            let sql =
-                format!("INSERT INTO {table} ({}) VALUES ({})", cols.join(", "), vec!["?"; cols.len()].join(", "));
-            let mut q = sqlx::query(&sql);
-            for v in obj.values() {
-                q = match v {
-                    serde_json::Value::Null => q.bind(None::<String>),
-                    serde_json::Value::Bool(b) => q.bind(*b as i64),
-                    serde_json::Value::Number(n) if n.is_i64() => q.bind(n.as_i64()),
-                    serde_json::Value::Number(n) => q.bind(n.as_f64()),
-                    serde_json::Value::String(s) => q.bind(s.clone()),
-                    other => q.bind(other.to_string()),
-                };
-            }
-            q.execute(p).await.map(|_| ())
-        }
-    };
-    match result {
+    match db.insert_snapshot(&table, snapshot, &obj).await {
         Ok(()) => r("restored", format!("row re-inserted into {}", table.as_str())),
-        Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
-            r("skipped", "a row with this key exists again: not overwritten".into())
-        }
+        Err(e @ InsertError::Exists) => r("skipped", e.to_string()),
         Err(e) => r("failed", e.to_string()),
     }
 }
@@ -204,32 +170,16 @@ async fn restore_nulled(
     if dry {
         return Ok(("would_restore", what));
     }
-    let pg = matches!(db.pool, Pool::Pg(_));
-    let p = |i: usize| if pg { format!("${i}") } else { format!("?{i}") };
-    let set: Vec<String> = cols.iter().enumerate().map(|(i, (c, _))| format!("{c} = {}", p(i + 2))).collect();
-    let still_null: Vec<String> = cols.iter().map(|(c, _)| format!("{c} IS NULL")).collect();
-    let sql = format!(
-        "UPDATE {table} SET {} WHERE CAST({key_column} AS TEXT) = {} AND {}",
-        set.join(", "),
-        p(1),
-        still_null.join(" AND ")
-    );
-    let n = match &db.pool {
-        Pool::Pg(pool) => {
-            let mut q = sqlx::query(&sql).bind(key);
-            for (_, v) in &cols {
-                q = q.bind(v.clone());
-            }
-            q.execute(pool).await?.rows_affected()
-        }
-        Pool::Sqlite(pool) => {
-            let mut q = sqlx::query(&sql).bind(key);
-            for (_, v) in &cols {
-                q = q.bind(v.clone());
-            }
-            q.execute(pool).await?.rows_affected()
-        }
-    };
+    let mut q = db.sql();
+    q.push(format_args!("UPDATE {table} SET "));
+    for (i, (c, v)) in cols.iter().enumerate() {
+        q.push(if i == 0 { "" } else { ", " }).push(format_args!("{c} = ")).bind(v.clone());
+    }
+    q.push(" WHERE ").as_text(&key_column).push(" = ").bind(key);
+    for (c, _) in &cols {
+        q.push(format_args!(" AND {c} IS NULL"));
+    }
+    let n = db.execute(&q).await?;
     Ok(if n == 1 {
         ("restored", what)
     } else {
@@ -247,11 +197,9 @@ struct Places {
 
 impl Places {
     async fn of_run(ctx: &Ctx, db: &Db, run_id: &str) -> Result<Places> {
-        let sql = "SELECT CAST(details AS TEXT) FROM cleanup_runs WHERE id = $1";
-        let details: Option<Option<String>> = match &db.pool {
-            Pool::Pg(p) => sqlx::query_scalar(sql).bind(run_id).fetch_optional(p).await?,
-            Pool::Sqlite(p) => sqlx::query_scalar(&sql.replace("$1", "?1")).bind(run_id).fetch_optional(p).await?,
-        };
+        let mut q = db.sql();
+        q.push("SELECT ").as_text("details").push(" FROM cleanup_runs WHERE id = ").bind(run_id);
+        let details: Option<Option<String>> = db.read(&q, |r| r.text(0)).await?.into_iter().next();
         let details: serde_json::Value =
             details.flatten().and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default();
         let os = &ctx.settings.object_storage;
@@ -392,16 +340,16 @@ async fn download_tree(store: &NamedStore, key: &str, dst: &Path) -> Result<(), 
 
 /// Recent real runs and what each can restore.
 async fn list(ctx: &Ctx, db: &Db) -> Result<Exit> {
-    let sql = "SELECT r.id, r.command, CAST(r.started_at AS TEXT), r.status, \
-               SUM(CASE WHEN a.outcome = 'deleted' THEN 1 ELSE 0 END), \
-               SUM(CASE WHEN a.outcome = 'deleted' AND (a.backup_location IS NOT NULL OR a.row_snapshot IS NOT NULL) THEN 1 ELSE 0 END) \
-               FROM cleanup_runs r LEFT JOIN cleanup_audit a ON a.run_id = r.id WHERE r.dry_run = $1 \
-               GROUP BY r.id, r.command, r.started_at, r.status ORDER BY r.started_at DESC LIMIT 20";
-    let rows: Vec<(String, String, String, String, Option<i64>, Option<i64>)> = match &db.pool {
-        Pool::Pg(p) => sqlx::query_as(sql).bind(false).fetch_all(p).await,
-        Pool::Sqlite(p) => sqlx::query_as(&sql.replace("$1", "?1")).bind(false).fetch_all(p).await,
-    }
-    .map_err(|e| anyhow!("cannot read cleanup_runs: {e}"))?;
+    let mut q = db.sql();
+    q.push("SELECT r.id, r.command, ").as_text("r.started_at").push(", r.status, ");
+    q.as_int("SUM(CASE WHEN a.outcome = 'deleted' THEN 1 ELSE 0 END)").push(", ");
+    q.as_int("SUM(CASE WHEN a.outcome = 'deleted' AND (a.backup_location IS NOT NULL OR a.row_snapshot IS NOT NULL) THEN 1 ELSE 0 END)");
+    q.push(" FROM cleanup_runs r LEFT JOIN cleanup_audit a ON a.run_id = r.id WHERE r.dry_run = ").bind(false);
+    q.push(" GROUP BY r.id, r.command, r.started_at, r.status ORDER BY r.started_at DESC LIMIT 20");
+    let rows = db
+        .read(&q, |r| Ok((r.text_req(0)?, r.text_req(1)?, r.text_req(2)?, r.text_req(3)?, r.int(4)?, r.int(5)?)))
+        .await
+        .map_err(|e| anyhow!("cannot read cleanup_runs: {e:#}"))?;
     if ctx.global.json {
         let v: Vec<serde_json::Value> = rows
             .iter()

@@ -8,7 +8,7 @@
 use super::{print_config, print_report, run_policy, Ctx, Finished};
 use crate::cli::WorkerOnceArgs;
 use crate::config::{Key, ProcessEnv, Source, Sourced, TableSpec};
-use crate::db::{Db, Pool};
+use crate::db::Db;
 use crate::executor::Resources;
 use crate::exit_codes::{Exit, Fatal};
 use crate::plan::{Item, Kept, Kind, Op, Plan, RowGuard, RowRule, Unit};
@@ -237,15 +237,14 @@ impl Gather<'_> {
     async fn tmp(&self, p: &mut Plan) -> Result<()> {
         let jobs = &self.s.jobs;
         let (st, wd) = (jobs.col("status"), jobs.col("working_dir"));
-        let sql = format!(
-            "SELECT CAST({wd} AS TEXT) FROM {} WHERE {st} IN ('pending', 'running') AND {wd} IS NOT NULL",
-            jobs.table
-        );
-        let dirs: Vec<String> = match &self.db.pool {
-            Pool::Pg(pg) => sqlx::query_scalar(&sql).fetch_all(pg).await,
-            Pool::Sqlite(l) => sqlx::query_scalar(&sql).fetch_all(l).await,
-        }
-        .map_err(|e| anyhow!("cannot read active jobs from {}: {e}", jobs.table))?;
+        let mut q = self.db.sql();
+        q.push("SELECT ").as_text(wd);
+        q.push(format_args!(" FROM {} WHERE {st} IN ('pending', 'running') AND {wd} IS NOT NULL", jobs.table));
+        let dirs = self
+            .db
+            .read(&q, |r| r.text_req(0))
+            .await
+            .map_err(|e| anyhow!("cannot read active jobs from {}: {e:#}", jobs.table))?;
         let mut active: Vec<String> = Vec::new();
         for d in dirs {
             match self.root.relativize(&d) {
@@ -337,26 +336,16 @@ impl Gather<'_> {
             updated_column: up.clone(),
             cutoff,
         };
-        type Session = (String, String, Option<String>, Option<String>);
-        let sessions: Vec<Session> = match &self.db.pool {
-            Pool::Pg(pg) => {
-                let sql = format!(
-                    "SELECT {id}::text, {st}::text, {bp}::text, {bk}::text FROM {tb} WHERE ({st} = 'expired' OR ({ex} IS NOT NULL AND {ex} < $1) \
-                     OR ({st} IN ('failed', 'cancelled') AND {up} < $1)) AND ({bp} IS NOT NULL OR {bk} IS NOT NULL) ORDER BY {id}",
-                    tb = t.table
-                );
-                sqlx::query_as(&sql).bind(cutoff).fetch_all(pg).await
-            }
-            Pool::Sqlite(l) => {
-                let sql = format!(
-                    "SELECT CAST({id} AS TEXT), {st}, {bp}, {bk} FROM {tb} WHERE ({st} = 'expired' OR ({ex} IS NOT NULL AND julianday({ex}) < julianday(?1)) \
-                     OR ({st} IN ('failed', 'cancelled') AND julianday({up}) < julianday(?1))) AND ({bp} IS NOT NULL OR {bk} IS NOT NULL) ORDER BY {id}",
-                    tb = t.table
-                );
-                sqlx::query_as(&sql).bind(crate::db::rfc3339(cutoff)).fetch_all(l).await
-            }
-        }
-        .map_err(|e| anyhow!("cannot read {}: {e}", t.table))?;
+        let mut q = self.db.sql();
+        q.push("SELECT ").as_text(id).push(", ").as_text(st).push(", ").as_text(bp).push(", ").as_text(bk);
+        q.push(format_args!(" FROM {} WHERE ", t.table));
+        crate::db::push_rule(&mut q, &rule, &t.table);
+        q.push(format_args!(" AND ({bp} IS NOT NULL OR {bk} IS NOT NULL) ORDER BY {id}"));
+        let sessions = self
+            .db
+            .read(&q, |r| Ok((r.text_req(0)?, r.text_req(1)?, r.text(2)?, r.text(3)?)))
+            .await
+            .map_err(|e| anyhow!("cannot read {}: {e:#}", t.table))?;
         for (key, status, path, bkey) in sessions {
             p.scanned += 1;
             let row_target = format!("{} {}={key}", t.table.as_str(), id.as_str());
@@ -465,14 +454,15 @@ impl Gather<'_> {
         };
         let t = &self.s.previews;
         let bk = t.col("bundle_key");
-        let sql = format!("SELECT CAST({bk} AS TEXT) FROM {} WHERE {bk} IS NOT NULL", t.table);
-        let refs: HashSet<String> = match &self.db.pool {
-            Pool::Pg(pg) => sqlx::query_scalar::<_, String>(&sql).fetch_all(pg).await,
-            Pool::Sqlite(l) => sqlx::query_scalar::<_, String>(&sql).fetch_all(l).await,
-        }
-        .map_err(|e| anyhow!("cannot read {}: {e}", t.table))?
-        .into_iter()
-        .collect();
+        let mut q = self.db.sql();
+        q.push("SELECT ").as_text(bk).push(format_args!(" FROM {} WHERE {bk} IS NOT NULL", t.table));
+        let refs: HashSet<String> = self
+            .db
+            .read(&q, |r| r.text_req(0))
+            .await
+            .map_err(|e| anyhow!("cannot read {}: {e:#}", t.table))?
+            .into_iter()
+            .collect();
         let cutoff = self.now - Duration::hours(self.s.preview_bundle_ttl_hours.value).max(self.grace);
         let prefix = object_store::path::Path::from(self.s.previews_prefix.trim_end_matches('/'));
         let mut listing = store.store.list(Some(&prefix));
@@ -603,23 +593,15 @@ impl Gather<'_> {
             (t.col("id"), t.col("active"), t.col("last_activity_at"), t.col("filesystem_path"));
         let cutoff = self.now - Duration::days(self.s.stale_repo_days.value);
         let rule = RowRule::InactiveSince { active_column: active.clone(), activity_column: last.clone(), cutoff };
-        let rows: Vec<(String, String, String)> = match &self.db.pool {
-            Pool::Pg(pg) => {
-                let sql = format!(
-                    "SELECT {id}::text, {path}::text, {last}::text FROM {tb} WHERE {active} = false AND {last} < $1 AND {path} IS NOT NULL ORDER BY {id}",
-                    tb = t.table
-                );
-                sqlx::query_as(&sql).bind(cutoff).fetch_all(pg).await
-            }
-            Pool::Sqlite(l) => {
-                let sql = format!(
-                    "SELECT CAST({id} AS TEXT), {path}, {last} FROM {tb} WHERE {active} = 0 AND julianday({last}) < julianday(?1) AND {path} IS NOT NULL ORDER BY {id}",
-                    tb = t.table
-                );
-                sqlx::query_as(&sql).bind(crate::db::rfc3339(cutoff)).fetch_all(l).await
-            }
-        }
-        .map_err(|e| anyhow!("cannot read {}: {e}", t.table))?;
+        let mut q = self.db.sql();
+        q.push("SELECT ").as_text(id).push(", ").as_text(path).push(format_args!(", {last} FROM {} WHERE ", t.table));
+        crate::db::push_rule(&mut q, &rule, &t.table);
+        q.push(format_args!(" AND {path} IS NOT NULL ORDER BY {id}"));
+        let rows = self
+            .db
+            .read(&q, |r| Ok((r.text_req(0)?, r.text_req(1)?, r.time_req(2)?.to_rfc3339())))
+            .await
+            .map_err(|e| anyhow!("cannot read {}: {e:#}", t.table))?;
         for (key, fs_path, last_seen) in rows {
             p.scanned += 1;
             let mut it = Item::new(
@@ -776,18 +758,11 @@ async fn write_metrics(db: &Db, path: &Path, report: &Report, duration: f64) -> 
     use prometheus_client::metrics::gauge::ConstGauge;
     use prometheus_client::registry::Registry;
     let total = |policy: &'static str, kind: &'static str| async move {
-        let sql = "SELECT count(*) FROM cleanup_audit WHERE policy LIKE $1 AND kind = $2 AND outcome IN ('deleted', 'missing')";
-        let r: Result<i64, sqlx::Error> = match &db.pool {
-            Pool::Pg(p) => sqlx::query_scalar(sql).bind(policy).bind(kind).fetch_one(p).await,
-            Pool::Sqlite(p) => {
-                sqlx::query_scalar(&sql.replace("$1", "?1").replace("$2", "?2"))
-                    .bind(policy)
-                    .bind(kind)
-                    .fetch_one(p)
-                    .await
-            }
-        };
-        r.map(|n| n.max(0) as u64).map_err(|e| anyhow!("cannot read totals for the metrics file: {e}"))
+        let mut q = db.sql();
+        q.push("SELECT count(*) FROM cleanup_audit WHERE policy LIKE ").bind(policy).push(" AND kind = ").bind(kind);
+        q.push(" AND outcome IN ('deleted', 'missing')");
+        let r = db.fetch_one_int(&q).await;
+        r.map(|n| n.max(0) as u64).map_err(|e| anyhow!("cannot read totals for the metrics file: {e:#}"))
     };
     let previews = total("worker-once/previews", "row").await?;
     let tmp = total("worker-once/tmp", "dir").await?;

@@ -56,7 +56,7 @@ pub async fn apply_after_no_change_deletes_exactly_the_plan(b: Backend) {
     let config = doc["config"].as_array().unwrap();
     let key = |k: &str| config.iter().find(|r| r["key"] == k).unwrap_or_else(|| panic!("{k} in {config:?}")).clone();
     assert_eq!(key("attachments.days")["value"], "30");
-    assert_eq!(doc["database"]["backend"], if b == Backend::Postgres { "postgres" } else { "sqlite" });
+    assert_eq!(doc["database"]["backend"], b.name());
     assert!(doc["roots"]["media"].is_string());
     // A fifth eligible attachment appears after the review: not in the plan, not deleted.
     let late = ws.file("att/5.jpg", 500, old_file_time());
@@ -150,7 +150,7 @@ pub async fn apply_skips_a_modified_file_and_a_reactivated_or_changed_row(b: Bac
 pub async fn apply_skips_a_replaced_object_and_restore_brings_objects_back_from_backup_to(b: Backend) {
     let ws = Ws::new(b, true).await;
     let s3 = S3Server::shared();
-    let tag = if b == Backend::Postgres { "pg" } else { "lite" };
+    let tag = b.tag();
     let bucket = format!("apply-{tag}");
     let backup_bucket = format!("apply-bk-{tag}");
     s3.bucket(&bucket);
@@ -216,7 +216,7 @@ pub async fn apply_skips_a_replaced_object_and_restore_brings_objects_back_from_
 pub async fn restore_brings_objects_back_from_a_backup_dir(b: Backend) {
     let ws = Ws::new(b, true).await;
     let s3 = S3Server::shared();
-    let bucket = format!("restore-dir-{}", if b == Backend::Postgres { "pg" } else { "lite" });
+    let bucket = format!("restore-dir-{}", b.tag());
     s3.bucket(&bucket);
     s3.put(&bucket, "attachments/k/one.png", 321, old_file_time());
     row(&ws, 1, Some("k/one.png"), false, Some(old_file_time())).await;

@@ -206,6 +206,14 @@ pub async fn hold_lock(ws: &Ws, command: &str) -> Box<dyn std::any::Any> {
             assert!(got);
             Box::new(c)
         }
+        Backend::MySql => {
+            use sqlx::Connection;
+            let mut c = sqlx::MySqlConnection::connect(&ws.url).await.unwrap();
+            let name = format!("sweep:{}:{command}", ws.url.rsplit('/').next().unwrap());
+            let got: i64 = sqlx::query_scalar("SELECT GET_LOCK(?, 0)").bind(name).fetch_one(&mut c).await.unwrap();
+            assert_eq!(got, 1);
+            Box::new(c)
+        }
         Backend::Sqlite => {
             let p = ws.dir.path().join(format!("app.db.sweep-{command}.lock"));
             let f = std::fs::File::create(p).unwrap();
@@ -258,7 +266,7 @@ pub async fn caps_stop_the_run_before_anything_is_deleted(b: Backend) {
 pub async fn s3_store_one_failed_delete_keeps_its_row(b: Backend) {
     let ws = Ws::new(b, true).await;
     let s3 = S3Server::shared();
-    let bucket = format!("att-{}", if b == Backend::Postgres { "pg" } else { "lite" });
+    let bucket = format!("att-{}", b.tag());
     s3.bucket(&bucket);
     let old = Some(at(NOW) - Duration::days(60));
     let keys = ["2026/a b+c.jpg", "2026/ünï.png", "2026/x-undeletable.png", "2026/plain.jpg"];

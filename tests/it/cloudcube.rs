@@ -18,7 +18,7 @@ struct Cube {
 impl Cube {
     async fn new(b: Backend, tag: &str) -> Cube {
         let ws = Ws::new(b, true).await;
-        let bucket = format!("cube-{tag}-{}", if b == Backend::Postgres { "pg" } else { "lite" });
+        let bucket = format!("cube-{tag}-{}", b.tag());
         S3Server::shared().bucket(&bucket);
         Cube { ws, bucket }
     }

@@ -1,5 +1,6 @@
 //! All integration tests, in one binary: they drive the real `sweep` binary against a
-//! temporary PostgreSQL cluster, SQLite files, real files and an in-process S3 server.
+//! temporary PostgreSQL cluster, a throwaway MariaDB server, SQLite files, real files and an
+//! in-process S3 server.
 
 mod apply;
 mod attachments;
@@ -11,8 +12,8 @@ mod roundtrip;
 mod support;
 mod worker;
 
-/// Run each scenario on both databases, as its own test.
-macro_rules! on_both {
+/// Run each scenario on every database (PostgreSQL, SQLite, MariaDB), as its own test.
+macro_rules! on_all {
     ($module:ident: $($name:ident),* $(,)?) => {
         mod postgres {
             $(
@@ -30,11 +31,19 @@ macro_rules! on_both {
                 }
             )*
         }
+        mod mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::$module::$name(crate::support::Backend::MySql).await
+                }
+            )*
+        }
     };
 }
 
 mod cleanup_attachments {
-    on_both!(attachments:
+    on_all!(attachments:
         cutoff_is_inclusive_and_everything_else_survives,
         dry_run_changes_nothing_and_lists_what_the_real_run_deletes,
         a_file_already_gone_is_a_success,
@@ -52,7 +61,7 @@ mod cleanup_attachments {
 }
 
 mod plans_and_restore {
-    on_both!(apply:
+    on_all!(apply:
         apply_after_no_change_deletes_exactly_the_plan,
         apply_skips_a_modified_file_and_a_reactivated_or_changed_row,
         apply_skips_a_replaced_object_and_restore_brings_objects_back_from_backup_to,
@@ -64,7 +73,7 @@ mod plans_and_restore {
 }
 
 mod review_apply_restore_every_command {
-    on_both!(roundtrip:
+    on_all!(roundtrip:
         cleanup_attachments_round_trip,
         prune_modules_and_cleanup_ui_files_round_trip,
         cleanup_ops_round_trip,
@@ -74,7 +83,7 @@ mod review_apply_restore_every_command {
 }
 
 mod published_modules {
-    on_both!(modules:
+    on_all!(modules:
         keeps_the_latest_n_per_module_and_files_still_referenced,
         ties_break_on_published_at_then_id,
         module_flag_prunes_one_module_only,
@@ -87,7 +96,7 @@ mod published_modules {
 }
 
 mod worker_once {
-    on_both!(worker:
+    on_all!(worker:
         a_running_jobs_tmp_dir_survives_and_abandoned_ones_go,
         a_symlink_in_tmp_is_removed_as_a_link_and_its_target_survives,
         an_expired_preview_loses_dir_object_and_references_while_a_ready_one_survives,
@@ -100,7 +109,7 @@ mod worker_once {
 }
 
 mod bulk_cloudcube {
-    on_both!(cloudcube:
+    on_all!(cloudcube:
         keeps_recent_completed_clips_and_in_progress_media_and_deletes_the_rest,
         the_dry_run_lists_exactly_what_the_real_run_deletes,
         job_cleanup_waits_for_every_clip,
@@ -110,7 +119,7 @@ mod bulk_cloudcube {
 }
 
 mod cleanup_ops {
-    on_both!(ops:
+    on_all!(ops:
         each_policy_keeps_its_boundary_and_backs_up_what_it_deletes,
         emergency_skips_backups_and_manual_needs_a_terminal_or_yes,
         set_policy_round_trip_disables_and_is_audited,

@@ -34,17 +34,8 @@ async fn module_row(ws: &Ws, id: i64, module: i64, version: i64, published: Date
 }
 
 async fn ids(ws: &Ws) -> Vec<i64> {
-    let db = ws.db().await;
-    let v = match &db.pool {
-        sweep::db::Pool::Pg(p) => {
-            sqlx::query_scalar("SELECT id FROM authoring_publishedmodule ORDER BY id").fetch_all(p).await.unwrap()
-        }
-        sweep::db::Pool::Sqlite(p) => {
-            sqlx::query_scalar("SELECT id FROM authoring_publishedmodule ORDER BY id").fetch_all(p).await.unwrap()
-        }
-    };
-    db.close().await;
-    v
+    let rows = ws.text_rows("SELECT CAST(id AS TEXT) FROM authoring_publishedmodule ORDER BY id").await;
+    rows.into_iter().map(|r| r[0].as_deref().unwrap().parse().unwrap()).collect()
 }
 
 fn ui(ws: &Ws, rel: &str) -> std::path::PathBuf {
@@ -224,8 +215,8 @@ pub async fn cleanup_ui_files_keeps_fresh_and_protected_files_and_guards_empty_r
 }
 
 pub async fn an_unreadable_payload_protects_its_module(b: Backend) {
-    if b == Backend::Postgres {
-        return; // a jsonb column cannot hold invalid JSON; SQLite's text column can
+    if b != Backend::Sqlite {
+        return; // a jsonb or MySQL JSON column cannot hold invalid JSON; SQLite's text column can
     }
     let ws = Ws::new(b, true).await;
     two_modules(&ws).await;

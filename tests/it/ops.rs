@@ -186,7 +186,7 @@ pub async fn stats_show_history_and_what_is_eligible(b: Backend) {
 }
 
 pub async fn db_flags_stand_in_for_database_url_and_hide_the_password(b: Backend) {
-    if b == Backend::Sqlite {
+    if b != Backend::Postgres {
         return; // the --db-* flags build a PostgreSQL URL
     }
     let o = Ops::new(b).await;

@@ -41,37 +41,21 @@ fn files(trees: &[PathBuf]) -> BTreeMap<PathBuf, Vec<u8>> {
 
 /// Every row of `table`, each column as text, in key order.
 async fn rows(ws: &Ws, table: &str) -> Vec<Vec<Option<String>>> {
-    use sqlx::Row;
-    let db = ws.db().await;
-    let out = match &db.pool {
-        sweep::db::Pool::Pg(p) => {
-            let cols: Vec<String> = sqlx::query_scalar(
-                "SELECT column_name::text FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position",
-            )
-            .bind(table)
-            .fetch_all(p)
-            .await
-            .unwrap();
-            let sql = format!(
-                "SELECT {} FROM {table} ORDER BY 1",
-                cols.iter().map(|c| format!("CAST({c} AS TEXT)")).collect::<Vec<_>>().join(", ")
-            );
-            let rs = sqlx::query(&sql).fetch_all(p).await.unwrap();
-            rs.iter().map(|r| (0..cols.len()).map(|i| r.get::<Option<String>, _>(i)).collect()).collect()
-        }
-        sweep::db::Pool::Sqlite(p) => {
-            let cols: Vec<String> =
-                sqlx::query_scalar("SELECT name FROM pragma_table_info(?1)").bind(table).fetch_all(p).await.unwrap();
-            let sql = format!(
-                "SELECT {} FROM {table} ORDER BY 1",
-                cols.iter().map(|c| format!("CAST({c} AS TEXT)")).collect::<Vec<_>>().join(", ")
-            );
-            let rs = sqlx::query(&sql).fetch_all(p).await.unwrap();
-            rs.iter().map(|r| (0..cols.len()).map(|i| r.get::<Option<String>, _>(i)).collect()).collect()
-        }
+    let columns = match ws.backend {
+        Backend::Postgres => format!(
+            "SELECT CAST(column_name AS TEXT) FROM information_schema.columns WHERE table_name = '{table}' ORDER BY ordinal_position"
+        ),
+        Backend::MySql => format!(
+            "SELECT CAST(column_name AS TEXT) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = '{table}' ORDER BY ordinal_position"
+        ),
+        Backend::Sqlite => format!("SELECT name FROM pragma_table_info('{table}')"),
     };
-    db.close().await;
-    out
+    let cols: Vec<String> = ws.text_rows(&columns).await.into_iter().map(|r| r[0].clone().unwrap()).collect();
+    let sql = format!(
+        "SELECT {} FROM {table} ORDER BY 1",
+        cols.iter().map(|c| format!("CAST({c} AS TEXT)")).collect::<Vec<_>>().join(", ")
+    );
+    ws.text_rows(&sql).await
 }
 
 impl Trip<'_> {
@@ -133,7 +117,7 @@ fn s3_env() -> Vec<(&'static str, String)> {
 }
 
 fn tag(b: Backend, what: &str) -> String {
-    format!("trip-{what}-{}", if b == Backend::Postgres { "pg" } else { "lite" })
+    format!("trip-{what}-{}", b.tag())
 }
 
 fn old_file(root: &Path, rel: &str, age: Duration) {

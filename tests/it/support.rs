@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::SystemTime;
 use sweep::config::DatabaseUrl;
 use sweep::db::Db;
-use sweep::testkit::PgCluster;
+use sweep_testkit::{MariaDb, PgCluster};
 
 pub const S3_ACCESS: &str = "sweep-test-access";
 pub const S3_SECRET: &str = "sweep-test-secret-do-not-print";
@@ -23,6 +23,28 @@ pub const UNDELETABLE: &str = "undeletable";
 pub enum Backend {
     Postgres,
     Sqlite,
+    /// MariaDB, standing for MySQL 8 and MariaDB 10.11+.
+    MySql,
+}
+
+impl Backend {
+    /// A short tag, to keep buckets and names apart between backends.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Backend::Postgres => "pg",
+            Backend::Sqlite => "lite",
+            Backend::MySql => "my",
+        }
+    }
+
+    /// The backend's name in plans and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+            Backend::MySql => "mysql",
+        }
+    }
 }
 
 /// A workspace: a database with the reference schema, a media root, a scratch dir.
@@ -40,6 +62,7 @@ impl Ws {
         let url = match backend {
             Backend::Postgres => PgCluster::shared().new_database(),
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("app.db").display()),
+            Backend::MySql => MariaDb::shared().new_database(),
         };
         let media = dir.path().join("media");
         std::fs::create_dir_all(&media).unwrap();
@@ -56,23 +79,31 @@ impl Ws {
         Db::connect(&DatabaseUrl::new(self.url.clone()), false).await.unwrap()
     }
 
-    /// Run SQL written so that both backends accept it.
+    /// Run SQL written so that every backend accepts it (see `for_backend`).
     pub async fn exec(&self, sql: &str) {
         let db = self.db().await;
-        db.execute_script(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:#}"));
+        let sql = for_backend(sql, self.backend);
+        db.execute_script(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e:#}"));
         db.close().await;
     }
 
     /// One integer from a query.
     pub async fn count(&self, sql: &str) -> i64 {
         let db = self.db().await;
-        let n = match &db.pool {
-            sweep::db::Pool::Pg(p) => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await,
-            sweep::db::Pool::Sqlite(p) => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await,
-        }
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let sql = for_backend(sql, self.backend);
+        let n = db.fetch_one_int(&db.raw(&sql)).await.unwrap_or_else(|e| panic!("{sql}: {e:#}"));
         db.close().await;
         n
+    }
+
+    /// Every row of a query, each column read as text.
+    pub async fn text_rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let db = self.db().await;
+        let sql = for_backend(sql, self.backend);
+        let rows = db.fetch_all(&db.raw(&sql)).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let out = rows.iter().map(|r| (0..r.len()).map(|i| r.text(i).unwrap()).collect()).collect();
+        db.close().await;
+        out
     }
 
     /// Run the binary with this workspace's database and media root.
@@ -307,7 +338,50 @@ impl S3 for Flaky {
     }
 }
 
-/// An instant as RFC 3339 text both databases accept in SQL.
+/// Test SQL as a backend takes it. The tests write SQL once, with instants as RFC 3339 text
+/// in UTC (`ts`) and `CAST(x AS TEXT)`; MySQL's `DATETIME` takes no offset and its `CAST`
+/// knows no `TEXT`, so for MySQL those two are rewritten here (tests only: sweep itself binds
+/// instants and writes its casts through its dialect).
+pub fn for_backend(sql: &str, b: Backend) -> String {
+    if b != Backend::MySql {
+        return sql.to_string();
+    }
+    let sql = sql.replace(" AS TEXT)", " AS CHAR)");
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        // '2026-11-22T10:00:00[.fff]+00:00' -> '2026-11-22 10:00:00[.fff]'
+        if bytes[i] == b'\'' && i + 21 <= bytes.len() && is_ts_start(&bytes[i + 1..]) {
+            let end = sql[i + 1..].find('\'').map(|e| i + 1 + e);
+            if let Some(end) = end {
+                let inner = &sql[i + 1..end];
+                if let Ok(t) = DateTime::parse_from_rfc3339(inner) {
+                    out.push('\'');
+                    out.push_str(&t.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S%.6f").to_string());
+                    out.push('\'');
+                    i = end + 1;
+                    continue;
+                }
+            }
+        }
+        let ch = sql[i..].chars().next().unwrap();
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+fn is_ts_start(b: &[u8]) -> bool {
+    b.len() >= 19
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+}
+
+/// An instant as RFC 3339 text every database accepts in test SQL (see `for_backend`).
 pub fn ts(t: DateTime<Utc>) -> String {
     format!("'{}'", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
 }

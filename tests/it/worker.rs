@@ -22,7 +22,7 @@ impl W {
         let ws = Ws::new(b, true).await;
         let data = ws.dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
-        let bucket = format!("previews-{tag}-{}", if b == Backend::Postgres { "pg" } else { "lite" });
+        let bucket = format!("previews-{tag}-{}", b.tag());
         S3Server::shared().bucket(&bucket);
         W { ws, data, bucket }
     }

@@ -1,12 +1,12 @@
-//! Test and benchmark support: a temporary PostgreSQL cluster started from the machine's
-//! `initdb`/`postgres` on 127.0.0.1, shared by one test process and stopped when it exits.
+//! A temporary PostgreSQL cluster started from the machine's `initdb`/`postgres` on
+//! 127.0.0.1, shared by one test process and stopped when it exits.
 //!
-//! Not part of sweep's interface. As root (CI), the cluster runs as the `postgres` user via
+//! As root (CI), the cluster runs as the `postgres` user via
 //! `runuser`, since PostgreSQL refuses to run as root. The server runs under a small shell
 //! that stops it (and removes its directory) when our end of its stdin closes, which happens
 //! whenever the test process exits, however it exits.
 
-use std::net::TcpListener;
+use crate::{free_port, is_root};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,26 +29,11 @@ pub const MISSING_PG: &str =
 install Debian's `postgresql` package (apt-get install -y postgresql); the tests start their own temporary cluster";
 
 fn find_bin(name: &str) -> Option<PathBuf> {
-    if let Some(paths) = std::env::var_os("PATH") {
-        for d in std::env::split_paths(&paths) {
-            let p = d.join(name);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    let mut dirs: Vec<PathBuf> =
-        std::fs::read_dir("/usr/lib/postgresql").ok()?.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
     dirs.sort();
-    dirs.into_iter().rev().map(|d| d.join(name)).find(|p| p.is_file())
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    crate::find_bin(name, &dirs)
 }
 
 impl PgCluster {

@@ -1,0 +1,36 @@
+//! Test and benchmark support for sweep, not part of the shipped binary or library: throwaway
+//! database servers started from the machine's own server packages, on 127.0.0.1 (and a
+//! socket in their directory), each shared by one test process and stopped when it exits.
+//!
+//! A missing server package is a panic that names the package, never a skip.
+
+mod pg;
+mod mariadb;
+
+pub use mariadb::{MariaDb, MISSING_MARIADB};
+pub use pg::{PgCluster, MISSING_PG};
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+
+pub(crate) fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+/// A program on PATH, or in one of `extra` directories (newest-sorting last wins).
+pub(crate) fn find_bin(name: &str, extra: &[PathBuf]) -> Option<PathBuf> {
+    if let Some(paths) = std::env::var_os("PATH") {
+        for d in std::env::split_paths(&paths).chain(["/usr/sbin".into(), "/sbin".into()]) {
+            let p = d.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    extra.iter().rev().map(|d| d.join(name)).find(|p| p.is_file())
+}
