@@ -286,7 +286,7 @@ pub struct RawAttachmentColumns {
 // Layering
 
 /// Reads environment variables; a map in tests, the process environment otherwise.
-pub trait EnvSource {
+pub trait EnvSource: Sync {
     fn get(&self, name: &str) -> Option<String>;
 }
 
@@ -609,6 +609,17 @@ impl Settings {
     }
 
     /// The database URL, or an error that says how to give one.
+    /// OPS_DIR (cleanup-ops' root): `--ops-dir`, env, or `[paths] ops_dir`.
+    pub fn ops_dir(&self, flag: Option<PathBuf>) -> Result<Option<Sourced<PathBuf>>> {
+        self.layers(&ProcessEnv).pick_opt(
+            &Key { flag: Some("--ops-dir"), env: Some("OPS_DIR"), file: "paths.ops_dir" },
+            flag,
+            self.raw.paths.ops_dir.clone(),
+            "a directory",
+            &|_: &PathBuf| true,
+        )
+    }
+
     pub fn require_database(&self) -> Result<&DatabaseUrl> {
         self.database_url
             .as_ref()

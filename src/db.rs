@@ -537,8 +537,7 @@ impl Db {
         if let Pool::Pg(p) = &self.pool {
             // One INSERT … UNNEST per batch (COPY's per-statement overhead loses at batch sizes
             // in the hundreds).
-            let col =
-                |f: &dyn Fn(&AuditRow<'_>) -> Option<String>| rows.iter().map(f).collect::<Vec<Option<String>>>();
+            let col = |f: &dyn Fn(&AuditRow<'_>) -> Option<String>| rows.iter().map(f).collect::<Vec<Option<String>>>();
             sqlx::query(&format!(
                 "{COLUMNS}SELECT r, p, k, t, re, b, o, e, bl, s::json, a FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
                  $6::int8[], $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[]) AS u(r, p, k, t, re, b, o, e, bl, s, a)"
@@ -823,7 +822,9 @@ impl Db {
                     Some(u) => format!("server_uuid={u}"),
                     None => {
                         let (host, port): (String, i64) =
-                            sqlx::query_as("SELECT CAST(@@hostname AS CHAR), CAST(@@port AS SIGNED)").fetch_one(p).await?;
+                            sqlx::query_as("SELECT CAST(@@hostname AS CHAR), CAST(@@port AS SIGNED)")
+                                .fetch_one(p)
+                                .await?;
                         format!("{host}:{port}")
                     }
                 };
@@ -860,7 +861,8 @@ impl Db {
             q.as_text(format_args!("{object}({})", pairs.join(", "))).push(format_args!(" FROM {table} WHERE "));
             self.where_keys_and_rule(&mut q, table, key_column, chunk, None).await?;
             for r in self.fetch_all(&q).await? {
-                let values = serde_json::from_str(&r.text_req(1)?).context("a row's values did not read back as JSON")?;
+                let values =
+                    serde_json::from_str(&r.text_req(1)?).context("a row's values did not read back as JSON")?;
                 out.insert(r.text_req(0)?, values);
             }
         }

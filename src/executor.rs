@@ -4,14 +4,17 @@
 //! A dry run and a real run go through the same loop, the same re-checks and the same
 //! grouping; only the last step differs (`Deleter::dry_run` records `would_delete`).
 
-use crate::db::{AuditRow, Db};
+use crate::db::AuditRow;
+use crate::event::{Event, Events};
 use crate::exit_codes::Fatal;
 use crate::fingerprint;
 use crate::ident::Ident;
+use crate::plan::Outcome;
 use crate::plan::{Fingerprint, Item, Kind, Op, Plan, RowRule, Unit};
-use crate::report::{Outcome, Report};
+use crate::report::Report;
 use crate::store::local::{in_blocking_chunks, LocalRoot, ParentCache, Removed, SharedDirs};
 use crate::store::object::{self, NamedStore};
+use crate::store::Resources;
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
@@ -20,20 +23,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Everything a plan's items may name: the database, local roots and object stores.
-#[derive(Default)]
-pub struct Resources {
-    pub db: Option<Arc<Db>>,
-    pub roots: HashMap<String, LocalRoot>,
-    pub stores: HashMap<String, NamedStore>,
-}
-
-impl Resources {
-    fn db(&self) -> Result<&Db> {
-        self.db.as_deref().ok_or_else(|| anyhow!("this plan deletes rows but no database is configured"))
-    }
-}
-
 /// How to run.
 pub struct ExecOptions {
     pub dry_run: bool,
@@ -41,8 +30,10 @@ pub struct ExecOptions {
     pub concurrency: usize,
     /// Show a progress bar (stderr is a terminal and output is not JSON/quiet).
     pub progress_bar: bool,
-    /// Set by Ctrl-C: the executor stops before the next batch.
+    /// Set by a cancel (Ctrl-C, the run API): the executor stops before the next batch.
     pub cancel: Arc<AtomicBool>,
+    /// Where item outcomes and batch progress go.
+    pub events: Events,
     /// Write the audit (real runs).
     pub audit: bool,
     /// Copy every file, tree and object here before deleting it; a failed copy means that
@@ -212,10 +203,14 @@ impl Deleter<'_> {
                         LocalOp::File => r.delete_file_with(&path, cache),
                         LocalOp::Tree => r.delete_dir_with(&path, cache),
                         LocalOp::Gzip => r.gzip_file_with(&path, cache),
+                        LocalOp::EmptyDir => r.remove_empty_dir_with(&path, cache),
                     };
                     let res = match result {
                         Ok(Removed::Deleted) => (Outcome::Deleted, None),
                         Ok(Removed::Missing) => (Outcome::Missing, None),
+                        Ok(Removed::NotEmpty) => {
+                            (Outcome::Skipped, Some("not empty (something in it stays): kept".into()))
+                        }
                         Err(e) => (Outcome::Failed, Some(e.to_string())),
                     };
                     (res, copy)
@@ -429,6 +424,8 @@ enum LocalOp {
     File,
     Tree,
     Gzip,
+    /// `rmdir`: only an empty directory.
+    EmptyDir,
 }
 
 /// One local item for the executor's blocking tasks.
@@ -486,38 +483,78 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
     let mut done_units = 0usize;
     let mut first_error: Option<anyhow::Error> = None;
 
-    let mut batches = stream::iter(plan.units.chunks_mut(batch_size))
-        .map(|units| run_batch(units, &deleter, res, opts, &policy, &stop))
-        .buffered(PIPELINE_DEPTH);
-    while let Some(done) = batches.next().await {
-        let done = match done {
-            Ok(d) => d,
-            Err((units, e)) => {
-                stop.store(true, Ordering::SeqCst);
-                for item in units.iter_mut().flat_map(|u| u.items.iter_mut()) {
-                    report.count(item);
-                }
-                first_error.get_or_insert(e);
-                continue;
-            }
+    // Phases, one after the other: every unit but the trailing empty-directory ones, then
+    // those by depth, deepest first (a parent is removed only after its children). Within a
+    // phase, batches are pipelined.
+    let split = plan.empty_dirs_start();
+    let (main, dirs) = plan.units.split_at_mut(split);
+    let mut phases: Vec<&mut [Unit]> = vec![main];
+    let mut rest = dirs;
+    while !rest.is_empty() {
+        let depth = |u: &Unit| match &u.items[0].op {
+            Op::DeleteEmptyDir { path, .. } => path.matches('/').count(),
+            _ => 0,
         };
-        if done.interrupted && !report.interrupted {
-            tracing::warn!(target: "cleanup", "interrupted: stopped after {done_units} of {total_units}");
-        }
-        report.interrupted |= done.interrupted;
-        for item in done.units.iter().flat_map(|u| u.items.iter()) {
-            report.count(item);
-        }
-        report.units_ok += done.ok;
-        report.units_failed += done.failed;
-        timings.add(&done.timings);
-        if !done.interrupted {
-            done_units += done.units.len();
-            bar.set(done_units as u64);
-            tracing::info!(target: "cleanup", "{verb} {done_units}/{total_units}...");
+        let d = depth(&rest[0]);
+        let n = rest.iter().take_while(|u| depth(u) == d).count();
+        let (phase, tail) = rest.split_at_mut(n);
+        phases.push(phase);
+        rest = tail;
+    }
+    for phase in phases {
+        // Up to PIPELINE_DEPTH batches in flight, results in order.
+        let mut chunks = phase.chunks_mut(batch_size);
+        let mut inflight = futures::stream::FuturesOrdered::new();
+        loop {
+            while inflight.len() < PIPELINE_DEPTH {
+                match chunks.next() {
+                    Some(units) => inflight.push_back(run_batch(units, &deleter, res, opts, &policy, &stop)),
+                    None => break,
+                }
+            }
+            let Some(done) = inflight.next().await else { break };
+            let done = match done {
+                Ok(d) => d,
+                Err((units, e)) => {
+                    stop.store(true, Ordering::SeqCst);
+                    for item in units.iter_mut().flat_map(|u| u.items.iter_mut()) {
+                        report.count(item);
+                    }
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            if done.interrupted && !report.interrupted {
+                tracing::warn!(target: "cleanup", "interrupted: stopped after {done_units} of {total_units}");
+            }
+            report.interrupted |= done.interrupted;
+            for item in done.units.iter().flat_map(|u| u.items.iter()) {
+                report.count(item);
+                if opts.events.wanted() {
+                    opts.events.send(Event::Item {
+                        run_id: opts.run_id.clone(),
+                        kind: item.kind,
+                        target: item.target.clone(),
+                        outcome: item.outcome.unwrap_or(Outcome::Skipped),
+                        error: item.error.clone(),
+                    });
+                }
+            }
+            report.units_ok += done.ok;
+            report.units_failed += done.failed;
+            timings.add(&done.timings);
+            if !done.interrupted {
+                done_units += done.units.len();
+                bar.set(done_units as u64);
+                tracing::info!(target: "cleanup", "{verb} {done_units}/{total_units}...");
+                opts.events.send(Event::Batch {
+                    run_id: opts.run_id.clone(),
+                    done_units: done_units as u64,
+                    total_units: total_units as u64,
+                });
+            }
         }
     }
-    drop(batches);
     bar.finish();
     tracing::debug!(
         target: "cleanup",
@@ -781,7 +818,9 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Done>
             Op::NullColumns { table, key_column, rule, columns, .. } => {
                 rows.entry((table, key_column, rule.as_ref(), Some(columns.as_slice()))).or_default().push(w)
             }
-            Op::DeleteFile { .. } | Op::DeleteDir { .. } | Op::CompressFile { .. } => local.push(w),
+            Op::DeleteFile { .. } | Op::DeleteDir { .. } | Op::CompressFile { .. } | Op::DeleteEmptyDir { .. } => {
+                local.push(w)
+            }
             Op::DeleteObject { store, .. } => objects.entry(store.as_str()).or_default().push(w),
         }
     }
@@ -809,6 +848,7 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Done>
                     Op::DeleteFile { root, path } => (root, path, LocalOp::File),
                     Op::DeleteDir { root, path } => (root, path, LocalOp::Tree),
                     Op::CompressFile { root, path } => (root, path, LocalOp::Gzip),
+                    Op::DeleteEmptyDir { root, path } => (root, path, LocalOp::EmptyDir),
                     _ => unreachable!(),
                 };
                 let fingerprint = if d.check_fingerprints { item.fingerprint.clone() } else { None };

@@ -7,11 +7,11 @@
 //! plan deletes what the reviewer saw, or less.
 
 use crate::db::Db;
-use crate::executor::Resources;
 use crate::ident::Ident;
 use crate::plan::{Fingerprint, Item, Op, Plan, RowRule};
 use crate::store::local::{LocalRoot, ParentCache};
 use crate::store::object::{self, NamedStore};
+use crate::store::Resources;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
@@ -59,6 +59,8 @@ pub async fn capture(plan: &mut Plan, res: &Resources) -> Result<()> {
             }
             Op::DeleteFile { .. } | Op::CompressFile { .. } | Op::DeleteDir { .. } => local.push(item),
             Op::DeleteObject { store, .. } => objects.entry(store.clone()).or_default().push(item),
+            // Removed only if empty when its turn comes: nothing to compare.
+            Op::DeleteEmptyDir { .. } => {}
         }
     }
     for (group, items) in rows {

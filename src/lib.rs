@@ -1,24 +1,32 @@
 //! sweep decides what is safe to delete from a web backend's database, disk and object
 //! storage, shows that decision, and carries it out.
 //!
-//! Shape: `cli` parses, `config` layers and validates, a command in `commands` gathers
-//! candidates and builds a `plan::Plan` with a pure function, and `executor` carries out any
-//! plan (dry or real) with batching, concurrency, audit and caps.
+//! Layers, each using only those below it (docs/design.md has the map): `app` (the command
+//! line) → `commands` (each command's settings and gathering, started through the run API in
+//! `run`) → `policy` (pure decisions) → `executor` (carries out any plan) → `store`, `db` →
+//! `plan`, `report`, `event`.
 
+pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
+pub mod demo;
+pub mod event;
 pub mod executor;
 pub mod exit_codes;
 pub mod fingerprint;
+pub mod gather;
 pub mod ident;
 pub mod logging;
 pub mod plan;
+pub mod planfile;
+pub mod policy;
 pub mod progress;
 pub mod reference;
 pub mod refs;
 pub mod report;
+pub mod run;
 pub mod store;
 
 use clap::Parser;
@@ -35,7 +43,7 @@ pub fn main_entry() -> ExitCode {
             return exit_codes::Exit::Usage.into();
         }
     };
-    let result = rt.block_on(commands::run(cli));
+    let result = rt.block_on(app::run(cli));
     drop(rt);
     drop(_log_guard); // flush the logs before the error line
     match result {

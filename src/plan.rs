@@ -3,9 +3,33 @@
 //! `Serialize`: `--plan-out`, `--json` and the audit all come from it.
 
 use crate::ident::Ident;
-use crate::report::Outcome;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+/// What happened to one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Deleted,
+    WouldDelete,
+    Failed,
+    /// Already gone: a success.
+    Missing,
+    /// Not attempted (changed since the plan, an earlier step failed, interrupted).
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Deleted => "deleted",
+            Outcome::WouldDelete => "would_delete",
+            Outcome::Failed => "failed",
+            Outcome::Missing => "missing",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
 
 /// What kind of thing an item is (the report's `by_kind` keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -72,6 +96,10 @@ pub enum Op {
     CompressFile { root: String, path: String },
     /// Delete a directory tree (never following links) under a named local root.
     DeleteDir { root: String, path: String },
+    /// Remove a directory under a named local root if it is empty (deleting files left it
+    /// empty). Never removes anything else: a directory that is not empty is kept. The executor
+    /// runs these after every other unit of the plan, deepest first.
+    DeleteEmptyDir { root: String, path: String },
     /// Delete an object from a named store; `key` is relative to the store's prefix.
     DeleteObject { store: String, key: String },
 }
@@ -81,7 +109,7 @@ impl Op {
         match self {
             Op::DeleteRow { .. } | Op::NullColumns { .. } => Kind::Row,
             Op::DeleteFile { .. } | Op::CompressFile { .. } => Kind::File,
-            Op::DeleteDir { .. } => Kind::Dir,
+            Op::DeleteDir { .. } | Op::DeleteEmptyDir { .. } => Kind::Dir,
             Op::DeleteObject { .. } => Kind::Object,
         }
     }
@@ -171,6 +199,44 @@ impl Unit {
     pub fn new(items: Vec<Item>) -> Unit {
         Unit { items, task: None, guard: None }
     }
+
+    /// A unit that removes one directory if it is empty.
+    pub fn is_empty_dir(&self) -> bool {
+        matches!(self.items.as_slice(), [Item { op: Op::DeleteEmptyDir { .. }, .. }])
+    }
+
+    /// The empty-directory units of a plan that removes `deleted` files under `root`: every
+    /// directory that would be left empty, below `stop` (never `stop` itself), deepest first.
+    /// `keeps` says whether a directory holds anything that stays.
+    pub fn empty_dirs<'a>(
+        root: &str,
+        deleted: impl Iterator<Item = &'a str>,
+        stop: &str,
+        keeps: impl Fn(&str) -> bool,
+        reason: &str,
+    ) -> Vec<Unit> {
+        let mut dirs: std::collections::BTreeSet<String> = Default::default();
+        for path in deleted {
+            let mut cur = path;
+            while let Some((parent, _)) = cur.rsplit_once('/') {
+                if !parent.starts_with(stop) || parent.len() <= stop.trim_end_matches('/').len() {
+                    break;
+                }
+                if keeps(parent) || !dirs.insert(parent.to_string()) {
+                    break;
+                }
+                cur = parent;
+            }
+        }
+        let mut dirs: Vec<String> = dirs.into_iter().collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+        dirs.into_iter()
+            .map(|d| {
+                let target = format!("{root}:{d}/");
+                Unit::new(vec![Item::new(Op::DeleteEmptyDir { root: root.to_string(), path: d }, target, reason, None)])
+            })
+            .collect()
+    }
 }
 
 /// Something looked at and kept, with why.
@@ -212,6 +278,20 @@ impl Plan {
             batch_size: 1000,
             fields: serde_json::Map::new(),
         }
+    }
+
+    /// Where the trailing empty-directory units start: those run after every other unit.
+    pub fn empty_dirs_start(&self) -> usize {
+        let tail = self.units.iter().rev().take_while(|u| u.is_empty_dir()).count();
+        self.units.len() - tail
+    }
+
+    /// Directories removed as empty (or that would be, in a dry run).
+    pub fn empty_dirs_removed(&self) -> u64 {
+        self.units[self.empty_dirs_start()..]
+            .iter()
+            .filter(|u| matches!(u.items[0].outcome, Some(Outcome::Deleted) | Some(Outcome::WouldDelete)))
+            .count() as u64
     }
 
     /// Number of items the plan would delete.

@@ -1,36 +1,11 @@
 //! The run report of SPEC §6: one JSON document with `--json`, a readable summary otherwise.
 
-use crate::plan::{Item, Kind, Plan, Unit};
+use crate::plan::{Item, Kind, Outcome, Plan, Unit};
 use chrono::{DateTime, Utc};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-
-/// What happened to one item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Deleted,
-    WouldDelete,
-    Failed,
-    /// Already gone: a success.
-    Missing,
-    /// Not attempted (changed since the plan, an earlier step failed, interrupted).
-    Skipped,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Deleted => "deleted",
-            Outcome::WouldDelete => "would_delete",
-            Outcome::Failed => "failed",
-            Outcome::Missing => "missing",
-            Outcome::Skipped => "skipped",
-        }
-    }
-}
 
 /// Counts for one kind (and for the whole run).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -316,5 +291,24 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
+    }
+}
+
+/// Print a run's report: one JSON document on stdout with `json`, else the readable summary.
+/// A reader that stops early (`| head`) is not an error: the run is done and audited.
+pub fn print(json: bool, report: &Report, plan: &Plan) -> std::io::Result<()> {
+    use std::io::Write;
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    let written = if json {
+        serde_json::to_writer(&mut out, &ReportDoc { report, plan })
+            .map_err(std::io::Error::from)
+            .and_then(|_| writeln!(out))
+    } else {
+        write!(out, "{}", report.to_text(plan, 20))
+    };
+    match written.and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
     }
 }

@@ -3,23 +3,21 @@
 pub mod local;
 pub mod object;
 
-/// True when `rel` lies under one of the protected prefixes (SPEC §5 rule 3: `backups/`).
-pub fn is_protected(rel: &str, prefixes: &[String]) -> bool {
-    let rel = rel.trim_start_matches("./");
-    prefixes.iter().any(|p| {
-        let p = p.trim_end_matches('/');
-        rel == p || rel.starts_with(&format!("{p}/"))
-    })
+use crate::db::Db;
+use anyhow::{anyhow, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Everything a plan's items may name: the database, local roots and object stores.
+#[derive(Default)]
+pub struct Resources {
+    pub db: Option<Arc<Db>>,
+    pub roots: HashMap<String, local::LocalRoot>,
+    pub stores: HashMap<String, object::NamedStore>,
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn protected_prefixes_match_whole_segments() {
-        let p = vec!["backups/".to_string()];
-        assert!(super::is_protected("backups/a.png", &p));
-        assert!(super::is_protected("backups", &p));
-        assert!(!super::is_protected("backups2/a.png", &p));
-        assert!(!super::is_protected("a/backups/x", &p));
+impl Resources {
+    pub fn db(&self) -> Result<&Db> {
+        self.db.as_deref().ok_or_else(|| anyhow!("this plan deletes rows but no database is configured"))
     }
 }

@@ -2,16 +2,16 @@
 //! prefix (streamed, paginated) and deletes what the database does not preserve; `--job ID` is
 //! the after-stage-4 cleanup of one job's original media and extracted audio.
 
-use super::{print_config, print_report, run_policy, Ctx, Finished};
 use crate::cli::BulkCloudcubeArgs;
 use crate::config::{Key, ProcessEnv, Source, Sourced, TableSpec};
 use crate::db::Db;
-use crate::executor::Resources;
 use crate::exit_codes::{Exit, Fatal};
+use crate::plan::Outcome;
 use crate::plan::{Fingerprint, Item, Kept, Kind, Op, Plan, Unit};
-use crate::report::Outcome;
-use crate::store::is_protected;
+use crate::policy::is_protected;
+use crate::run::{run_policy, Channel, Ctx, Finished, Ran};
 use crate::store::object::{parse_key, Credentials, NamedStore, S3Location};
+use crate::store::Resources;
 use anyhow::{anyhow, bail, Result};
 use chrono::{DateTime, Duration, Utc};
 use futures::TryStreamExt;
@@ -302,7 +302,7 @@ async fn job_plan(db: &Db, s: &CubeSettings, store: &NamedStore, job: i64, r: &R
     Ok(p)
 }
 
-pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs) -> Result<Exit> {
+pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs, chan: &Channel) -> Result<Ran> {
     let (store, shown) = open_cube(ctx)?;
     let s = CubeSettings::load(ctx, args, shown)?;
     let rows: Vec<(String, String, String)> = vec![
@@ -312,10 +312,10 @@ pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs) -> Result<Exit> {
         ("cloudcube.clips.table".into(), s.clips.table.as_str().to_string(), "config or default".into()),
     ];
     if ctx.global.show_config {
-        print_config(ctx, rows);
-        return Ok(Exit::Success);
+        ctx.print_config(rows);
+        return Ok(Ran::Done(Exit::Success));
     }
-    let db = super::connect(ctx).await?;
+    let db = ctx.connect().await?;
     let mut res = Resources { db: Some(db.clone()), ..Default::default() };
     res.stores.insert("cube".into(), store.clone());
     let rules = Rules {
@@ -324,19 +324,20 @@ pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs) -> Result<Exit> {
         grace_minutes: ctx.settings.grace_minutes.value,
         protected: ctx.settings.protected_prefixes.value.clone(),
     };
-    let Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, &rows, Some(db.clone()), &res, || async {
-        let mut p = match args.job {
-            Some(job) => job_plan(&db, &s, &store, job, &rules).await?,
-            None => {
-                let fingerprints = ctx.global.plan_out.is_some();
-                bulk_plan(&db, &s, &store, &rules, args.allow_empty_references, fingerprints).await?
-            }
-        };
-        p.fields.insert("retention_days".into(), rules.retention_days.into());
-        p.fields.insert("store".into(), store.url.clone().into());
-        Ok(p)
-    })
-    .await?;
+    let Finished { exit, mut report, plan } =
+        run_policy(ctx, ctx.spec(COMMAND, &rows, Some(db.clone()), &res), chan, || async {
+            let mut p = match args.job {
+                Some(job) => job_plan(&db, &s, &store, job, &rules).await?,
+                None => {
+                    let fingerprints = ctx.global.plan_out.is_some();
+                    bulk_plan(&db, &s, &store, &rules, args.allow_empty_references, fingerprints).await?
+                }
+            };
+            p.fields.insert("retention_days".into(), rules.retention_days.into());
+            p.fields.insert("store".into(), store.url.clone().into());
+            Ok(p)
+        })
+        .await?;
     // Seed 003's response fields.
     let done: Vec<&Item> = plan
         .units
@@ -368,9 +369,8 @@ pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs) -> Result<Exit> {
     f.insert("total_files_scanned".into(), plan.scanned.into());
     f.insert("deleted_files_sample".into(), sample.into());
     tracing::info!(target: "cleanup", "{message}");
-    print_report(ctx, &report, &plan)?;
     db.close().await;
-    Ok(exit)
+    Ok(Ran::Run(Finished { exit, report, plan }))
 }
 
 #[cfg(test)]

@@ -2,36 +2,20 @@
 //! pipeline's operation files, dbt logs, system logs and temp files under `OPS_DIR`, with
 //! backups before deletion, run types, `--stats`, `--show-policies` and `--set-policy`.
 
-use super::{print_config, print_report, require_terminal_or_yes, run_policy, Ctx, Finished};
 use crate::cli::{CleanupOpsArgs, OpsRunType};
 use crate::config::{DatabaseUrl, Key, ProcessEnv, Source, Sourced};
 use crate::db::{AuditRow, Db, RunTotals};
-use crate::executor::{Backup, Resources};
+use crate::executor::Backup;
 use crate::exit_codes::{Exit, Fatal};
-use crate::plan::{Item, Kept, Kind, Op, Plan, Unit};
-use crate::report::Outcome;
-use crate::store::is_protected;
+use crate::plan::{Item, Outcome, Plan};
+use crate::policy::cleanup_ops::{plan, Classifier, OpsFile, Policy, Rules, BACKUP_TASK, COMMAND, TYPES};
+use crate::run::{require_audit_tables, require_terminal_or_yes, run_policy, Channel, Ctx, Finished, Ran};
 use crate::store::local::LocalRoot;
+use crate::store::Resources;
 use anyhow::{anyhow, bail, Result};
-use chrono::{DateTime, Duration, Utc};
-use std::path::PathBuf;
+use chrono::{DateTime, Utc};
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-
-pub const COMMAND: &str = "cleanup-ops";
-/// Seed 002's data types, in the order files are matched (operations first, then by pattern).
-pub const TYPES: [&str; 6] =
-    ["pipeline_operations", "failed_operations", "completed_operations", "dbt_logs", "system_logs", "temp_files"];
-const BACKUP_TASK: &str = "backups";
-
-/// One row of `cleanup_policies`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Policy {
-    pub data_type: String,
-    pub retention_days: i64,
-    pub enabled: bool,
-    pub pattern: String,
-    pub description: String,
-}
 
 async fn load_policies(db: &Db) -> Result<Vec<Policy>> {
     let q = db.raw(
@@ -53,159 +37,6 @@ async fn load_policies(db: &Db) -> Result<Vec<Policy>> {
             description,
         })
         .collect())
-}
-
-/// How an operation file's JSON `status` classifies it.
-pub fn classify_operation(text: Result<&str, String>) -> (&'static str, Option<String>) {
-    let text = match text {
-        Ok(t) => t,
-        Err(e) => return ("pipeline_operations", Some(format!("unreadable ({e}): treated as a pipeline operation"))),
-    };
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) => match v.get("status").and_then(|s| s.as_str()).map(|s| s.to_ascii_lowercase()) {
-            Some(s) if s == "failed" || s == "error" => ("failed_operations", None),
-            Some(s) if s == "completed" || s == "succeeded" || s == "success" => ("completed_operations", None),
-            _ => ("pipeline_operations", None),
-        },
-        Err(e) => ("pipeline_operations", Some(format!("not valid JSON ({e}): treated as a pipeline operation"))),
-    }
-}
-
-/// Glob matchers for the policies' patterns (relative to OPS_DIR; `*` stops at `/`).
-struct Matchers {
-    operations: globset::GlobMatcher,
-    others: Vec<(String, globset::GlobMatcher)>,
-}
-
-impl Matchers {
-    fn new(policies: &[Policy]) -> Result<Matchers> {
-        let glob = |p: &Policy| {
-            globset::GlobBuilder::new(&p.pattern).literal_separator(true).build().map(|g| g.compile_matcher()).map_err(
-                |e| anyhow!("cleanup_policies.pattern {:?} of {} is not a valid glob: {e}", p.pattern, p.data_type),
-            )
-        };
-        let find = |t: &str| policies.iter().find(|p| p.data_type == t);
-        let ops = find("pipeline_operations")
-            .ok_or_else(|| anyhow!("cleanup_policies has no pipeline_operations row: run `sweep migrate`"))?;
-        let mut others = Vec::new();
-        for t in ["dbt_logs", "system_logs", "temp_files"] {
-            if let Some(p) = find(t) {
-                others.push((t.to_string(), glob(p)?));
-            }
-        }
-        Ok(Matchers { operations: glob(ops)?, others })
-    }
-}
-
-/// The fixed inputs of the decision.
-pub struct Rules {
-    pub now: DateTime<Utc>,
-    pub grace_minutes: i64,
-    pub protected: Vec<String>,
-    /// The backup directory relative to OPS_DIR, if it is inside it.
-    pub backup_rel: Option<String>,
-    pub backup_retention_days: i64,
-}
-
-/// Walk OPS_DIR and decide each file by its policy.
-fn plan(root: &LocalRoot, policies: &[Policy], rules: &Rules) -> Result<Plan> {
-    let m = Matchers::new(policies)?;
-    let mut p = Plan::new(COMMAND, rules.now);
-    p.batch_size = 200;
-    let grace = rules.now - Duration::minutes(rules.grace_minutes);
-    let policy = |t: &str| policies.iter().find(|p| p.data_type == t);
-    let mut unmanaged = 0u64;
-    for e in
-        walkdir::WalkDir::new(root.path()).follow_links(false).sort_by_file_name().into_iter().filter_map(|e| e.ok())
-    {
-        if e.file_type().is_dir() {
-            continue;
-        }
-        let Ok(rel) = e.path().strip_prefix(root.path()) else { continue };
-        let Some(rel) = rel.to_str().map(|s| s.replace('\\', "/")) else { continue };
-        let Ok(meta) = e.metadata() else { continue };
-        let modified = DateTime::<Utc>::from(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
-        let bytes = if meta.is_file() { meta.len() } else { 0 };
-        let target = format!("ops:{rel}");
-        // Old backups are pruned; nothing else in the backup directory is a candidate.
-        if let Some(b) = &rules.backup_rel {
-            if rel.starts_with(&format!("{b}/")) {
-                let cutoff = rules.now - Duration::days(rules.backup_retention_days);
-                if modified <= cutoff {
-                    let mut u = Unit::new(vec![Item::new(
-                        Op::DeleteFile { root: "ops".into(), path: rel },
-                        target,
-                        format!("backup older than {} days", rules.backup_retention_days),
-                        Some(bytes),
-                    )]);
-                    u.task = Some(BACKUP_TASK.into());
-                    p.units.push(u);
-                }
-                continue;
-            }
-        }
-        p.scanned += 1;
-        let (data_type, note) = if m.operations.is_match(&rel) {
-            let text = std::fs::read_to_string(e.path()).map_err(|e| e.to_string());
-            classify_operation(text.as_deref().map_err(|e| e.clone()))
-        } else if let Some((t, _)) = m.others.iter().find(|(_, g)| g.is_match(&rel)) {
-            (TYPES.iter().copied().find(|x| x == t).unwrap_or("temp_files"), None)
-        } else {
-            unmanaged += 1;
-            continue;
-        };
-        if let Some(n) = &note {
-            tracing::warn!(target: "cleanup", "{rel}: {n}");
-        }
-        let Some(pol) = policy(data_type) else {
-            p.kept.push(Kept { kind: Kind::File, target, reason: format!("no {data_type} row in cleanup_policies") });
-            continue;
-        };
-        let cutoff = rules.now - Duration::days(pol.retention_days);
-        let why_kept = if !pol.enabled {
-            Some(format!("{data_type} policy is disabled"))
-        } else if modified > cutoff {
-            Some(format!("{data_type}: modified {} (kept {} days)", modified.to_rfc3339(), pol.retention_days))
-        } else if modified > grace {
-            Some("modified within the grace period".into())
-        } else if is_protected(&rel, &rules.protected) {
-            Some("under a protected prefix".into())
-        } else {
-            None
-        };
-        match why_kept {
-            Some(reason) => p.kept.push(Kept { kind: Kind::File, target, reason }),
-            None => {
-                let mut reason =
-                    format!("{data_type}: modified {} (older than {} days)", modified.to_rfc3339(), pol.retention_days);
-                if let Some(n) = note {
-                    reason.push_str(&format!("; {n}"));
-                }
-                let mut u = Unit::new(vec![Item::new(
-                    Op::DeleteFile { root: "ops".into(), path: rel },
-                    target,
-                    reason,
-                    Some(bytes),
-                )]);
-                u.task = Some(data_type.to_string());
-                p.units.push(u);
-            }
-        }
-    }
-    p.fields.insert("unmanaged_files".into(), unmanaged.into());
-    Ok(p)
-}
-
-/// `OPS_DIR`: `--ops-dir` > `OPS_DIR` > `[paths] ops_dir`.
-pub fn ops_dir(ctx: &Ctx, flag: Option<PathBuf>) -> Result<Option<Sourced<PathBuf>>> {
-    let env = ProcessEnv;
-    ctx.settings.layers(&env).pick_opt(
-        &Key { flag: Some("--ops-dir"), env: Some("OPS_DIR"), file: "paths.ops_dir" },
-        flag,
-        ctx.settings.raw.paths.ops_dir.clone(),
-        "a directory",
-        &|_: &PathBuf| true,
-    )
 }
 
 /// `DATABASE_URL`, or one built from `--db-*` (seed 002's defaults for the parts not given).
@@ -232,11 +63,11 @@ fn database(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<DatabaseUrl> {
     Ok(DatabaseUrl::new(u.to_string()))
 }
 
-pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
+pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs, chan: &Channel) -> Result<Ran> {
     let env = ProcessEnv;
     let l = ctx.settings.layers(&env);
     let raw = &ctx.settings.raw;
-    let ops_dir = ops_dir(ctx, a.ops_dir.clone())?.ok_or_else(|| {
+    let ops_dir = ctx.settings.ops_dir(a.ops_dir.clone())?.ok_or_else(|| {
         anyhow!("OPS_DIR is not set: pass --ops-dir, set OPS_DIR, or set [paths] ops_dir in the config file")
     })?;
     let backup_dir = l
@@ -263,8 +94,8 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
         ("ops.type".into(), format!("{:?}", a.run_type).to_lowercase(), "--type".into()),
     ];
     if ctx.global.show_config {
-        print_config(ctx, rows);
-        return Ok(Exit::Success);
+        ctx.print_config(rows);
+        return Ok(Ran::Done(Exit::Success));
     }
     let url = database(ctx, a)?;
     let db = std::sync::Arc::new(Db::connect(&url, false).await?);
@@ -282,10 +113,10 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
                 );
             }
         }
-        return Ok(Exit::Success);
+        return Ok(Ran::Done(Exit::Success));
     }
     if let Some(t) = &a.set_policy {
-        return set_policy(ctx, &db, a, t).await;
+        return set_policy(ctx, &db, a, t).await.map(Ran::Done);
     }
 
     let root = LocalRoot::open("ops", &ops_dir.value).map_err(|e| anyhow!("OPS_DIR: {e}"))?;
@@ -301,33 +132,32 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
         backup_retention_days: backup_days.value,
     };
     if a.stats {
-        return stats(ctx, &db, &root, &rules).await;
+        return stats(ctx, &db, &root, rules).await.map(Ran::Done);
     }
 
     let emergency = a.run_type == OpsRunType::Emergency;
     // A dry run creates nothing but still records where a real run would copy to (a plan
     // applied later makes the same backups).
     let backups =
-        if emergency { None } else { Some(super::backup_dir(&backup_dir.value, ctx.settings.dry_run.value)?) };
+        if emergency { None } else { Some(crate::run::backup_dir(&backup_dir.value, ctx.settings.dry_run.value)?) };
     if emergency {
         tracing::warn!(target: "cleanup", "EMERGENCY cleanup: NO BACKUPS will be made; deleted files cannot be restored");
         eprintln!("WARNING: emergency cleanup: no backups will be made; deleted files cannot be restored");
     }
-    let ctx2 = Ctx {
-        global: ctx.global.clone(),
-        settings: settings_with_db(ctx, &url),
-        // The global --backup-dir or --backup-to, if given, wins over BACKUP_DIR's seed layout.
-        backup: ctx.backup.clone().or(backups.clone().map(|dir| Backup::Dir { dir, per_root: false })),
-        confirm: a.run_type == OpsRunType::Manual,
-        reviewed_plan: false,
-    };
-    require_terminal_or_yes(&ctx2, "cleanup-ops --type manual")?;
+    let mut rows = rows;
+    if ctx.settings.database_url.is_none() {
+        rows.push(("database.url".into(), url.to_string(), "--db-*".into()));
+    }
     let mut res = Resources { db: Some(db.clone()), ..Default::default() };
     res.roots.insert("ops".into(), root.clone());
+    let mut spec = ctx.spec(COMMAND, &rows, Some(db.clone()), &res);
+    // The global --backup-dir or --backup-to, if given, wins over BACKUP_DIR's seed layout.
+    spec.backup = ctx.backup.clone().or(backups.clone().map(|dir| Backup::Dir { dir, per_root: false }));
+    spec.confirm = a.run_type == OpsRunType::Manual;
+    require_terminal_or_yes(ctx, &spec, "cleanup-ops --type manual")?;
     let policies = load_policies(&db).await?;
-    let Finished { exit, mut report, plan } = run_policy(&ctx2, COMMAND, &rows, Some(db.clone()), &res, || async {
-        let root = root.clone();
-        let mut p = tokio::task::spawn_blocking(move || plan(&root, &policies, &rules)).await??;
+    let Finished { exit, mut report, plan } = run_policy(ctx, spec, chan, || async {
+        let mut p = plan_now(&root, policies, rules).await?;
         p.fields.insert("type".into(), format!("{:?}", a.run_type).to_lowercase().into());
         p.fields.insert(
             "backup_dir".into(),
@@ -353,18 +183,44 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<Exit> {
         );
     }
     report.fields.insert("policies".into(), per.into());
-    print_report(&ctx2, &report, &plan)?;
     db.close().await;
-    Ok(exit)
+    Ok(Ran::Run(Finished { exit, report, plan }))
 }
 
-/// Settings with the database this command resolved (from `--db-*`) filled in.
-fn settings_with_db(ctx: &Ctx, url: &DatabaseUrl) -> crate::config::Settings {
-    let mut s = ctx.settings.clone();
-    if s.database_url.is_none() {
-        s.database_url = Some(Sourced::new(url.clone(), Source::Flag("--db-*")));
-    }
-    s
+/// Walk OPS_DIR (never following links) and ask the policy: the facts stream from the walk,
+/// and an operation file's text is read only when the policy needs it.
+async fn plan_now(root: &LocalRoot, policies: Vec<Policy>, rules: Rules) -> Result<Plan> {
+    let c = Classifier::new(&policies).map_err(|e| anyhow!(e))?;
+    let dir = root.path().to_path_buf();
+    Ok(tokio::task::spawn_blocking(move || plan(walk(&dir, &c), &policies, &c, &rules)).await?)
+}
+
+fn walk<'a>(root: &'a Path, c: &'a Classifier) -> impl Iterator<Item = OpsFile> + 'a {
+    walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name().into_iter().filter_map(move |e| {
+        let e = match e {
+            Ok(e) => e,
+            Err(err) => {
+                tracing::warn!(target: "cleanup", "cannot read part of {}: {err}", root.display());
+                return None;
+            }
+        };
+        if e.file_type().is_dir() {
+            return None;
+        }
+        let rel = e.path().strip_prefix(root).ok()?;
+        let rel = match rel.to_str() {
+            Some(s) => Ok(s.replace('\\', "/")),
+            None => Err(rel.to_string_lossy().into_owned()),
+        };
+        let meta = e.metadata().ok()?;
+        let modified = DateTime::<Utc>::from(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+        let bytes = if meta.is_file() { meta.len() } else { 0 };
+        let text = match &rel {
+            Ok(r) if c.wants_text(r) => Some(std::fs::read_to_string(e.path()).map_err(|e| e.to_string())),
+            _ => None,
+        };
+        Some(OpsFile { rel, bytes, modified, text })
+    })
 }
 
 async fn set_policy(ctx: &Ctx, db: &Db, a: &CleanupOpsArgs, data_type: &str) -> Result<Exit> {
@@ -397,7 +253,7 @@ async fn set_policy(ctx: &Ctx, db: &Db, a: &CleanupOpsArgs, data_type: &str) -> 
         println!("would set {data_type}: {change} (dry run: nothing changed)");
         return Ok(Exit::Success);
     }
-    super::require_audit_tables(db).await?;
+    require_audit_tables(db).await?;
     let now = Utc::now();
     let mut q = db.sql();
     q.push("UPDATE cleanup_policies SET retention_days = ").bind(days).push(", enabled = ").bind(enabled);
@@ -426,12 +282,14 @@ async fn set_policy(ctx: &Ctx, db: &Db, a: &CleanupOpsArgs, data_type: &str) -> 
 }
 
 /// History from the audit, and what is eligible now.
-async fn stats(ctx: &Ctx, db: &Db, root: &LocalRoot, rules: &Rules) -> Result<Exit> {
+async fn stats(ctx: &Ctx, db: &Db, root: &LocalRoot, rules: Rules) -> Result<Exit> {
     if !db.sweep_tables_ready().await? {
         bail!("sweep's tables are missing: run `sweep migrate` first");
     }
     let mut q = db.sql();
-    q.push("SELECT ").as_text("started_at").push(", status, dry_run, deleted, failed, bytes_reclaimed FROM cleanup_runs ");
+    q.push("SELECT ")
+        .as_text("started_at")
+        .push(", status, dry_run, deleted, failed, bytes_reclaimed FROM cleanup_runs ");
     q.push("WHERE command = 'cleanup-ops' ORDER BY started_at DESC LIMIT 10");
     let runs = db
         .read(&q, |r| {
@@ -444,15 +302,7 @@ async fn stats(ctx: &Ctx, db: &Db, root: &LocalRoot, rules: &Rules) -> Result<Ex
     q.push(" FROM cleanup_audit WHERE policy LIKE 'cleanup-ops/%' AND outcome IN ('deleted', 'missing') GROUP BY policy ORDER BY policy");
     let per = db.read(&q, |r| Ok((r.text_req(0)?, r.int_req(1)?, r.int_req(2)?))).await?;
     let policies = load_policies(db).await?;
-    let root2 = root.clone();
-    let r2 = Rules {
-        now: rules.now,
-        grace_minutes: rules.grace_minutes,
-        protected: rules.protected.clone(),
-        backup_rel: rules.backup_rel.clone(),
-        backup_retention_days: rules.backup_retention_days,
-    };
-    let eligible = tokio::task::spawn_blocking(move || plan(&root2, &policies, &r2)).await??;
+    let eligible = plan_now(root, policies, rules).await?;
     let mut now_by: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for u in &eligible.units {
         let e = now_by.entry(u.task.clone().unwrap_or_default()).or_default();

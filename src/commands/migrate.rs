@@ -1,13 +1,13 @@
 //! `migrate`: create or upgrade sweep's own tables, nothing else.
 
-use super::{print_config, Ctx};
 use crate::db::Db;
 use crate::exit_codes::Exit;
+use crate::run::Ctx;
 use anyhow::Result;
 
 pub async fn run(ctx: &Ctx) -> Result<Exit> {
     if ctx.global.show_config {
-        print_config(ctx, Vec::new());
+        ctx.print_config(Vec::new());
         return Ok(Exit::Success);
     }
     let url = ctx.settings.require_database()?;

@@ -2,12 +2,12 @@
 //! snapshots, files, directories and objects copied back from their backups (a local
 //! directory or an object store). Nothing is overwritten.
 
-use super::Ctx;
 use crate::cli::RestoreArgs;
 use crate::db::{AuditRow, Db, InsertError, RunTotals};
 use crate::executor::BackupRecord;
 use crate::exit_codes::{Exit, Fatal};
 use crate::ident::Ident;
+use crate::run::{require_audit_tables, Ctx};
 use crate::store::local::LocalRoot;
 use crate::store::object::{self, NamedStore, StoreRecord};
 use anyhow::{anyhow, Result};
@@ -32,8 +32,8 @@ struct Restored {
 }
 
 pub async fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<Exit> {
-    let db = super::connect(ctx).await?;
-    super::require_audit_tables(&db).await?;
+    let db = ctx.connect().await?;
+    require_audit_tables(&db).await?;
     if a.list {
         return list(ctx, &db).await;
     }
@@ -56,15 +56,17 @@ pub async fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<Exit> {
     let roots: Vec<(&str, Option<PathBuf>)> = vec![
         ("media", ctx.settings.media_root.as_ref().map(|s| s.value.clone())),
         ("data", ctx.settings.data_dir.as_ref().map(|s| s.value.clone())),
-        ("ops", super::cleanup_ops::ops_dir(ctx, a.ops_dir.clone())?.map(|s| s.value)),
+        ("ops", ctx.settings.ops_dir(a.ops_dir.clone())?.map(|s| s.value)),
     ];
     let places = Places::of_run(ctx, &db, &run_id).await?;
     let mut done = Vec::new();
-    // Rows first (files may belong to them), then files, directories and objects.
+    // Rows first (files may belong to them), then files, directories and objects, each in the
+    // reverse of the order they were deleted in (a directory removed as empty after its files
+    // comes back before them).
     for it in items.iter().filter(|i| i.kind == "row") {
         done.push(restore_row(&db, it, dry).await);
     }
-    for it in items.iter().rev().filter(|i| i.kind != "row") {
+    for it in items.iter().filter(|i| i.kind != "row") {
         done.push(match it.kind.as_str() {
             "object" => restore_object(&places, it, dry).await,
             _ => restore_path(&roots, &places, it, dry).await,
@@ -232,9 +234,11 @@ impl Places {
 /// configured now), unless something is there again.
 async fn restore_path(roots: &[(&str, Option<PathBuf>)], places: &Places, it: &Deleted, dry: bool) -> Restored {
     let r = |outcome, detail: String| Restored { target: it.target.clone(), outcome, detail };
-    let Some(backup) = &it.backup else {
+    // A directory removed because it was left empty (its target ends in '/'): recreated.
+    let empty_dir = it.kind == "dir" && it.target.ends_with('/');
+    if it.backup.is_none() && !empty_dir {
         return r("not_restorable", "no backup was made (run with --backup-dir or --backup-to to make one)".into());
-    };
+    }
     let Some((root_name, rel)) = it.target.split_once(':').filter(|(n, _)| !n.contains('/')) else {
         return r("failed", format!("the audit target {:?} names no root", it.target));
     };
@@ -249,13 +253,23 @@ async fn restore_path(roots: &[(&str, Option<PathBuf>)], places: &Places, it: &D
         Ok(x) => x,
         Err(e) => return r("failed", e.to_string()),
     };
-    let dst = match root.relativize(rel).map(|rel| root.path().join(rel)) {
+    let dst = match root.relativize(rel.trim_end_matches('/')).map(|rel| root.path().join(rel)) {
         Ok(p) => p,
         Err(e) => return r("failed", e.to_string()),
     };
     if std::fs::symlink_metadata(&dst).is_ok() {
         return r("skipped", format!("{} exists again: not overwritten", dst.display()));
     }
+    let Some(backup) = &it.backup else {
+        // The empty directory: nothing to copy.
+        if dry {
+            return r("would_restore", "an empty directory, created again".into());
+        }
+        return match std::fs::create_dir_all(&dst) {
+            Ok(()) => r("restored", "an empty directory, created again".into()),
+            Err(e) => r("failed", format!("cannot create {}: {e}", dst.display())),
+        };
+    };
     if dry {
         return r("would_restore", format!("from {backup}"));
     }

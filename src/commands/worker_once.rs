@@ -5,26 +5,26 @@
 //! tagged with its task) that the executor carries out. Nothing is kept between runs outside the
 //! database, so several workers and restarts are safe.
 
-use super::{print_config, print_report, run_policy, Ctx, Finished};
 use crate::cli::WorkerOnceArgs;
 use crate::config::{Key, ProcessEnv, Source, Sourced, TableSpec};
 use crate::db::Db;
-use crate::executor::Resources;
 use crate::exit_codes::{Exit, Fatal};
-use crate::plan::{Item, Kept, Kind, Op, Plan, RowGuard, RowRule, Unit};
-use crate::report::{Outcome, Report};
-use crate::store::is_protected;
+use crate::plan::{Item, Kind, Outcome, Plan, Unit};
+use crate::policy::worker_once::{
+    self as policy, BundleDir, BundleObject, EntryKind, Listed, LogFile, PreviewTable, Repo, RepoTable, Rules, Session,
+    TmpEntry, Tree, COMMAND, TASKS,
+};
+use crate::report::Report;
+use crate::run::{run_policy, Channel, Ctx, Finished, Ran};
 use crate::store::local::LocalRoot;
 use crate::store::object::{parse_key, NamedStore};
+use crate::store::Resources;
 use anyhow::{anyhow, bail, Result};
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::TryStreamExt;
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::SystemTime;
-
-pub const COMMAND: &str = "worker-once";
-pub const TASKS: [&str; 5] = ["tmp", "previews", "objects", "logs", "repos"];
 
 /// The validated settings of the worker (seed 004 §3).
 #[derive(Debug, Clone)]
@@ -159,6 +159,41 @@ impl WorkerSettings {
         })
     }
 
+    /// The policy's inputs, as of the run's `now`.
+    fn rules(&self, ctx: &Ctx) -> Result<Rules> {
+        let mut keep = globset::GlobSetBuilder::new();
+        for g in &self.log_keep {
+            keep.add(globset::Glob::new(g).map_err(|e| anyhow!("worker.log_keep: {g:?} is not a valid glob: {e}"))?);
+        }
+        let (p, r) = (&self.previews, &self.repos);
+        Ok(Rules {
+            now: ctx.settings.now.value,
+            grace: Duration::minutes(ctx.settings.grace_minutes.value),
+            protected: ctx.settings.protected_prefixes.value.clone(),
+            tmp_dir_ttl_minutes: self.tmp_dir_ttl_minutes.value,
+            preview_bundle_ttl_hours: self.preview_bundle_ttl_hours.value,
+            log_retention_days: self.log_retention_days.value,
+            log_compress_after_days: self.log_compress_after_days.as_ref().map(|d| d.value),
+            log_keep: keep.build()?,
+            stale_repo_days: self.stale_repo_days.value,
+            previews: PreviewTable {
+                table: p.table.clone(),
+                id: p.col("id").clone(),
+                status: p.col("status").clone(),
+                updated_at: p.col("updated_at").clone(),
+                expires_at: p.col("expires_at").clone(),
+                bundle_path: p.col("bundle_path").clone(),
+                bundle_key: p.col("bundle_key").clone(),
+            },
+            repos: RepoTable {
+                table: r.table.clone(),
+                id: r.col("id").clone(),
+                active: r.col("active").clone(),
+                last_activity_at: r.col("last_activity_at").clone(),
+            },
+        })
+    }
+
     fn rows(&self) -> Vec<(String, String, String)> {
         let r = |k: &str, v: String, s: &Source| (k.to_string(), v, s.to_string());
         let mut v = vec![
@@ -201,20 +236,12 @@ struct Gather<'a> {
     s: &'a WorkerSettings,
     root: &'a LocalRoot,
     previews: Option<&'a NamedStore>,
-    now: DateTime<Utc>,
-    grace: Duration,
-    protected: &'a [String],
+    rules: &'a Rules,
     allow_empty_references: bool,
 }
 
-fn tagged(task: &str, items: Vec<Item>) -> Unit {
-    let mut u = Unit::new(items);
-    u.task = Some(task.to_string());
-    u
-}
-
 /// The newest modification time and the total size of a tree (not following links).
-fn tree_facts(path: &Path) -> (DateTime<Utc>, u64) {
+fn tree_facts(path: &Path) -> Tree {
     let mut newest = SystemTime::UNIX_EPOCH;
     let mut bytes = 0;
     for e in walkdir::WalkDir::new(path).follow_links(false).into_iter().filter_map(|e| e.ok()) {
@@ -225,15 +252,19 @@ fn tree_facts(path: &Path) -> (DateTime<Utc>, u64) {
             }
         }
     }
-    (DateTime::<Utc>::from(newest), bytes)
+    Tree { newest: DateTime::<Utc>::from(newest), bytes }
+}
+
+/// A name as text, or shown lossily when it is not UTF-8.
+fn name_of(p: &Path) -> Result<String, String> {
+    match p.to_str() {
+        Some(s) => Ok(s.replace('\\', "/")),
+        None => Err(p.to_string_lossy().into_owned()),
+    }
 }
 
 impl Gather<'_> {
-    fn quiet_cutoff(&self, minutes: i64) -> DateTime<Utc> {
-        self.now - Duration::minutes(minutes).max(self.grace)
-    }
-
-    /// tmp: abandoned directories under DATA_DIR/tmp/.
+    /// tmp: the entries of DATA_DIR/tmp/ and the working directories of active jobs.
     async fn tmp(&self, p: &mut Plan) -> Result<()> {
         let jobs = &self.s.jobs;
         let (st, wd) = (jobs.col("status"), jobs.col("working_dir"));
@@ -252,7 +283,6 @@ impl Gather<'_> {
                 Err(e) => tracing::warn!(target: "cleanup", "an active job's working_dir is not usable: {e}"),
             }
         }
-        let cutoff = self.quiet_cutoff(self.s.tmp_dir_ttl_minutes.value);
         let tmp = self.root.path().join("tmp");
         let entries = match std::fs::read_dir(&tmp) {
             Ok(e) => e,
@@ -261,199 +291,101 @@ impl Gather<'_> {
         };
         let mut names: Vec<_> = entries.filter_map(|e| e.ok()).collect();
         names.sort_by_key(|e| e.file_name());
+        let mut facts = Vec::with_capacity(names.len());
         for e in names {
-            p.scanned += 1;
-            let Some(name) = e.file_name().to_str().map(String::from) else { continue };
-            let rel = format!("tmp/{name}");
-            let target = format!("data:{rel}");
             let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
-            if !meta.is_dir() && !meta.file_type().is_symlink() {
-                p.kept.push(Kept {
-                    kind: Kind::File,
-                    target,
-                    reason: "not a directory (the tmp task removes directories)".into(),
-                });
-                continue;
-            }
-            if let Some(job) = active.iter().find(|a| **a == rel || a.starts_with(&format!("{rel}/"))) {
-                p.kept.push(Kept {
-                    kind: Kind::Dir,
-                    target,
-                    reason: format!("working directory of a pending/running job ({job})"),
-                });
-                continue;
-            }
-            let (newest, bytes) = if meta.file_type().is_symlink() {
-                (DateTime::<Utc>::from(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)), 0)
+            let kind = if meta.file_type().is_symlink() {
+                EntryKind::Symlink
+            } else if meta.is_dir() {
+                EntryKind::Dir
             } else {
-                tree_facts(&e.path())
+                EntryKind::Other
             };
-            if newest > cutoff {
-                p.kept.push(Kept {
-                    kind: Kind::Dir,
-                    target,
-                    reason: format!(
-                        "modified {} (within {} minutes)",
-                        newest.to_rfc3339(),
-                        self.s.tmp_dir_ttl_minutes.value
-                    ),
-                });
-                continue;
-            }
-            let what = if meta.file_type().is_symlink() { "symlink (removed as a link)" } else { "directory" };
-            p.units.push(tagged(
-                "tmp",
-                vec![Item::new(
-                    Op::DeleteDir { root: "data".into(), path: rel },
-                    target,
-                    format!(
-                        "abandoned tmp {what}, last modified {} (TTL {} minutes), no pending/running job uses it",
-                        newest.to_rfc3339(),
-                        self.s.tmp_dir_ttl_minutes.value
-                    ),
-                    Some(bytes),
-                )],
-            ));
+            let tree = match kind {
+                EntryKind::Dir => tree_facts(&e.path()),
+                _ => {
+                    Tree { newest: DateTime::<Utc>::from(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)), bytes: 0 }
+                }
+            };
+            facts.push(TmpEntry { name: name_of(Path::new(&e.file_name())), kind, tree });
         }
+        policy::tmp(p, facts, &active, self.rules);
         Ok(())
     }
 
-    /// previews: bundles of finished sessions, then their references set to NULL.
+    /// previews: finished sessions with bundles, each bundle's directory and object checked.
     async fn previews(&self, p: &mut Plan) -> Result<()> {
-        let t = &self.s.previews;
-        let (id, st, up, ex, bp, bk) = (
-            t.col("id"),
-            t.col("status"),
-            t.col("updated_at"),
-            t.col("expires_at"),
-            t.col("bundle_path"),
-            t.col("bundle_key"),
-        );
-        let cutoff = self.now - self.grace;
-        let rule = RowRule::PreviewCleanable {
-            status_column: st.clone(),
-            expires_column: ex.clone(),
-            updated_column: up.clone(),
-            cutoff,
-        };
+        let t = &self.rules.previews;
+        let (id, st, bp, bk) = (&t.id, &t.status, &t.bundle_path, &t.bundle_key);
         let mut q = self.db.sql();
         q.push("SELECT ").as_text(id).push(", ").as_text(st).push(", ").as_text(bp).push(", ").as_text(bk);
         q.push(format_args!(" FROM {} WHERE ", t.table));
-        crate::db::push_rule(&mut q, &rule, &t.table);
+        crate::db::push_rule(&mut q, &self.rules.preview_rule(), &t.table);
         q.push(format_args!(" AND ({bp} IS NOT NULL OR {bk} IS NOT NULL) ORDER BY {id}"));
-        let sessions = self
+        let rows = self
             .db
             .read(&q, |r| Ok((r.text_req(0)?, r.text_req(1)?, r.text(2)?, r.text(3)?)))
             .await
             .map_err(|e| anyhow!("cannot read {}: {e:#}", t.table))?;
-        for (key, status, path, bkey) in sessions {
-            p.scanned += 1;
-            let row_target = format!("{} {}={key}", t.table.as_str(), id.as_str());
-            let reason = format!("preview {key} is {status} (or past expires_at + grace)");
-            let mut items = Vec::new();
-            let mut fresh = None;
-            if let Some(path) = path.clone().filter(|s| !s.is_empty()) {
-                let mut it = Item::new(
-                    Op::DeleteDir { root: "data".into(), path: path.clone() },
-                    format!("data:{path}"),
-                    reason.clone(),
-                    None,
-                );
-                match self.root.relativize(&path) {
-                    Err(e) => it.refused = Some(e.to_string()),
-                    Ok(rel) => {
-                        it.op = Op::DeleteDir { root: "data".into(), path: rel.clone() };
-                        it.target = format!("data:{rel}");
-                        match self.root.stat(&rel) {
-                            Err(e) => it.refused = Some(e.to_string()),
-                            Ok(None) => {}
+        let mut sessions = Vec::with_capacity(rows.len());
+        for (key, status, path, bkey) in rows {
+            let bundle_path = match path.filter(|s| !s.is_empty()) {
+                None => None,
+                Some(raw) => {
+                    let dir = match self.root.relativize(&raw) {
+                        Err(e) => BundleDir::Refused { path: raw.clone(), why: e.to_string() },
+                        Ok(rel) => match self.root.stat(&rel) {
+                            Err(e) => BundleDir::Refused { path: rel, why: e.to_string() },
+                            Ok(None) => BundleDir::Missing { rel },
                             Ok(Some(_)) => {
-                                let (newest, bytes) = tree_facts(&self.root.path().join(&rel));
-                                it.bytes = Some(bytes);
-                                if newest > cutoff {
-                                    fresh = Some(format!(
-                                        "its bundle was modified {} (within the grace period)",
-                                        newest.to_rfc3339()
-                                    ));
-                                }
-                                if is_protected(&rel, self.protected) {
-                                    fresh = Some("its bundle is under a protected prefix".into());
+                                let tree = tree_facts(&self.root.path().join(&rel));
+                                BundleDir::Present { rel, tree }
+                            }
+                        },
+                    };
+                    Some((raw, dir))
+                }
+            };
+            let bundle_key = match bkey.filter(|s| !s.is_empty()) {
+                None => None,
+                Some(k) => {
+                    let obj = match (self.previews, parse_key(&k)) {
+                        (None, _) => BundleObject::Refused {
+                            target: format!("previews:{k}"),
+                            why:
+                                "bundle_key is set but no previews store is configured (OBJECT_STORAGE_BUCKET_PREVIEWS)"
+                                    .into(),
+                        },
+                        (_, Err(e)) => BundleObject::Refused { target: format!("previews:{k}"), why: e.to_string() },
+                        (Some(store), Ok(path)) => {
+                            let target = store.target(&k);
+                            match store.store.head(&path).await {
+                                Ok(m) => BundleObject::Present { target, size: m.size, modified: m.last_modified },
+                                Err(object_store::Error::NotFound { .. }) => BundleObject::Missing { target },
+                                Err(e) => {
+                                    let why = format!("cannot check {target}: {e}");
+                                    BundleObject::Refused { target, why }
                                 }
                             }
                         }
-                    }
+                    };
+                    Some((k, obj))
                 }
-                items.push(it);
-            }
-            if let Some(k) = bkey.clone().filter(|s| !s.is_empty()) {
-                let mut it = Item::new(
-                    Op::DeleteObject { store: "previews".into(), key: k.clone() },
-                    format!("previews:{k}"),
-                    reason.clone(),
-                    None,
-                );
-                match (self.previews, parse_key(&k)) {
-                    (None, _) => {
-                        it.refused = Some(
-                            "bundle_key is set but no previews store is configured (OBJECT_STORAGE_BUCKET_PREVIEWS)"
-                                .into(),
-                        )
-                    }
-                    (_, Err(e)) => it.refused = Some(e.to_string()),
-                    (Some(store), Ok(path)) => {
-                        it.target = store.target(&k);
-                        match store.store.head(&path).await {
-                            Ok(m) => {
-                                it.bytes = Some(m.size);
-                                if m.last_modified > cutoff {
-                                    fresh = Some(format!(
-                                        "its object was modified {} (within the grace period)",
-                                        m.last_modified.to_rfc3339()
-                                    ));
-                                }
-                            }
-                            Err(object_store::Error::NotFound { .. }) => {}
-                            Err(e) => it.refused = Some(format!("cannot check {}: {e}", store.target(&k))),
-                        }
-                        if is_protected(&k, self.protected) {
-                            fresh = Some("its object is under a protected prefix".into());
-                        }
-                    }
-                }
-                items.push(it);
-            }
-            if let Some(why) = fresh {
-                p.kept.push(Kept { kind: Kind::Row, target: row_target, reason: why });
-                continue;
-            }
-            let mut refs = Item::new(
-                Op::NullColumns {
-                    table: t.table.clone(),
-                    key_column: id.clone(),
-                    key: key.clone(),
-                    columns: vec![bp.clone(), bk.clone()],
-                    rule: Some(rule.clone()),
-                },
-                row_target,
-                format!("{reason}: bundle_path and bundle_key set to NULL once the bundle is gone"),
-                None,
-            );
-            // What `restore` needs to set the references back.
-            refs.snapshot = Some(nulled_snapshot(id, &key, &[(bp, &path), (bk, &bkey)])?);
-            items.push(refs);
-            p.units.push(tagged("previews", items));
+            };
+            sessions.push(Session { key, status, bundle_path, bundle_key });
         }
+        policy::previews(p, sessions, self.rules);
         Ok(())
     }
 
-    /// objects: orphaned preview objects older than the TTL.
+    /// objects: the previews prefix listed as a stream, against the keys sessions reference.
     async fn objects(&self, p: &mut Plan) -> Result<()> {
         let Some(store) = self.previews else {
             tracing::info!(target: "cleanup", "objects: no previews store configured (OBJECT_STORAGE_BUCKET_PREVIEWS): skipped");
             return Ok(());
         };
-        let t = &self.s.previews;
-        let bk = t.col("bundle_key");
+        let t = &self.rules.previews;
+        let bk = &t.bundle_key;
         let mut q = self.db.sql();
         q.push("SELECT ").as_text(bk).push(format_args!(" FROM {} WHERE {bk} IS NOT NULL", t.table));
         let refs: HashSet<String> = self
@@ -463,49 +395,19 @@ impl Gather<'_> {
             .map_err(|e| anyhow!("cannot read {}: {e:#}", t.table))?
             .into_iter()
             .collect();
-        let cutoff = self.now - Duration::hours(self.s.preview_bundle_ttl_hours.value).max(self.grace);
         let prefix = object_store::path::Path::from(self.s.previews_prefix.trim_end_matches('/'));
         let mut listing = store.store.list(Some(&prefix));
-        let mut referenced = 0u64;
-        let start_units = p.units.len();
+        let mut deletions = 0u64;
         while let Some(meta) =
             listing.try_next().await.map_err(|e| anyhow!("cannot list {}: {e}", store.target(prefix.as_ref())))?
         {
-            p.scanned += 1;
             let key = meta.location.to_string();
-            if refs.contains(&key) {
-                referenced += 1;
-                continue;
-            }
-            let target = store.target(&key);
-            if is_protected(&key, self.protected) {
-                p.kept.push(Kept { kind: Kind::Object, target, reason: "under a protected prefix".into() });
-            } else if meta.last_modified > cutoff {
-                p.kept.push(Kept {
-                    kind: Kind::Object,
-                    target,
-                    reason: format!(
-                        "unreferenced but younger than PREVIEW_BUNDLE_TTL_HOURS ({}h)",
-                        self.s.preview_bundle_ttl_hours.value
-                    ),
-                });
-            } else {
-                p.units.push(tagged(
-                    "objects",
-                    vec![Item::new(
-                        Op::DeleteObject { store: "previews".into(), key },
-                        target,
-                        format!("no preview session references it; last modified {}", meta.last_modified.to_rfc3339()),
-                        Some(meta.size),
-                    )],
-                ));
-            }
+            let o = Listed { target: store.target(&key), key, size: meta.size, modified: meta.last_modified };
+            deletions += policy::object(p, o, &refs, self.rules) as u64;
         }
-        *p.kept_unlisted.entry(Kind::Object).or_default() += referenced;
-        if refs.is_empty() && p.units.len() > start_units && !self.allow_empty_references {
+        if refs.is_empty() && deletions > 0 && !self.allow_empty_references {
             return Err(Fatal::guard(format!(
-                "no preview session references any object, yet {} objects under {} would be deleted: refusing (SPEC safety rule 2); pass --allow-empty-references if that is right",
-                p.units.len() - start_units,
+                "no preview session references any object, yet {deletions} objects under {} would be deleted: refusing (SPEC safety rule 2); pass --allow-empty-references if that is right",
                 store.target(prefix.as_ref())
             ))
             .into());
@@ -513,132 +415,59 @@ impl Gather<'_> {
         Ok(())
     }
 
-    /// logs: old files under DATA_DIR/logs/.
-    fn logs(&self, p: &mut Plan) -> Result<()> {
-        let keep = {
-            let mut b = globset::GlobSetBuilder::new();
-            for g in &self.s.log_keep {
-                b.add(globset::Glob::new(g).map_err(|e| anyhow!("worker.log_keep: {g:?} is not a valid glob: {e}"))?);
-            }
-            b.build()?
-        };
-        let cutoff = self.now - Duration::days(self.s.log_retention_days.value).max(self.grace);
+    /// logs: the files under DATA_DIR/logs/, walked in order without following links.
+    fn logs(&self, p: &mut Plan) {
         let logs = self.root.path().join("logs");
-        for e in walkdir::WalkDir::new(&logs).follow_links(false).sort_by_file_name().into_iter().filter_map(|e| e.ok())
-        {
-            if e.file_type().is_dir() {
-                continue;
-            }
-            p.scanned += 1;
-            let Ok(inside) = e.path().strip_prefix(&logs) else { continue };
-            let Some(inside) = inside.to_str() else { continue };
-            let rel = format!("logs/{inside}");
-            if keep.is_match(inside) {
-                p.kept.push(Kept {
-                    kind: Kind::File,
-                    target: format!("data:{rel}"),
-                    reason: "matches worker.log_keep (not a debug log)".into(),
-                });
-                continue;
-            }
-            let Ok(m) = e.metadata() else { continue };
-            let modified = DateTime::<Utc>::from(m.modified().unwrap_or(SystemTime::UNIX_EPOCH));
-            if modified > cutoff {
-                let compress =
-                    self.s.log_compress_after_days.as_ref().map(|d| self.now - Duration::days(d.value).max(self.grace));
-                match compress {
-                    Some(c) if modified <= c && m.is_file() && !rel.ends_with(".gz") => p.units.push(tagged(
-                        "logs",
-                        vec![Item::new(
-                            Op::CompressFile { root: "data".into(), path: rel.clone() },
-                            format!("data:{rel}"),
-                            format!(
-                                "log last modified {}: compressed to {rel}.gz (deleted after {} days)",
-                                modified.to_rfc3339(),
-                                self.s.log_retention_days.value
-                            ),
-                            // Compression is not deletion: nothing is counted as reclaimed.
-                            Some(0),
-                        )],
-                    )),
-                    _ => *p.kept_unlisted.entry(Kind::File).or_default() += 1,
-                }
-                continue;
-            }
-            p.units.push(tagged(
-                "logs",
-                vec![Item::new(
-                    Op::DeleteFile { root: "data".into(), path: rel.clone() },
-                    format!("data:{rel}"),
-                    format!(
-                        "log last modified {} (older than {} days)",
-                        modified.to_rfc3339(),
-                        self.s.log_retention_days.value
-                    ),
-                    Some(if m.is_file() { m.len() } else { 0 }),
-                )],
-            ));
-        }
-        Ok(())
+        let files = walkdir::WalkDir::new(&logs)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| !e.file_type().is_dir())
+            .filter_map(|e| {
+                let inside = name_of(e.path().strip_prefix(&logs).ok()?);
+                let m = e.metadata().ok()?;
+                Some(LogFile {
+                    inside,
+                    modified: DateTime::<Utc>::from(m.modified().unwrap_or(SystemTime::UNIX_EPOCH)),
+                    is_file: m.is_file(),
+                    bytes: m.len(),
+                })
+            });
+        policy::logs(p, files, self.rules);
     }
 
-    /// repos: directories of inactive repos, only when enabled.
+    /// repos: inactive repos from the database, each directory checked.
     async fn repos(&self, p: &mut Plan) -> Result<()> {
         if !self.s.stale_repos_enabled.value {
             tracing::info!(target: "cleanup", "repos: stale repo deletion is off (CLEANUP_STALE_REPOS_ENABLED is not true): skipped");
             return Ok(());
         }
         let t = &self.s.repos;
-        let (id, active, last, path) =
-            (t.col("id"), t.col("active"), t.col("last_activity_at"), t.col("filesystem_path"));
-        let cutoff = self.now - Duration::days(self.s.stale_repo_days.value);
-        let rule = RowRule::InactiveSince { active_column: active.clone(), activity_column: last.clone(), cutoff };
+        let (id, last, path) = (t.col("id"), t.col("last_activity_at"), t.col("filesystem_path"));
         let mut q = self.db.sql();
         q.push("SELECT ").as_text(id).push(", ").as_text(path).push(format_args!(", {last} FROM {} WHERE ", t.table));
-        crate::db::push_rule(&mut q, &rule, &t.table);
+        crate::db::push_rule(&mut q, &self.rules.repo_rule(), &t.table);
         q.push(format_args!(" AND {path} IS NOT NULL ORDER BY {id}"));
         let rows = self
             .db
-            .read(&q, |r| Ok((r.text_req(0)?, r.text_req(1)?, r.time_req(2)?.to_rfc3339())))
+            .read(&q, |r| Ok((r.text_req(0)?, r.text_req(1)?, r.time_req(2)?)))
             .await
             .map_err(|e| anyhow!("cannot read {}: {e:#}", t.table))?;
-        for (key, fs_path, last_seen) in rows {
-            p.scanned += 1;
-            let mut it = Item::new(
-                Op::DeleteDir { root: "data".into(), path: fs_path.clone() },
-                format!("data:{fs_path}"),
-                format!(
-                    "repo {key} is inactive, last activity {last_seen} (more than {} days ago)",
-                    self.s.stale_repo_days.value
-                ),
-                None,
-            );
-            match self.root.relativize(&fs_path) {
-                Err(e) => it.refused = Some(e.to_string()),
-                Ok(rel) if !rel.starts_with("repos/") => {
-                    it.refused = Some(format!("{rel:?} is not under DATA_DIR/repos/: refused"))
-                }
-                Ok(rel) => {
-                    it.op = Op::DeleteDir { root: "data".into(), path: rel.clone() };
-                    it.target = format!("data:{rel}");
-                    if let Ok(Some(_)) = self.root.stat(&rel) {
-                        let (newest, bytes) = tree_facts(&self.root.path().join(&rel));
-                        it.bytes = Some(bytes);
-                        if newest > self.now - self.grace {
-                            p.kept.push(Kept {
-                                kind: Kind::Dir,
-                                target: it.target,
-                                reason: "modified within the grace period".into(),
-                            });
-                            continue;
-                        }
+        let repos = rows
+            .into_iter()
+            .map(|(key, path, last_activity)| {
+                let rel = self.root.relativize(&path).map_err(|e| e.to_string());
+                let tree = match &rel {
+                    Ok(rel) if matches!(self.root.stat(rel), Ok(Some(_))) => {
+                        Some(tree_facts(&self.root.path().join(rel)))
                     }
-                }
-            }
-            let mut u = tagged("repos", vec![it]);
-            u.guard = Some(RowGuard { table: t.table.clone(), key_column: id.clone(), key, rule: rule.clone() });
-            p.units.push(u);
-        }
+                    _ => None,
+                };
+                Repo { key, path, last_activity, rel, tree }
+            })
+            .collect();
+        policy::repos(p, repos, self.rules);
         Ok(())
     }
 }
@@ -666,28 +495,21 @@ fn task_counts(plan: &Plan) -> serde_json::Value {
     serde_json::Value::Object(m)
 }
 
-pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs) -> Result<Exit> {
+pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs, chan: &Channel) -> Result<Ran> {
     let s = WorkerSettings::load(ctx, args)?;
     let rows = s.rows();
     if ctx.global.show_config {
-        print_config(ctx, rows);
-        return Ok(Exit::Success);
+        ctx.print_config(rows);
+        return Ok(Ran::Done(Exit::Success));
     }
-    let mut ctx_settings = ctx.settings.clone();
-    if !ctx.settings.cleanup_enabled.value && !ctx_settings.dry_run.value {
+    let mut dry_run = ctx.settings.dry_run.value;
+    if !ctx.settings.cleanup_enabled.value && !dry_run {
         tracing::warn!(target: "cleanup", "CLEANUP_ENABLED=false: this cycle is a dry run; nothing will be deleted");
-        ctx_settings.dry_run = Sourced::new(true, Source::Env("CLEANUP_ENABLED"));
+        dry_run = true;
     }
-    let ctx = &Ctx {
-        global: ctx.global.clone(),
-        settings: ctx_settings,
-        backup: ctx.backup.clone(),
-        confirm: false,
-        reviewed_plan: false,
-    };
     let data = ctx.settings.require_data_dir()?.to_path_buf();
     let root = LocalRoot::open("data", &data).map_err(|e| anyhow!("DATA_DIR: {e}"))?;
-    let db = super::connect(ctx).await?;
+    let db = ctx.connect().await?;
     let mut res = Resources { db: Some(db.clone()), ..Default::default() };
     res.roots.insert("data".into(), root.clone());
     let previews = match &s.previews_store {
@@ -698,27 +520,28 @@ pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs) -> Result<Exit> {
         }
         None => None,
     };
-    tracing::info!(target: "cleanup", "Starting cleanup cycle (dry_run={}, tasks={})", ctx.settings.dry_run.value, s.tasks.join(","));
+    tracing::info!(target: "cleanup", "Starting cleanup cycle (dry_run={dry_run}, tasks={})", s.tasks.join(","));
     let started = std::time::Instant::now();
+    let rules = s.rules(ctx)?;
     let g = Gather {
         db: &db,
         s: &s,
         root: &root,
         previews: previews.as_ref(),
-        now: ctx.settings.now.value,
-        grace: Duration::minutes(ctx.settings.grace_minutes.value),
-        protected: &ctx.settings.protected_prefixes.value,
+        rules: &rules,
         allow_empty_references: args.allow_empty_references,
     };
-    let Finished { exit, mut report, plan } = run_policy(ctx, COMMAND, &rows, Some(db.clone()), &res, || async {
-        let mut p = Plan::new(COMMAND, g.now);
+    let mut spec = ctx.spec(COMMAND, &rows, Some(db.clone()), &res);
+    spec.dry_run = dry_run;
+    let Finished { exit, mut report, plan } = run_policy(ctx, spec, chan, || async {
+        let mut p = Plan::new(COMMAND, rules.now);
         p.batch_size = 500;
         for task in &s.tasks {
             match *task {
                 "tmp" => g.tmp(&mut p).await?,
                 "previews" => g.previews(&mut p).await?,
                 "objects" => g.objects(&mut p).await?,
-                "logs" => g.logs(&mut p)?,
+                "logs" => g.logs(&mut p),
                 "repos" => g.repos(&mut p).await?,
                 _ => unreachable!("tasks are validated"),
             }
@@ -745,9 +568,8 @@ pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs) -> Result<Exit> {
             write_metrics(&db, path, &report, started.elapsed().as_secs_f64()).await?;
         }
     }
-    print_report(ctx, &report, &plan)?;
     db.close().await;
-    Ok(exit)
+    Ok(Ran::Run(Finished { exit, report, plan }))
 }
 
 /// Seed 004 §7.2's metrics, counters as totals from the audit (so they survive restarts and
@@ -792,17 +614,4 @@ async fn write_metrics(db: &Db, path: &Path, report: &Report, duration: f64) -> 
     std::fs::write(&tmp_path, text).map_err(|e| anyhow!("cannot write {}: {e}", tmp_path.display()))?;
     std::fs::rename(&tmp_path, path).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(())
-}
-
-/// The snapshot of a row whose columns are set to NULL: its key and the values it loses, in
-/// the form `restore` sets back (`{"key_column", "key", "columns_set_to_null": {…}}`).
-fn nulled_snapshot(
-    key_column: &crate::ident::Ident,
-    key: &str,
-    columns: &[(&crate::ident::Ident, &Option<String>)],
-) -> Result<Box<serde_json::value::RawValue>> {
-    let values: serde_json::Map<String, serde_json::Value> =
-        columns.iter().map(|(c, v)| (c.as_str().to_string(), serde_json::json!(v))).collect();
-    let v = serde_json::json!({"key_column": key_column.as_str(), "key": key, "columns_set_to_null": values});
-    Ok(serde_json::value::to_raw_value(&v)?)
 }

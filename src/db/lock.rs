@@ -80,8 +80,10 @@ pub async fn acquire(db: &Db, command: &str) -> Result<RunLock> {
             let mut conn = sqlx::MySqlConnection::connect_with(&mysql_options(&db.url)?)
                 .await
                 .map_err(|e| anyhow!("cannot connect to MySQL/MariaDB at {}: {}", db.url, redact_err(&e, &db.url)))?;
-            let database: Option<String> =
-                sqlx::query_scalar("SELECT DATABASE()").fetch_one(&mut conn).await.context("cannot take the run lock")?;
+            let database: Option<String> = sqlx::query_scalar("SELECT DATABASE()")
+                .fetch_one(&mut conn)
+                .await
+                .context("cannot take the run lock")?;
             let name = mysql_lock_name(&database.unwrap_or_default(), command);
             let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
                 .bind(&name)

@@ -114,8 +114,10 @@ impl Row {
     /// `DATETIME`/`TIMESTAMP` (sweep's sessions use UTC).
     pub fn time(&self, i: usize) -> Result<Option<DateTime<Utc>>, DecodeError> {
         let parse = |s: Option<String>| {
-            s.map(|s| super::parse_sqlite_time(&s).ok_or_else(|| self.err(i, format!("{s:?} is not an RFC 3339 timestamp"))))
-                .transpose()
+            s.map(|s| {
+                super::parse_sqlite_time(&s).ok_or_else(|| self.err(i, format!("{s:?} is not an RFC 3339 timestamp")))
+            })
+            .transpose()
         };
         match &self.0 {
             Inner::Pg(r) => r

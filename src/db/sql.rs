@@ -245,7 +245,8 @@ mod tests {
         assert_eq!(
             render(Backend::MySql),
             (
-                "SELECT CAST(id AS CHAR) FROM x WHERE \"is_active\" = 0 AND \"deleted_at\" <= ? AND id IN (?, ?)".into(),
+                "SELECT CAST(id AS CHAR) FROM x WHERE \"is_active\" = 0 AND \"deleted_at\" <= ? AND id IN (?, ?)"
+                    .into(),
                 3
             )
         );

@@ -30,6 +30,8 @@ pub enum Removed {
     Deleted,
     /// It was already gone (a success: deletion is idempotent).
     Missing,
+    /// A directory to remove only when empty was not empty: left as it is.
+    NotEmpty,
 }
 
 /// Facts about one entry, read without following a final symlink.
@@ -322,6 +324,42 @@ impl LocalRoot {
             Ok(()) => Ok(Removed::Deleted),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Removed::Missing),
             Err(e) => Err(io_err(e)),
+        }
+    }
+
+    /// The entries of a directory under the root: (name, is a directory), never following
+    /// links (a link is listed as not a directory). Names that are not UTF-8 are listed lossily
+    /// (they stay: nothing is deleted by such a name).
+    pub fn list_dir(&self, rel: &str) -> Result<Vec<(String, bool)>, LocalError> {
+        let Some(full) = self.resolve(rel)? else {
+            return Ok(Vec::new());
+        };
+        let io_err = |source| LocalError::Io { path: full.display().to_string(), source };
+        let mut out = Vec::new();
+        for e in fs::read_dir(&full).map_err(io_err)? {
+            let e = e.map_err(io_err)?;
+            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            out.push((e.file_name().to_string_lossy().into_owned(), is_dir));
+        }
+        Ok(out)
+    }
+
+    /// Remove a directory only if it is empty (`rmdir`: never a file, never through a link).
+    pub fn remove_empty_dir_with(&self, rel: &str, cache: &mut ParentCache) -> Result<Removed, LocalError> {
+        let Some((full, meta)) = self.existing(rel, cache)? else {
+            return Ok(Removed::Missing);
+        };
+        if !meta.is_dir() || full == self.root {
+            return Err(LocalError::Io {
+                path: full.display().to_string(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a directory under the root: left alone"),
+            });
+        }
+        match fs::remove_dir(&full) {
+            Ok(()) => Ok(Removed::Deleted),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Removed::Missing),
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => Ok(Removed::NotEmpty),
+            Err(source) => Err(LocalError::Io { path: full.display().to_string(), source }),
         }
     }
 

@@ -4,8 +4,8 @@
 //!
 //! A missing server package is a panic that names the package, never a skip.
 
-mod pg;
 mod mariadb;
+mod pg;
 
 pub use mariadb::{MariaDb, MISSING_MARIADB};
 pub use pg::{PgCluster, MISSING_PG};

@@ -40,7 +40,8 @@ impl MariaDb {
     /// The shared server, started on first use. Panics with a clear message if MariaDB is not
     /// installed: a missing prerequisite is a failure, never a skip.
     pub fn shared() -> &'static MariaDb {
-        SERVER.get_or_init(|| MariaDb::start().unwrap_or_else(|e| panic!("cannot start a throwaway MariaDB server: {e}")))
+        SERVER
+            .get_or_init(|| MariaDb::start().unwrap_or_else(|e| panic!("cannot start a throwaway MariaDB server: {e}")))
     }
 
     fn start() -> Result<MariaDb, String> {

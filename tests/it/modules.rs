@@ -183,9 +183,14 @@ pub async fn a_crash_between_rows_and_files_leaves_orphans_that_cleanup_ui_files
         assert!(ws.media.join("published_modules").join(f).exists(), "{f} is referenced");
     }
     let j = r.json();
-    assert_eq!(j["deleted"], 1);
+    // The orphan file, then the directory it left empty: both carried out and audited.
+    assert_eq!(j["by_kind"]["file"]["deleted"], 1);
+    assert_eq!(j["by_kind"]["dir"]["deleted"], 1);
+    assert_eq!(j["deleted"], 2);
     assert_eq!(j["referenced_files"], 7);
     assert_eq!(j["empty_dirs_removed"], 1);
+    let dirs = ws.count("SELECT count(*) FROM cleanup_audit WHERE kind = 'dir' AND outcome = 'deleted' AND target = 'media:published_modules/1/v1/'");
+    assert_eq!(dirs.await, 1, "the removed directory is in the audit");
 }
 
 pub async fn cleanup_ui_files_keeps_fresh_and_protected_files_and_guards_empty_references(b: Backend) {

@@ -2,14 +2,15 @@
 //! realistic rows, files under a media root, a config file) and dry-run every command on it,
 //! so a newcomer sees real decisions and the commands to try next.
 
-use super::Ctx;
 use crate::cli::{
     BulkCloudcubeArgs, CleanupAttachmentsArgs, CleanupOpsArgs, CleanupUiFilesArgs, DemoArgs, GlobalArgs,
     PruneModulesArgs, WorkerOnceArgs,
 };
-use crate::config::{DatabaseUrl, ProcessEnv, Settings};
+use crate::commands::RunRequest;
+use crate::config::DatabaseUrl;
 use crate::db::{rfc3339, Db};
 use crate::exit_codes::{Exit, Fatal};
+use crate::run::{Ctx, Ran};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, Utc};
 use std::fs;
@@ -86,23 +87,27 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
         now: None,
         ..ctx.global.clone()
     };
-    let settings = Settings::load(&g, &ProcessEnv, Utc::now())?;
-    let demo_ctx = Ctx { global: g, settings, backup: None, confirm: false, reviewed_plan: false };
-    println!("=== cleanup-attachments --days 30 ===");
-    // The demo holds a row whose image points outside the media root, to show that it is
-    // refused: that "failure" is the point, so the demo itself exits 0.
-    super::cleanup_attachments::run(&demo_ctx, &CleanupAttachmentsArgs::default()).await?;
-    println!("\n=== prune-modules --keep-latest 3 ===");
-    super::prune_modules::run(&demo_ctx, &PruneModulesArgs::default()).await?;
-    println!("\n=== cleanup-ui-files ===");
-    super::cleanup_ui_files::run(&demo_ctx, &CleanupUiFilesArgs::default()).await?;
-    println!("\n=== cleanup-ops (seed 002's six policies) ===");
-    super::cleanup_ops::run(&demo_ctx, &CleanupOpsArgs { ops_dir: Some(dir.join("ops")), ..Default::default() })
-        .await?;
-    println!("\n=== bulk-cloudcube --retention-days 5 ===");
-    super::bulk_cloudcube::run(&demo_ctx, &BulkCloudcubeArgs::default()).await?;
-    println!("\n=== worker-once (tmp, previews, objects, logs, repos) ===");
-    super::worker_once::run(&demo_ctx, &WorkerOnceArgs::default()).await?;
+    let demo_ctx = std::sync::Arc::new(Ctx::new(g)?);
+    let runs = [
+        // The demo holds a row whose image points outside the media root, to show that it is
+        // refused: that "failure" is the point, so the demo itself exits 0.
+        ("cleanup-attachments --days 30", RunRequest::CleanupAttachments(CleanupAttachmentsArgs::default())),
+        ("prune-modules --keep-latest 3", RunRequest::PruneModules(PruneModulesArgs::default())),
+        ("cleanup-ui-files", RunRequest::CleanupUiFiles(CleanupUiFilesArgs::default())),
+        (
+            "cleanup-ops (seed 002's six policies)",
+            RunRequest::CleanupOps(CleanupOpsArgs { ops_dir: Some(dir.join("ops")), ..Default::default() }),
+        ),
+        ("bulk-cloudcube --retention-days 5", RunRequest::BulkCloudcube(BulkCloudcubeArgs::default())),
+        ("worker-once (tmp, previews, objects, logs, repos)", RunRequest::WorkerOnce(WorkerOnceArgs::default())),
+    ];
+    for (i, (title, request)) in runs.into_iter().enumerate() {
+        println!("{}=== {title} ===", if i == 0 { "" } else { "\n" });
+        // Through the run API, as `serve` will start runs.
+        if let Ran::Run(f) = crate::commands::start(demo_ctx.clone(), request).finish().await? {
+            crate::report::print(false, &f.report, &f.plan)?;
+        }
+    }
 
     let cfg = config.display();
     println!("\nNext, try:");

@@ -1,15 +1,13 @@
-//! What `prune-modules` and `cleanup-ui-files` share (seed 000): the `[published_modules]`
-//! settings, the rows of `authoring_publishedmodule` read as a stream, and a compact sorted set
-//! of UI-file references.
+//! What `prune-modules` and `cleanup-ui-files` both gather (seed 000): the
+//! `[published_modules]` settings and the rows of `authoring_publishedmodule`, read as a stream
+//! with each payload's references parsed one row at a time.
 
-use super::Ctx;
 use crate::config::{ident_setting, Key, ProcessEnv, Source, Sourced};
 use crate::db::Db;
 use crate::ident::Ident;
-use crate::refs::{path_cmp, payload_refs, PayloadRefs};
+use crate::refs::{payload_refs, ModuleRow, PayloadRefs};
+use crate::run::Ctx;
 use anyhow::{anyhow, Result};
-use chrono::{DateTime, Utc};
-use std::cmp::Ordering;
 
 /// The validated `[published_modules]` settings.
 #[derive(Debug, Clone)]
@@ -94,16 +92,6 @@ impl ModuleSettings {
     }
 }
 
-/// One published module row.
-#[derive(Debug)]
-pub struct ModuleRow {
-    pub key: String,
-    pub module_id: i64,
-    pub version: i64,
-    pub published_at: Option<DateTime<Utc>>,
-    pub refs: PayloadRefs,
-}
-
 /// Which rows to read.
 #[derive(Debug, Clone, Copy)]
 pub enum Filter {
@@ -149,116 +137,4 @@ pub async fn for_each_row(db: &Db, s: &ModuleSettings, filter: Filter, mut each:
     })
     .await
     .map_err(|e| read_err(&format!("{e:#}")))
-}
-
-/// A set of paths in one buffer, sorted component-wise (`refs::path_cmp`) once built: about
-/// the size of the text itself, where a `BTreeSet<String>` would take three times as much.
-#[derive(Debug, Default)]
-pub struct RefSet {
-    buf: String,
-    spans: Vec<(u32, u32)>,
-    sorted: bool,
-}
-
-impl RefSet {
-    pub fn push(&mut self, path: &str) {
-        let start = self.buf.len() as u32;
-        self.buf.push_str(path);
-        self.spans.push((start, path.len() as u32));
-        self.sorted = false;
-    }
-
-    fn get(&self, i: usize) -> &str {
-        let (s, l) = self.spans[i];
-        &self.buf[s as usize..(s + l) as usize]
-    }
-
-    /// Sort and remove duplicates.
-    pub fn finish(&mut self) {
-        let buf = &self.buf;
-        let at = |(s, l): (u32, u32)| &buf[s as usize..(s + l) as usize];
-        self.spans.sort_unstable_by(|a, b| path_cmp(at(*a), at(*b)));
-        self.spans.dedup_by(|a, b| at(*a) == at(*b));
-        self.spans.shrink_to_fit();
-        self.sorted = true;
-    }
-
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
-    pub fn contains(&self, path: &str) -> bool {
-        debug_assert!(self.sorted);
-        self.spans.binary_search_by(|s| path_cmp(self.get_span(*s), path)).is_ok()
-    }
-
-    fn get_span(&self, (s, l): (u32, u32)) -> &str {
-        &self.buf[s as usize..(s + l) as usize]
-    }
-
-    /// A cursor for merging with paths that arrive in the same order.
-    pub fn cursor(&self) -> RefCursor<'_> {
-        debug_assert!(self.sorted);
-        RefCursor { set: self, i: 0 }
-    }
-}
-
-/// Walks a sorted `RefSet` alongside an ascending stream of paths.
-pub struct RefCursor<'a> {
-    set: &'a RefSet,
-    i: usize,
-}
-
-impl RefCursor<'_> {
-    /// Whether `path` is in the set; `path`s must come in ascending `path_cmp` order.
-    pub fn seek(&mut self, path: &str) -> bool {
-        while self.i < self.set.len() {
-            match path_cmp(self.set.get(self.i), path) {
-                Ordering::Less => self.i += 1,
-                Ordering::Equal => return true,
-                Ordering::Greater => return false,
-            }
-        }
-        false
-    }
-}
-
-/// `published_modules/<module_id>/`: where a row with an unreadable payload might reference
-/// files; such prefixes are protected.
-pub fn module_prefix(module_id: i64) -> String {
-    format!("{}{module_id}/", crate::refs::MARKER)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refset_sorts_dedups_and_merges() {
-        let mut r = RefSet::default();
-        for p in [
-            "published_modules/2/b.json",
-            "published_modules/1/a.json",
-            "published_modules/2/b.json",
-            "published_modules/10/x.json",
-        ] {
-            r.push(p);
-        }
-        r.finish();
-        assert_eq!(r.len(), 3);
-        assert!(r.contains("published_modules/10/x.json") && !r.contains("published_modules/3/x.json"));
-        let mut c = r.cursor();
-        let walk = [
-            "published_modules/1/a.json",
-            "published_modules/1/z.json",
-            "published_modules/10/x.json",
-            "published_modules/2/b.json",
-        ];
-        let seen: Vec<bool> = walk.iter().map(|p| c.seek(p)).collect();
-        assert_eq!(seen, [true, false, true, true]);
-    }
 }

@@ -1,0 +1,49 @@
+//! The command line as a caller of the run API: one `match` over the parsed command. Runs go
+//! through `commands::start` (the same path `serve` will take); Ctrl-C cancels between
+//! batches; the report is printed at the end.
+
+use crate::cli::{Cli, Command};
+use crate::commands::{self, RunRequest};
+use crate::exit_codes::Exit;
+use crate::run::{Ctx, Ran};
+use anyhow::Result;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Run the parsed command line.
+pub async fn run(cli: Cli) -> Result<Exit> {
+    let ctx = Ctx::new(cli.global)?;
+    let request = match cli.command {
+        Command::Migrate => return commands::migrate::run(&ctx).await,
+        Command::Restore(a) => return commands::restore::run(&ctx, &a).await,
+        Command::Demo(a) => return crate::demo::run(&ctx, &a).await,
+        Command::CleanupAttachments(a) => RunRequest::CleanupAttachments(a),
+        Command::PruneModules(a) => RunRequest::PruneModules(a),
+        Command::CleanupUiFiles(a) => RunRequest::CleanupUiFiles(a),
+        Command::WorkerOnce(a) => RunRequest::WorkerOnce(a),
+        Command::BulkCloudcube(a) => RunRequest::BulkCloudcube(a),
+        Command::CleanupOps(a) => RunRequest::CleanupOps(a),
+        Command::Apply(a) => RunRequest::Apply(a),
+    };
+    let ctx = Arc::new(ctx);
+    let handle = commands::start(ctx.clone(), request);
+    let cancel = handle.canceller();
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!(target: "cleanup", "Ctrl-C: stopping after the current batch (press again to kill)");
+            cancel.store(true, Ordering::SeqCst);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let ran = handle.finish().await;
+    ctrl_c.abort();
+    match ran? {
+        Ran::Done(exit) => Ok(exit),
+        Ran::Run(f) => {
+            crate::report::print(ctx.global.json, &f.report, &f.plan)?;
+            Ok(f.exit)
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! `cleanup-ui-files` (seed 000), the decision: files under `published_modules/` that no
+//! payload references go (unless protected, fresh, or possibly referenced by a payload that
+//! could not be read); then the directories that leaves empty.
+//!
+//! Lean at a million files: the walked files arrive in `refs::path_cmp` order and are merged
+//! against the sorted references, so no set of every file is held; only unreferenced files are
+//! asked for their size and age.
+
+use super::is_protected;
+use crate::plan::{Item, Kept, Kind, Op, Plan, Unit};
+use crate::refs::{RefSet, MARKER};
+use chrono::{DateTime, Duration, Utc};
+use std::collections::HashSet;
+
+pub const COMMAND: &str = "cleanup-ui-files";
+/// The directory under MEDIA_ROOT that holds UI files.
+pub const UI_DIR: &str = "published_modules";
+
+/// The fixed inputs of the decision.
+pub struct Rules {
+    pub now: DateTime<Utc>,
+    pub grace_minutes: i64,
+    pub protected: Vec<String>,
+    /// `published_modules/<id>/` of modules with an unreadable payload.
+    pub unknown_prefixes: Vec<String>,
+}
+
+/// Decide, for each walked file (ascending `refs::path_cmp` order; `Err` for a name that is not
+/// UTF-8), whether it is referenced; `modified` is asked only for unreferenced files.
+pub fn plan(
+    files: impl Iterator<Item = Result<String, String>>,
+    refs: &RefSet,
+    rules: &Rules,
+    mut modified: impl FnMut(&str) -> Option<(u64, DateTime<Utc>)>,
+) -> Plan {
+    let mut p = Plan::new(COMMAND, rules.now);
+    let grace_cutoff = rules.now - Duration::minutes(rules.grace_minutes);
+    let mut cursor = refs.cursor();
+    let mut referenced = 0u64;
+    // Directories that hold something that stays: never removed as empty.
+    let mut holding: HashSet<String> = HashSet::new();
+    let mut hold = |rel: &str| {
+        let mut cur = rel;
+        while let Some((parent, _)) = cur.rsplit_once('/') {
+            if !holding.insert(parent.to_string()) {
+                break;
+            }
+            cur = parent;
+        }
+    };
+    for f in files {
+        p.scanned += 1;
+        let rel = match f {
+            Ok(rel) => rel,
+            Err(shown) => {
+                hold(&shown);
+                p.kept.push(Kept {
+                    kind: Kind::File,
+                    target: format!("media:{shown}"),
+                    reason: "its name is not valid UTF-8, so no payload can reference it; left alone".into(),
+                });
+                continue;
+            }
+        };
+        if cursor.seek(&rel) {
+            referenced += 1;
+            hold(&rel);
+            continue;
+        }
+        let target = format!("media:{rel}");
+        let before = p.kept.len();
+        decide(&mut p, rel.clone(), target, rules, grace_cutoff, &mut modified);
+        if p.kept.len() > before {
+            hold(&rel);
+        }
+    }
+    let deleted: Vec<String> = p
+        .units
+        .iter()
+        .filter_map(|u| match &u.items[0].op {
+            Op::DeleteFile { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    let dirs = Unit::empty_dirs(
+        "media",
+        deleted.iter().map(String::as_str),
+        MARKER,
+        |d| holding.contains(d),
+        "left empty: every file in it is deleted",
+    );
+    p.units.extend(dirs);
+    p.kept_unlisted.insert(Kind::File, referenced);
+    p.fields.insert("referenced_files".into(), referenced.into());
+    p.fields.insert("references".into(), (refs.len() as u64).into());
+    p
+}
+
+/// One unreferenced file: deleted, or kept with why.
+fn decide(
+    p: &mut Plan,
+    rel: String,
+    target: String,
+    rules: &Rules,
+    grace_cutoff: DateTime<Utc>,
+    modified: &mut impl FnMut(&str) -> Option<(u64, DateTime<Utc>)>,
+) {
+    {
+        if is_protected(&rel, &rules.protected) {
+            p.kept.push(Kept {
+                kind: Kind::File,
+                target,
+                reason: format!("under a protected prefix ({})", rules.protected.join(", ")),
+            });
+            return;
+        }
+        if let Some(prefix) = rules.unknown_prefixes.iter().find(|pre| rel.starts_with(pre.as_str())) {
+            p.kept.push(Kept {
+                kind: Kind::File,
+                target,
+                reason: format!("a row with an unreadable payload might reference files under {prefix}"),
+            });
+            return;
+        }
+        match modified(&rel) {
+            None => {} // gone since the walk
+            Some((_, m)) if m > grace_cutoff => p.kept.push(Kept {
+                kind: Kind::File,
+                target,
+                reason: format!(
+                    "unreferenced, but modified {} (within the {}-minute grace period)",
+                    m.to_rfc3339(),
+                    rules.grace_minutes
+                ),
+            }),
+            Some((bytes, _)) => p.units.push(Unit::new(vec![Item::new(
+                Op::DeleteFile { root: "media".into(), path: rel },
+                target,
+                "no published module's payload references it",
+                Some(bytes),
+            )])),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn unreferenced_old_files_go_and_everything_else_stays() {
+        let now: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
+        let old = now - Duration::days(3);
+        let mut refs = RefSet::default();
+        refs.push("published_modules/1/v2/a.json");
+        refs.push("published_modules/1/v2/b.json");
+        refs.finish();
+        let files: Vec<Result<String, String>> = vec![
+            Ok("published_modules/1/v1/a.json".into()),     // orphan: deleted
+            Ok("published_modules/1/v2/a.json".into()),     // referenced
+            Ok("published_modules/1/v2/b.json".into()),     // referenced
+            Ok("published_modules/1/v2/fresh.json".into()), // orphan within grace
+            Ok("published_modules/3/x.json".into()),        // module with an unreadable payload
+            Err("published_modules/\u{fffd}.json".into()),  // not UTF-8
+        ];
+        let times: HashMap<&str, DateTime<Utc>> = [
+            ("published_modules/1/v1/a.json", old),
+            ("published_modules/1/v2/fresh.json", now - Duration::minutes(5)),
+            ("published_modules/3/x.json", old),
+        ]
+        .into();
+        let rules = Rules {
+            now,
+            grace_minutes: 30,
+            protected: vec!["backups/".into()],
+            unknown_prefixes: vec!["published_modules/3/".into()],
+        };
+        let p = plan(files.into_iter(), &refs, &rules, |rel| times.get(rel).map(|t| (10, *t)));
+        let deleted: Vec<&str> = p.units.iter().map(|u| u.items[0].target.as_str()).collect();
+        // The file, then the directory it leaves empty (published_modules/1 still holds v2/).
+        assert_eq!(deleted, ["media:published_modules/1/v1/a.json", "media:published_modules/1/v1/"]);
+        assert!(p.units[1].is_empty_dir() && p.empty_dirs_start() == 1);
+        assert_eq!(p.kept.len(), 3);
+        assert_eq!(p.kept_unlisted[&Kind::File], 2);
+        assert_eq!(p.scanned, 6);
+    }
+}

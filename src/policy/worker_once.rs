@@ -1,0 +1,487 @@
+//! `worker-once` (seed 004), the decisions of one cleanup cycle, task by task in the seed's
+//! order (§8.2): abandoned tmp directories, expired previews (bundle directory and object,
+//! then their references set to NULL), orphaned preview objects, old logs (optionally gzipped
+//! first), stale repos. Each unit is tagged with its task; the audit's policy becomes
+//! `worker-once/<task>`.
+
+use super::is_protected;
+use crate::ident::Ident;
+use crate::plan::{Item, Kept, Kind, Op, Plan, RowGuard, RowRule, Unit};
+use chrono::{DateTime, Duration, Utc};
+use std::collections::HashSet;
+
+pub const COMMAND: &str = "worker-once";
+pub const TASKS: [&str; 5] = ["tmp", "previews", "objects", "logs", "repos"];
+
+/// The fixed inputs of a cycle.
+pub struct Rules {
+    pub now: DateTime<Utc>,
+    pub grace: Duration,
+    pub protected: Vec<String>,
+    pub tmp_dir_ttl_minutes: i64,
+    pub preview_bundle_ttl_hours: i64,
+    pub log_retention_days: i64,
+    /// Seed 004's option B: gzip logs older than this many days, within retention.
+    pub log_compress_after_days: Option<i64>,
+    /// Logs that are never debug logs (access, audit): kept.
+    pub log_keep: globset::GlobSet,
+    pub stale_repo_days: i64,
+    pub previews: PreviewTable,
+    pub repos: RepoTable,
+}
+
+/// The preview sessions' table and the columns a plan names.
+#[derive(Debug, Clone)]
+pub struct PreviewTable {
+    pub table: Ident,
+    pub id: Ident,
+    pub status: Ident,
+    pub updated_at: Ident,
+    pub expires_at: Ident,
+    pub bundle_path: Ident,
+    pub bundle_key: Ident,
+}
+
+/// The repos' table and the columns a plan names.
+#[derive(Debug, Clone)]
+pub struct RepoTable {
+    pub table: Ident,
+    pub id: Ident,
+    pub active: Ident,
+    pub last_activity_at: Ident,
+}
+
+impl Rules {
+    fn quiet_cutoff(&self, minutes: i64) -> DateTime<Utc> {
+        self.now - Duration::minutes(minutes).max(self.grace)
+    }
+
+    /// The rule a preview session must still match when its references are cleared.
+    pub fn preview_rule(&self) -> RowRule {
+        let t = &self.previews;
+        RowRule::PreviewCleanable {
+            status_column: t.status.clone(),
+            expires_column: t.expires_at.clone(),
+            updated_column: t.updated_at.clone(),
+            cutoff: self.now - self.grace,
+        }
+    }
+
+    /// The rule a repo must still match when its directory is deleted.
+    pub fn repo_rule(&self) -> RowRule {
+        RowRule::InactiveSince {
+            active_column: self.repos.active.clone(),
+            activity_column: self.repos.last_activity_at.clone(),
+            cutoff: self.now - Duration::days(self.stale_repo_days),
+        }
+    }
+}
+
+fn tagged(task: &str, items: Vec<Item>) -> Unit {
+    let mut u = Unit::new(items);
+    u.task = Some(task.to_string());
+    u
+}
+
+/// What is in a directory tree: its newest modification time and total size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tree {
+    pub newest: DateTime<Utc>,
+    pub bytes: u64,
+}
+
+/// An entry of DATA_DIR/tmp/.
+#[derive(Debug, Clone)]
+pub struct TmpEntry {
+    /// Its name; `Err` holds the name shown lossily when it is not UTF-8.
+    pub name: Result<String, String>,
+    pub kind: EntryKind,
+    /// For a directory its tree; for a symlink the link's own time and no bytes.
+    pub tree: Tree,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// tmp: abandoned directories (and links) under DATA_DIR/tmp/. `active` are the working
+/// directories of pending/running jobs, relative to DATA_DIR.
+pub fn tmp(p: &mut Plan, entries: Vec<TmpEntry>, active: &[String], r: &Rules) {
+    let cutoff = r.quiet_cutoff(r.tmp_dir_ttl_minutes);
+    for e in entries {
+        p.scanned += 1;
+        let name = match e.name {
+            Ok(n) => n,
+            Err(shown) => {
+                p.kept.push(Kept {
+                    kind: Kind::Dir,
+                    target: format!("data:tmp/{shown}"),
+                    reason: "its name is not valid UTF-8: left alone".into(),
+                });
+                continue;
+            }
+        };
+        let rel = format!("tmp/{name}");
+        let target = format!("data:{rel}");
+        if e.kind == EntryKind::Other {
+            p.kept.push(Kept {
+                kind: Kind::File,
+                target,
+                reason: "not a directory (the tmp task removes directories)".into(),
+            });
+            continue;
+        }
+        if let Some(job) = active.iter().find(|a| **a == rel || a.starts_with(&format!("{rel}/"))) {
+            p.kept.push(Kept {
+                kind: Kind::Dir,
+                target,
+                reason: format!("working directory of a pending/running job ({job})"),
+            });
+            continue;
+        }
+        if e.tree.newest > cutoff {
+            p.kept.push(Kept {
+                kind: Kind::Dir,
+                target,
+                reason: format!("modified {} (within {} minutes)", e.tree.newest.to_rfc3339(), r.tmp_dir_ttl_minutes),
+            });
+            continue;
+        }
+        let what = if e.kind == EntryKind::Symlink { "symlink (removed as a link)" } else { "directory" };
+        p.units.push(tagged(
+            "tmp",
+            vec![Item::new(
+                Op::DeleteDir { root: "data".into(), path: rel },
+                target,
+                format!(
+                    "abandoned tmp {what}, last modified {} (TTL {} minutes), no pending/running job uses it",
+                    e.tree.newest.to_rfc3339(),
+                    r.tmp_dir_ttl_minutes
+                ),
+                Some(e.tree.bytes),
+            )],
+        ));
+    }
+}
+
+/// A preview session the database says is finished, with what is known of its bundle.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub key: String,
+    pub status: String,
+    /// `bundle_path` as stored, and its facts.
+    pub bundle_path: Option<(String, BundleDir)>,
+    /// `bundle_key` as stored, and its facts.
+    pub bundle_key: Option<(String, BundleObject)>,
+}
+
+/// A bundle directory under DATA_DIR.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BundleDir {
+    /// The path leaves DATA_DIR or cannot be checked (`path` relative to DATA_DIR when known).
+    Refused {
+        path: String,
+        why: String,
+    },
+    Missing {
+        rel: String,
+    },
+    Present {
+        rel: String,
+        tree: Tree,
+    },
+}
+
+/// A bundle object in the previews store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BundleObject {
+    /// No store, a bad key, or it cannot be checked.
+    Refused {
+        target: String,
+        why: String,
+    },
+    Missing {
+        target: String,
+    },
+    Present {
+        target: String,
+        size: u64,
+        modified: DateTime<Utc>,
+    },
+}
+
+/// previews: the bundles of finished sessions (directory and object), then the session's
+/// references set to NULL, in one unit re-checked by the session's rule.
+pub fn previews(p: &mut Plan, sessions: Vec<Session>, r: &Rules) {
+    let t = &r.previews;
+    let cutoff = r.now - r.grace;
+    let rule = r.preview_rule();
+    for s in sessions {
+        p.scanned += 1;
+        let row_target = format!("{} {}={}", t.table.as_str(), t.id.as_str(), s.key);
+        let reason = format!("preview {} is {} (or past expires_at + grace)", s.key, s.status);
+        let mut items = Vec::new();
+        let mut fresh = None;
+        if let Some((_, dir)) = &s.bundle_path {
+            let (path, refused, bytes) = match dir {
+                BundleDir::Refused { path, why } => (path.clone(), Some(why.clone()), None),
+                BundleDir::Missing { rel } => (rel.clone(), None, None),
+                BundleDir::Present { rel, tree } => {
+                    if tree.newest > cutoff {
+                        fresh = Some(format!(
+                            "its bundle was modified {} (within the grace period)",
+                            tree.newest.to_rfc3339()
+                        ));
+                    }
+                    if is_protected(rel, &r.protected) {
+                        fresh = Some("its bundle is under a protected prefix".into());
+                    }
+                    (rel.clone(), None, Some(tree.bytes))
+                }
+            };
+            let mut it = Item::new(
+                Op::DeleteDir { root: "data".into(), path: path.clone() },
+                format!("data:{path}"),
+                reason.clone(),
+                bytes,
+            );
+            it.refused = refused;
+            items.push(it);
+        }
+        if let Some((key, obj)) = &s.bundle_key {
+            let (target, refused, bytes) = match obj {
+                BundleObject::Refused { target, why } => (target.clone(), Some(why.clone()), None),
+                BundleObject::Missing { target } => (target.clone(), None, None),
+                BundleObject::Present { target, size, modified } => {
+                    if *modified > cutoff {
+                        fresh = Some(format!(
+                            "its object was modified {} (within the grace period)",
+                            modified.to_rfc3339()
+                        ));
+                    }
+                    (target.clone(), None, Some(*size))
+                }
+            };
+            if !matches!(obj, BundleObject::Refused { .. }) && is_protected(key, &r.protected) {
+                fresh = Some("its object is under a protected prefix".into());
+            }
+            let mut it = Item::new(
+                Op::DeleteObject { store: "previews".into(), key: key.clone() },
+                target,
+                reason.clone(),
+                bytes,
+            );
+            it.refused = refused;
+            items.push(it);
+        }
+        if let Some(why) = fresh {
+            p.kept.push(Kept { kind: Kind::Row, target: row_target, reason: why });
+            continue;
+        }
+        let mut refs = Item::new(
+            Op::NullColumns {
+                table: t.table.clone(),
+                key_column: t.id.clone(),
+                key: s.key.clone(),
+                columns: vec![t.bundle_path.clone(), t.bundle_key.clone()],
+                rule: Some(rule.clone()),
+            },
+            row_target,
+            format!("{reason}: bundle_path and bundle_key set to NULL once the bundle is gone"),
+            None,
+        );
+        // What `restore` needs to set the references back.
+        let stored_path = s.bundle_path.as_ref().map(|(raw, _)| raw.clone());
+        let stored_key = s.bundle_key.as_ref().map(|(raw, _)| raw.clone());
+        refs.snapshot =
+            Some(nulled_snapshot(&t.id, &s.key, &[(&t.bundle_path, stored_path), (&t.bundle_key, stored_key)]));
+        items.push(refs);
+        p.units.push(tagged("previews", items));
+    }
+}
+
+/// The snapshot of a row whose columns are set to NULL: what `restore` sets back.
+fn nulled_snapshot(
+    key_column: &Ident,
+    key: &str,
+    columns: &[(&Ident, Option<String>)],
+) -> Box<serde_json::value::RawValue> {
+    let values: serde_json::Map<String, serde_json::Value> =
+        columns.iter().map(|(c, v)| (c.as_str().to_string(), serde_json::json!(v))).collect();
+    let v = serde_json::json!({"key_column": key_column.as_str(), "key": key, "columns_set_to_null": values});
+    serde_json::value::to_raw_value(&v).expect("a JSON value serialises")
+}
+
+/// An object listed under the previews prefix.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub key: String,
+    /// How the object is shown (`s3://bucket/key`).
+    pub target: String,
+    pub size: u64,
+    pub modified: DateTime<Utc>,
+}
+
+/// objects: one listed preview object. Referenced ones are counted, not listed; unreferenced
+/// ones older than the TTL go. Returns whether it is a deletion.
+pub fn object(p: &mut Plan, o: Listed, refs: &HashSet<String>, r: &Rules) -> bool {
+    p.scanned += 1;
+    if refs.contains(&o.key) {
+        *p.kept_unlisted.entry(Kind::Object).or_default() += 1;
+        return false;
+    }
+    let cutoff = r.now - Duration::hours(r.preview_bundle_ttl_hours).max(r.grace);
+    if is_protected(&o.key, &r.protected) {
+        p.kept.push(Kept { kind: Kind::Object, target: o.target, reason: "under a protected prefix".into() });
+        false
+    } else if o.modified > cutoff {
+        p.kept.push(Kept {
+            kind: Kind::Object,
+            target: o.target,
+            reason: format!("unreferenced but younger than PREVIEW_BUNDLE_TTL_HOURS ({}h)", r.preview_bundle_ttl_hours),
+        });
+        false
+    } else {
+        p.units.push(tagged(
+            "objects",
+            vec![Item::new(
+                Op::DeleteObject { store: "previews".into(), key: o.key },
+                o.target,
+                format!("no preview session references it; last modified {}", o.modified.to_rfc3339()),
+                Some(o.size),
+            )],
+        ));
+        true
+    }
+}
+
+/// A file under DATA_DIR/logs/.
+#[derive(Debug, Clone)]
+pub struct LogFile {
+    /// Relative to `logs/`; `Err` holds the name shown lossily when it is not UTF-8.
+    pub inside: Result<String, String>,
+    pub modified: DateTime<Utc>,
+    /// A regular file (not a link): its size counts, and it can be compressed.
+    pub is_file: bool,
+    pub bytes: u64,
+}
+
+/// logs: old files under DATA_DIR/logs/ (gzipped first when seed 004's option B is on).
+pub fn logs(p: &mut Plan, files: impl Iterator<Item = LogFile>, r: &Rules) {
+    let cutoff = r.now - Duration::days(r.log_retention_days).max(r.grace);
+    let compress = r.log_compress_after_days.map(|d| r.now - Duration::days(d).max(r.grace));
+    for f in files {
+        p.scanned += 1;
+        let inside = match f.inside {
+            Ok(i) => i,
+            Err(shown) => {
+                p.kept.push(Kept {
+                    kind: Kind::File,
+                    target: format!("data:logs/{shown}"),
+                    reason: "its name is not valid UTF-8: left alone".into(),
+                });
+                continue;
+            }
+        };
+        let rel = format!("logs/{inside}");
+        if r.log_keep.is_match(&inside) {
+            p.kept.push(Kept {
+                kind: Kind::File,
+                target: format!("data:{rel}"),
+                reason: "matches worker.log_keep (not a debug log)".into(),
+            });
+            continue;
+        }
+        if f.modified > cutoff {
+            match compress {
+                Some(c) if f.modified <= c && f.is_file && !rel.ends_with(".gz") => p.units.push(tagged(
+                    "logs",
+                    vec![Item::new(
+                        Op::CompressFile { root: "data".into(), path: rel.clone() },
+                        format!("data:{rel}"),
+                        format!(
+                            "log last modified {}: compressed to {rel}.gz (deleted after {} days)",
+                            f.modified.to_rfc3339(),
+                            r.log_retention_days
+                        ),
+                        // Compression is not deletion: nothing is counted as reclaimed.
+                        Some(0),
+                    )],
+                )),
+                _ => *p.kept_unlisted.entry(Kind::File).or_default() += 1,
+            }
+            continue;
+        }
+        p.units.push(tagged(
+            "logs",
+            vec![Item::new(
+                Op::DeleteFile { root: "data".into(), path: rel.clone() },
+                format!("data:{rel}"),
+                format!("log last modified {} (older than {} days)", f.modified.to_rfc3339(), r.log_retention_days),
+                Some(if f.is_file { f.bytes } else { 0 }),
+            )],
+        ));
+    }
+}
+
+/// An inactive repo the database names, with what is known of its directory.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub key: String,
+    /// `filesystem_path` as stored.
+    pub path: String,
+    pub last_activity: DateTime<Utc>,
+    /// The path relative to DATA_DIR, or why it is refused.
+    pub rel: Result<String, String>,
+    /// Its tree, when it exists.
+    pub tree: Option<Tree>,
+}
+
+/// repos: directories of inactive repos (only when enabled: the caller asks only then), each
+/// guarded by the repo's row still matching its rule.
+pub fn repos(p: &mut Plan, rows: Vec<Repo>, r: &Rules) {
+    let t = &r.repos;
+    let rule = r.repo_rule();
+    for repo in rows {
+        p.scanned += 1;
+        let mut it = Item::new(
+            Op::DeleteDir { root: "data".into(), path: repo.path.clone() },
+            format!("data:{}", repo.path),
+            format!(
+                "repo {} is inactive, last activity {} (more than {} days ago)",
+                repo.key,
+                repo.last_activity.to_rfc3339(),
+                r.stale_repo_days
+            ),
+            None,
+        );
+        match &repo.rel {
+            Err(e) => it.refused = Some(e.clone()),
+            Ok(rel) if !rel.starts_with("repos/") => {
+                it.refused = Some(format!("{rel:?} is not under DATA_DIR/repos/: refused"))
+            }
+            Ok(rel) => {
+                it.op = Op::DeleteDir { root: "data".into(), path: rel.clone() };
+                it.target = format!("data:{rel}");
+                if let Some(tree) = repo.tree {
+                    it.bytes = Some(tree.bytes);
+                    if tree.newest > r.now - r.grace {
+                        p.kept.push(Kept {
+                            kind: Kind::Dir,
+                            target: it.target,
+                            reason: "modified within the grace period".into(),
+                        });
+                        continue;
+                    }
+                }
+            }
+        }
+        let mut u = tagged("repos", vec![it]);
+        u.guard =
+            Some(RowGuard { table: t.table.clone(), key_column: t.id.clone(), key: repo.key, rule: rule.clone() });
+        p.units.push(u);
+    }
+}
