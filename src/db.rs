@@ -257,6 +257,16 @@ impl Db {
         }
     }
 
+    /// The one of three texts written for this database (scripts that differ as a whole, like
+    /// the reference schema).
+    pub fn by_backend<'a>(&self, postgres: &'a str, sqlite: &'a str, mysql: &'a str) -> &'a str {
+        match self.backend() {
+            Backend::Postgres => postgres,
+            Backend::Sqlite => sqlite,
+            Backend::MySql => mysql,
+        }
+    }
+
     /// A new query in this database's dialect.
     pub fn sql(&self) -> Sql {
         Sql::new(self.backend())

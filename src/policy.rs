@@ -8,6 +8,7 @@
 //! an I/O crate. Because `now` is an argument, a plan can be made as of any instant, and the
 //! tests re-run each policy at a shifted `now` to show that only time-dependent decisions move.
 
+pub mod bulk_cloudcube;
 pub mod cleanup_attachments;
 pub mod cleanup_ops;
 pub mod cleanup_ui_files;
@@ -21,6 +22,59 @@ pub fn is_protected(rel: &str, prefixes: &[String]) -> bool {
         let p = p.trim_end_matches('/');
         rel == p || rel.starts_with(&format!("{p}/"))
     })
+}
+
+/// Reading plans in tests: the whole plan as a reviewer sees it (for snapshots), and only its
+/// decisions (what goes, what stays) to compare plans made at different instants.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::plan::Plan;
+    use std::fmt::Write;
+
+    pub fn render(p: &Plan) -> String {
+        let mut s = String::new();
+        for u in &p.units {
+            for (i, it) in u.items.iter().enumerate() {
+                let head = if i == 0 { "DELETE" } else { "  then" };
+                let task = u.task.as_deref().map(|t| format!("[{t}] ")).unwrap_or_default();
+                let _ = write!(s, "{head} {task}{} {} ({})", it.kind.as_str(), it.target, it.reason);
+                if let Some(why) = &it.refused {
+                    let _ = write!(s, " REFUSED: {why}");
+                }
+                s.push('\n');
+            }
+            if let Some(g) = &u.guard {
+                let _ = writeln!(s, "  guard {} {}={}", g.table.as_str(), g.key_column.as_str(), g.key);
+            }
+        }
+        for k in &p.kept {
+            let _ = writeln!(s, "KEEP {} {} ({})", k.kind.as_str(), k.target, k.reason);
+        }
+        for (kind, n) in &p.kept_unlisted {
+            let _ = writeln!(s, "KEEP {n} more {}", kind.as_str());
+        }
+        let _ = writeln!(s, "scanned {}", p.scanned);
+        s
+    }
+
+    /// What goes and what stays, without reasons (which name instants).
+    pub fn decisions(p: &Plan) -> Vec<String> {
+        let mut v: Vec<String> = p
+            .units
+            .iter()
+            .flat_map(|u| &u.items)
+            .map(|i| {
+                format!(
+                    "DELETE {} {}{}",
+                    i.kind.as_str(),
+                    i.target,
+                    if i.refused.is_some() { " (refused)" } else { "" }
+                )
+            })
+            .collect();
+        v.extend(p.kept.iter().map(|k| format!("KEEP {} {}", k.kind.as_str(), k.target)));
+        v
+    }
 }
 
 #[cfg(test)]

@@ -6,20 +6,14 @@ use crate::cli::BulkCloudcubeArgs;
 use crate::config::{Key, ProcessEnv, Source, Sourced, TableSpec};
 use crate::db::Db;
 use crate::exit_codes::{Exit, Fatal};
-use crate::plan::Outcome;
-use crate::plan::{Fingerprint, Item, Kept, Kind, Op, Plan, Unit};
-use crate::policy::is_protected;
+use crate::plan::{Fingerprint, Item, Op, Outcome, Plan};
+use crate::policy::bulk_cloudcube::{self as policy, Job, JobObject, Listed, Preserved, Rules, COMMAND, FINISHED};
 use crate::run::{run_policy, Channel, Ctx, Finished, Ran};
 use crate::store::object::{parse_key, Credentials, NamedStore, S3Location};
 use crate::store::Resources;
 use anyhow::{anyhow, bail, Result};
 use chrono::{DateTime, Duration, Utc};
 use futures::TryStreamExt;
-use std::collections::HashMap;
-
-pub const COMMAND: &str = "bulk-cloudcube";
-/// A clip job is finished in one of these states (SPEC §4.1); any other is in progress.
-const FINISHED: [&str; 3] = ["completed", "failed", "cancelled"];
 
 /// Parse `CLOUDCUBE_URL`: Heroku's virtual-hosted form `https://BUCKET.s3[.REGION|-REGION].amazonaws.com/CUBE`,
 /// or the path-style `http(s)://HOST[:PORT]/BUCKET/CUBE` of any other S3-compatible endpoint.
@@ -130,55 +124,6 @@ impl CubeSettings {
     }
 }
 
-/// What the database preserves, and why.
-#[derive(Debug, Default)]
-pub struct Preserved {
-    /// Keys of completed clips created within the window.
-    pub clips: std::collections::HashSet<String>,
-    /// Original and audio keys of jobs still in progress → the job and its status.
-    pub in_progress: HashMap<String, (String, String)>,
-}
-
-/// The fixed inputs of the bulk decision.
-pub struct Rules {
-    pub now: DateTime<Utc>,
-    pub retention_days: i64,
-    pub grace_minutes: i64,
-    pub protected: Vec<String>,
-}
-
-/// One listed object.
-pub struct Listed {
-    pub key: String,
-    pub size: u64,
-    pub modified: DateTime<Utc>,
-}
-
-/// The pure bulk decision for one object (seed 003's "Logic", plus SPEC's job and grace rules).
-pub fn decide(o: &Listed, keep: &Preserved, r: &Rules) -> Result<String, String> {
-    let cutoff = r.now - Duration::days(r.retention_days);
-    if keep.clips.contains(&o.key) {
-        return Err(format!("completed clip created within {} days", r.retention_days));
-    }
-    if o.key.starts_with("clips/") && o.modified >= cutoff {
-        return Err(format!("under clips/, modified within {} days", r.retention_days));
-    }
-    if let Some((job, status)) = keep.in_progress.get(&o.key) {
-        return Err(format!("media of job {job}, still in progress ({status})"));
-    }
-    if o.modified > r.now - Duration::minutes(r.grace_minutes) {
-        return Err(format!("modified within the {}-minute grace period", r.grace_minutes));
-    }
-    if is_protected(&o.key, &r.protected) {
-        return Err("under a protected prefix".into());
-    }
-    Ok(if o.key.starts_with("clips/") {
-        format!("clip older than {} days (last modified {})", r.retention_days, o.modified.to_rfc3339())
-    } else {
-        format!("temporary media (upload, audio or artifact), last modified {}", o.modified.to_rfc3339())
-    })
-}
-
 async fn preserved(db: &Db, s: &CubeSettings, cutoff: DateTime<Utc>) -> Result<Preserved> {
     let (c, j) = (&s.clips, &s.jobs);
     let (ck, cs, cc) = (c.col("s3_key"), c.col("status"), c.col("created_at"));
@@ -206,9 +151,9 @@ async fn preserved(db: &Db, s: &CubeSettings, cutoff: DateTime<Utc>) -> Result<P
     Ok(out)
 }
 
-/// The bulk plan: every object under the cube, streamed. With `fingerprints` (a plan to be
-/// written), each object's listing is its fingerprint: what it was when it was decided on, with
-/// no HEAD request per object.
+/// The bulk plan: every object under the cube, streamed into the policy. With `fingerprints`
+/// (a plan to be written), each object's listing is its fingerprint: what it was when it was
+/// decided on, with no HEAD request per object.
 async fn bulk_plan(
     db: &Db,
     s: &CubeSettings,
@@ -221,35 +166,22 @@ async fn bulk_plan(
     let mut p = Plan::new(COMMAND, r.now);
     let mut listing = store.store.list(None);
     while let Some(m) = listing.try_next().await.map_err(|e| anyhow!("cannot list {}: {e}", store.url))? {
-        p.scanned += 1;
+        let fp = fingerprints.then(|| Fingerprint::Object {
+            size: m.size,
+            e_tag: m.e_tag.clone(),
+            last_modified: m.last_modified,
+        });
         let o = Listed { key: m.location.to_string(), size: m.size, modified: m.last_modified };
         let target = store.target(&o.key);
-        match decide(&o, &keep, r) {
-            Err(why) => p.kept.push(Kept { kind: Kind::Object, target, reason: why }),
-            Ok(reason) => {
-                let mut it =
-                    Item::new(Op::DeleteObject { store: "cube".into(), key: o.key }, target, reason, Some(o.size));
-                if fingerprints {
-                    it.fingerprint =
-                        Some(Fingerprint::Object { size: m.size, e_tag: m.e_tag, last_modified: m.last_modified });
-                }
-                p.units.push(Unit::new(vec![it]));
-            }
-        }
+        policy::object(&mut p, o, target, &keep, r, fp);
     }
-    if keep.clips.is_empty() && keep.in_progress.is_empty() && !p.units.is_empty() && !allow_empty {
-        return Err(Fatal::guard(format!(
-            "the database preserves nothing (no completed clip within {} days, no job in progress), yet {} objects would be deleted: \
-             refusing (SPEC safety rule 2); pass --allow-empty-references if that is right",
-            r.retention_days,
-            p.units.len()
-        ))
-        .into());
+    if let Some(why) = policy::refuse_empty(&keep, &p, r, allow_empty) {
+        return Err(Fatal::guard(why).into());
     }
     Ok(p)
 }
 
-/// `--job ID`: that job's original media and extracted audio, once every clip is completed.
+/// `--job ID`: the job's row, its clips' counts, and the state of its two objects.
 async fn job_plan(db: &Db, s: &CubeSettings, store: &NamedStore, job: i64, r: &Rules) -> Result<Plan> {
     let (j, c) = (&s.jobs, &s.clips);
     let (jid, js, jo, ja) = (j.col("id"), j.col("status"), j.col("original_file_key"), j.col("extracted_audio_key"));
@@ -265,41 +197,22 @@ async fn job_plan(db: &Db, s: &CubeSettings, store: &NamedStore, job: i64, r: &R
     let Some((status, orig, audio)) = row else {
         return Err(Fatal::usage(format!("no job {job} in {}", j.table)).into());
     };
-    let (total, completed) = counts;
-    if total == 0 || completed < total {
-        return Err(Fatal::guard(format!(
-            "job {job} ({status}) has {completed} of {total} clips completed: its original media and audio are kept until all its clips are completed"
-        ))
-        .into());
-    }
-    let mut p = Plan::new(COMMAND, r.now);
-    p.fields.insert("job".into(), job.into());
+    let mut media = Vec::new();
     for (what, key) in [("original media", orig), ("extracted audio", audio)] {
         let Some(key) = key.filter(|k| !k.is_empty()) else { continue };
-        p.scanned += 1;
         let target = store.target(&key);
-        let path = match parse_key(&key) {
-            Ok(path) => path,
-            Err(e) => {
-                let mut it = Item::new(Op::DeleteObject { store: "cube".into(), key: key.clone() }, target, what, None);
-                it.refused = Some(e.to_string());
-                p.units.push(Unit::new(vec![it]));
-                continue;
-            }
+        let state = match parse_key(&key) {
+            Err(e) => JobObject::Refused(e.to_string()),
+            Ok(path) => match store.store.head(&path).await {
+                Ok(m) => JobObject::Present { size: m.size, modified: m.last_modified },
+                Err(object_store::Error::NotFound { .. }) => JobObject::Missing,
+                Err(e) => bail!("cannot check {target}: {e}"),
+            },
         };
-        let (size, modified) = match store.store.head(&path).await {
-            Ok(m) => (Some(m.size), Some(m.last_modified)),
-            Err(object_store::Error::NotFound { .. }) => (None, None),
-            Err(e) => bail!("cannot check {target}: {e}"),
-        };
-        if modified.is_some_and(|m| m > r.now - Duration::minutes(r.grace_minutes)) {
-            p.kept.push(Kept { kind: Kind::Object, target, reason: "modified within the grace period".into() });
-            continue;
-        }
-        let reason = format!("{what} of job {job}: all {total} clips are completed");
-        p.units.push(Unit::new(vec![Item::new(Op::DeleteObject { store: "cube".into(), key }, target, reason, size)]));
+        media.push((what, key, target, state));
     }
-    Ok(p)
+    let facts = Job { id: job, status, clips: counts.0, completed: counts.1, media };
+    policy::job(facts, r).map_err(|why| Fatal::guard(why).into())
 }
 
 pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs, chan: &Channel) -> Result<Ran> {
@@ -415,27 +328,5 @@ mod tests {
         }
         let e = parse_cloudcube_url("https://user:pw@h/").unwrap_err().to_string();
         assert!(!e.contains("pw@"), "{e}");
-    }
-
-    #[test]
-    fn each_rule_of_the_seed_keeps_or_deletes() {
-        let now: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
-        let r = Rules { now, retention_days: 5, grace_minutes: 30, protected: vec!["backups/".into()] };
-        let mut keep = Preserved::default();
-        keep.clips.insert("clips/recent.mp4".into());
-        keep.in_progress.insert("uploads/running.mp4".into(), ("7".into(), "processing".into()));
-        let o = |key: &str, days: i64| Listed { key: key.into(), size: 1, modified: now - Duration::days(days) };
-        let cases = [
-            (o("clips/recent.mp4", 20), false), // a preserved completed clip, whatever its mtime
-            (o("clips/other.mp4", 5), false),   // under clips/, exactly at the window's edge
-            (o("clips/old.mp4", 6), true),      // older clip
-            (o("uploads/running.mp4", 30), false), // job in progress
-            (o("uploads/done.mp4", 30), true),  // temporary media
-            (o("audio/x.mp3", 0), false),       // within the grace period
-            (o("backups/x.mp4", 30), false),    // protected
-        ];
-        for (obj, deleted) in cases {
-            assert_eq!(decide(&obj, &keep, &r).is_ok(), deleted, "{}", obj.key);
-        }
     }
 }

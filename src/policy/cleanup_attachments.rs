@@ -78,6 +78,19 @@ pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
     let row_target = |k: &str| format!("{} {}={}", rules.table.as_str(), rules.id.as_str(), k);
     for c in candidates {
         p.scanned += 1;
+        if c.deleted_at > cutoff {
+            // The query selects only rows past the cutoff; a row read otherwise stays.
+            p.kept.push(Kept {
+                kind: Kind::Row,
+                target: row_target(&c.key),
+                reason: format!(
+                    "soft-deleted at {}, after the cutoff {}",
+                    c.deleted_at.to_rfc3339(),
+                    cutoff.to_rfc3339()
+                ),
+            });
+            continue;
+        }
         // The row's snapshot is taken by the DELETE itself (RETURNING): exactly what was deleted.
         let row = Item::new(
             Op::DeleteRow {
@@ -142,7 +155,7 @@ pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
                     kind,
                     target: file_item(None, String::new()).target,
                     reason: format!(
-                        "modified {} , within the grace period of {} minutes",
+                        "modified {}, within the grace period of {} minutes",
                         modified.to_rfc3339(),
                         rules.grace_minutes
                     ),
@@ -282,5 +295,66 @@ mod tests {
         let b = plan(mk(shift), &r2);
         assert_eq!(a.units.len(), b.units.len());
         assert_eq!(a.kept.len(), b.kept.len());
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_cutoff_is_inclusive() {
+        // now 2026-11-22T10:00Z, 30 days: the cutoff is 2026-10-23T10:00Z.
+        let old = FileFacts::Present { bytes: 5, modified: at("2026-10-01T00:00:00Z") };
+        let cases = [
+            ("2026-10-23T10:00:00Z", true),  // exactly at the cutoff: deleted
+            ("2026-10-23T09:59:59Z", true),  // before it
+            ("2026-10-23T10:00:01Z", false), // one second after: kept
+        ];
+        for (deleted_at, goes) in cases {
+            let mut c = cand(Some("a.jpg"), old.clone());
+            c.deleted_at = at(deleted_at);
+            let p = plan(vec![c], &rules());
+            assert_eq!(p.units.len() == 1, goes, "{deleted_at}");
+            assert_eq!(p.kept.len(), if goes { 0 } else { 1 }, "{deleted_at}");
+        }
+    }
+
+    /// A realistic page of candidates.
+    fn realistic(shift: Duration) -> Vec<Candidate> {
+        let t = |s: &str| at(s) + shift;
+        let mk = |key: &str, image: Option<&str>, deleted: &str, file: FileFacts| Candidate {
+            key: key.into(),
+            image: image.map(String::from),
+            deleted_at: t(deleted),
+            file_size: Some(2048),
+            file,
+        };
+        let present = |m: &str| FileFacts::Present { bytes: 2048, modified: t(m) };
+        vec![
+            mk("a1", Some("att/2026/09/a1.jpg"), "2026-09-01T08:00:00Z", present("2026-08-30T12:00:00Z")),
+            mk("a2", Some("att/2026/10/a2.png"), "2026-10-23T10:00:00Z", present("2026-10-20T12:00:00Z")),
+            mk("a3", Some("att/2026/10/a3.png"), "2026-10-23T10:00:00Z", present("2026-11-22T09:50:00Z")),
+            mk("a4", None, "2026-09-15T00:00:00Z", FileFacts::NoImage),
+            mk("a5", Some("att/gone.jpg"), "2026-09-15T00:00:00Z", FileFacts::Missing),
+            mk("a6", Some("../../etc/passwd"), "2026-09-15T00:00:00Z", FileFacts::Refused("leaves the store".into())),
+            mk("a7", Some("backups/att/a7.jpg"), "2026-09-15T00:00:00Z", present("2026-09-01T00:00:00Z")),
+            mk("a8", Some("att/a8.jpg"), "2026-10-24T00:00:00Z", present("2026-09-01T00:00:00Z")),
+        ]
+    }
+
+    #[test]
+    fn a_realistic_plan_and_what_moves_with_time() {
+        let base = plan(realistic(Duration::zero()), &rules());
+        insta::assert_snapshot!("attachments_plan", crate::policy::testing::render(&base));
+        // The same facts a day later: a8 passes the cutoff and a3 leaves the grace period.
+        let mut later = rules();
+        later.now += Duration::days(1);
+        let moved = plan(realistic(Duration::zero()), &later);
+        insta::assert_snapshot!("attachments_plan_a_day_later", crate::policy::testing::decisions(&moved).join("\n"));
+        // Everything shifted together decides the same.
+        let mut shifted = rules();
+        shifted.now += Duration::days(400);
+        let again = plan(realistic(Duration::days(400)), &shifted);
+        assert_eq!(crate::policy::testing::decisions(&again), crate::policy::testing::decisions(&base));
     }
 }

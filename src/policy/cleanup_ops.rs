@@ -179,3 +179,148 @@ pub fn plan(files: impl Iterator<Item = OpsFile>, policies: &[Policy], m: &Class
     p.fields.insert("unmanaged_files".into(), unmanaged.into());
     p
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::testing::{decisions, render};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    /// Seed 002's six defaults.
+    fn policies() -> Vec<Policy> {
+        let p = |t: &str, days: i64, pattern: &str| Policy {
+            data_type: t.into(),
+            retention_days: days,
+            enabled: true,
+            pattern: pattern.into(),
+            description: String::new(),
+        };
+        vec![
+            p("pipeline_operations", 30, "operation_*.json"),
+            p("dbt_logs", 7, "dbt/logs/**/*.log"),
+            p("failed_operations", 14, "operation_*.json"),
+            p("completed_operations", 90, "operation_*.json"),
+            p("system_logs", 30, "logs/**/*.log"),
+            p("temp_files", 1, "tmp/**/*"),
+        ]
+    }
+
+    fn rules(now: &str) -> Rules {
+        Rules {
+            now: at(now),
+            grace_minutes: 30,
+            protected: vec!["backups/".into()],
+            backup_rel: Some("cleanup_backups".into()),
+            backup_retention_days: 7,
+        }
+    }
+
+    fn file(rel: &str, days_old: i64, text: Option<&str>, now: &str) -> OpsFile {
+        OpsFile {
+            rel: Ok(rel.into()),
+            bytes: 10,
+            modified: at(now) - Duration::days(days_old),
+            text: text.map(|t| Ok(t.to_string())),
+        }
+    }
+
+    #[test]
+    fn operation_files_are_classified_by_their_status() {
+        let cases = [
+            (Ok(r#"{"status": "failed"}"#), "failed_operations"),
+            (Ok(r#"{"status": "ERROR"}"#), "failed_operations"),
+            (Ok(r#"{"status": "completed"}"#), "completed_operations"),
+            (Ok(r#"{"status": "succeeded"}"#), "completed_operations"),
+            (Ok(r#"{"status": "running"}"#), "pipeline_operations"),
+            (Ok(r#"{"no": "status"}"#), "pipeline_operations"),
+            (Ok("not json"), "pipeline_operations"),
+            (Err("EACCES".to_string()), "pipeline_operations"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(classify_operation(text.clone()).0, want, "{text:?}");
+        }
+    }
+
+    /// (file, days old, its text, deleted): each policy's retention boundary.
+    #[test]
+    fn each_policy_keeps_its_boundary() {
+        let now = "2026-11-22T10:00:00Z";
+        let done = Some(r#"{"status": "completed"}"#);
+        let failed = Some(r#"{"status": "failed"}"#);
+        let cases = [
+            ("operation_a.json", 30, Some("{}"), true),
+            ("operation_b.json", 29, Some("{}"), false),
+            ("operation_c.json", 14, failed, true),
+            ("operation_d.json", 13, failed, false),
+            ("operation_e.json", 90, done, true),
+            ("operation_f.json", 89, done, false),
+            ("dbt/logs/run/x.log", 7, None, true),
+            ("dbt/logs/run/y.log", 6, None, false),
+            ("logs/app/a.log", 30, None, true),
+            ("tmp/cache/x", 1, None, true),
+            ("tmp/cache/y", 0, None, false),
+            ("notes.txt", 400, None, false),
+            ("cleanup_backups/2026/x.log", 7, None, true),
+            ("cleanup_backups/2026/y.log", 6, None, false),
+        ];
+        let files = cases.iter().map(|(rel, days, text, _)| file(rel, *days, *text, now));
+        let c = Classifier::new(&policies()).unwrap();
+        let p = plan(files, &policies(), &c, &rules(now));
+        for (rel, _, _, deleted) in cases {
+            let goes = p.units.iter().any(|u| u.items[0].target == format!("ops:{rel}"));
+            assert_eq!(goes, deleted, "{rel}");
+        }
+        assert_eq!(p.fields["unmanaged_files"], 1, "notes.txt matches no policy");
+        assert!(p.units.iter().any(|u| u.task.as_deref() == Some(BACKUP_TASK)));
+    }
+
+    #[test]
+    fn a_disabled_policy_fresh_protected_and_unreadable_names_are_kept() {
+        let now = "2026-11-22T10:00:00Z";
+        let mut pols = policies();
+        pols.iter_mut().find(|p| p.data_type == "system_logs").unwrap().enabled = false;
+        let mut fresh = file("tmp/x", 2, None, now);
+        fresh.modified = at(now) - Duration::minutes(10);
+        let files = vec![
+            file("logs/a.log", 400, None, now),
+            file("tmp/backups/x", 9, None, now),
+            OpsFile { rel: Err("tmp/\u{fffd}.bin".into()), bytes: 1, modified: at("2020-01-01T00:00:00Z"), text: None },
+            fresh,
+        ];
+        let mut r = rules(now);
+        r.protected = vec!["tmp/backups/".into()];
+        r.grace_minutes = 60 * 24 * 3;
+        let c = Classifier::new(&pols).unwrap();
+        let p = plan(files.into_iter(), &pols, &c, &r);
+        insta::assert_snapshot!("ops_kept", render(&p));
+        assert!(p.units.is_empty());
+    }
+
+    #[test]
+    fn a_realistic_tree_and_what_moves_with_time() {
+        let now = "2026-11-22T10:00:00Z";
+        let tree = |now: &str| {
+            vec![
+                file("operation_1.json", 31, Some(r#"{"status": "running"}"#), now),
+                file("operation_2.json", 20, Some(r#"{"status": "failed"}"#), now),
+                file("operation_3.json", 60, Some(r#"{"status": "completed"}"#), now),
+                file("dbt/logs/2026-11-15/run.log", 7, None, now),
+                file("logs/worker/w.log", 29, None, now),
+                file("tmp/spill/part-0", 1, None, now),
+                file("cleanup_backups/2026-11-10/operation_0.json", 12, None, now),
+            ]
+        };
+        let c = Classifier::new(&policies()).unwrap();
+        let base = plan(tree(now).into_iter(), &policies(), &c, &rules(now));
+        insta::assert_snapshot!("ops_plan", render(&base));
+        // The same files a day later: the system log passes 30 days, the rest is as it was.
+        let later = plan(tree(now).into_iter(), &policies(), &c, &rules("2026-11-23T10:00:00Z"));
+        insta::assert_snapshot!("ops_plan_a_day_later", decisions(&later).join("\n"));
+        // Everything a year later, shifted together: the same decisions.
+        let shifted = plan(tree("2027-11-22T10:00:00Z").into_iter(), &policies(), &c, &rules("2027-11-22T10:00:00Z"));
+        assert_eq!(decisions(&shifted), decisions(&base));
+    }
+}

@@ -185,4 +185,32 @@ mod tests {
         assert_eq!(p.kept_unlisted[&Kind::File], 2);
         assert_eq!(p.scanned, 6);
     }
+
+    #[test]
+    fn the_grace_period_is_a_strict_bound_and_moves_with_now() {
+        let now: DateTime<Utc> = "2026-11-22T10:00:00Z".parse().unwrap();
+        let rules = |now| Rules { now, grace_minutes: 30, protected: vec![], unknown_prefixes: vec![] };
+        let refs = {
+            let mut r = RefSet::default();
+            r.push("published_modules/1/kept.json");
+            r.finish();
+            r
+        };
+        let files = || {
+            ["published_modules/1/edge.json", "published_modules/1/fresh.json", "published_modules/1/kept.json"]
+                .into_iter()
+                .map(|f| Ok(f.to_string()))
+        };
+        let times = |rel: &str| match rel {
+            "published_modules/1/edge.json" => Some((1, now - Duration::minutes(30))),
+            _ => Some((1, now - Duration::minutes(29))),
+        };
+        let p = plan(files(), &refs, &rules(now), times);
+        insta::assert_snapshot!("ui_files_plan", crate::policy::testing::render(&p));
+        // A minute later the fresh file is past the grace period too; the referenced one stays.
+        let later = plan(files(), &refs, &rules(now + Duration::minutes(1)), times);
+        insta::assert_snapshot!("ui_files_plan_a_minute_later", crate::policy::testing::decisions(&later).join("\n"));
+        // No directory is left empty while a referenced file is in it.
+        assert_eq!(later.empty_dirs_start(), later.units.len());
+    }
 }

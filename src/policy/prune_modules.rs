@@ -255,3 +255,174 @@ fn holds(dir: &str, dirs: &Listing, deleted: &BTreeSet<&str>) -> bool {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::testing::{decisions, render};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn table() -> ModuleTable {
+        let i = |s: &str| Ident::new(s).unwrap();
+        ModuleTable {
+            table: i("authoring_publishedmodule"),
+            id: i("id"),
+            module_id: i("module_id"),
+            version: i("version"),
+            published_at: i("published_at"),
+        }
+    }
+
+    fn rules(now: &str) -> Rules {
+        Rules { now: at(now), keep: 2, grace_minutes: 30, protected: vec!["backups/".into()], table: table() }
+    }
+
+    fn row(key: &str, module: i64, version: i64, files: &[&str]) -> ModuleRow {
+        ModuleRow {
+            key: key.into(),
+            module_id: module,
+            version,
+            published_at: None,
+            refs: PayloadRefs::Known(files.iter().map(|f| f.to_string()).collect()),
+        }
+    }
+
+    /// Rows in the order the query gives them: module, then newest first.
+    #[test]
+    fn keep_latest_ranks_each_module_from_its_newest_row() {
+        let mut k = KeepLatest::new(2);
+        let stream = [
+            (1, 5, true),
+            (1, 4, true),
+            (1, 3, false),
+            (1, 1, false),
+            (2, 9, true),
+            (3, 1, true),
+            (3, 1, true),
+            (3, 0, false),
+        ];
+        for (module, version, kept) in stream {
+            assert_eq!(k.keeps(&row("k", module, version, &[])), kept, "module {module} v{version}");
+        }
+        // keep = 1 keeps exactly one per module, ties included (the query breaks ties).
+        let mut one = KeepLatest::new(1);
+        assert!(one.keeps(&row("a", 7, 2, &[])) && !one.keeps(&row("b", 7, 2, &[])));
+    }
+
+    #[test]
+    fn only_files_no_kept_row_references_are_candidates() {
+        let pruned = vec![
+            row("1", 1, 1, &["published_modules/1/v1/a.json", "published_modules/1/shared/logo.json"]),
+            row("2", 1, 2, &["published_modules/1/v2/a.json", "published_modules/1/v1/a.json"]),
+            ModuleRow {
+                refs: PayloadRefs::Unknown {
+                    error: "bad".into(),
+                    salvaged: vec!["published_modules/1/v0/x.json".into()],
+                },
+                ..row("0", 1, 0, &[])
+            },
+        ];
+        let mut protect = RefSet::default();
+        protect.push("published_modules/1/shared/logo.json");
+        protect.finish();
+        let c = candidates(&pruned, &protect, &["published_modules/9/".into()]);
+        assert_eq!(c, ["published_modules/1/v1/a.json", "published_modules/1/v2/a.json"]);
+        let c = candidates(&pruned, &protect, &["published_modules/1/".into()]);
+        assert!(c.is_empty(), "a module with an unreadable payload keeps all its files");
+    }
+
+    /// (case, file state, the file goes)
+    #[test]
+    fn each_file_state_decides_the_file() {
+        let now = "2026-11-22T10:00:00Z";
+        let f = "published_modules/1/v1/a.json";
+        let cases = [
+            ("old", FileState::Present { bytes: 3, modified: at("2026-11-01T00:00:00Z") }, true),
+            ("grace edge", FileState::Present { bytes: 3, modified: at("2026-11-22T09:30:00Z") }, true),
+            ("fresh", FileState::Present { bytes: 3, modified: at("2026-11-22T09:30:01Z") }, false),
+            ("missing", FileState::Missing, false),
+            ("refused", FileState::Refused("a directory".into()), false),
+        ];
+        for (name, state, goes) in cases {
+            let files = BTreeMap::from([(f.to_string(), state)]);
+            let p = plan(vec![row("1", 1, 1, &[f])], vec![], &files, &Listing::new(), &rules(now));
+            let deletes_file = p
+                .units
+                .iter()
+                .flat_map(|u| &u.items)
+                .any(|i| matches!(&i.op, Op::DeleteFile { path, .. } if path == f));
+            assert_eq!(deletes_file, goes, "{name}");
+            assert_eq!(p.units.len(), 1, "{name}: the row goes either way");
+        }
+        let protected = "backups/published_modules/x.json";
+        let files = BTreeMap::from([(
+            protected.to_string(),
+            FileState::Present { bytes: 1, modified: at("2026-01-01T00:00:00Z") },
+        )]);
+        let p = plan(vec![row("1", 1, 1, &[protected])], vec![], &files, &Listing::new(), &rules(now));
+        assert_eq!(p.kept.len(), 1, "a protected file is kept");
+    }
+
+    #[test]
+    fn rows_sharing_a_file_are_one_unit_and_directories_left_empty_go_last() {
+        let now = "2026-11-22T10:00:00Z";
+        let old = FileState::Present { bytes: 3, modified: at("2026-11-01T00:00:00Z") };
+        let pruned = vec![
+            row("1", 1, 1, &["published_modules/1/v1/a.json", "published_modules/1/common.json"]),
+            row("2", 1, 2, &["published_modules/1/v2/a.json", "published_modules/1/common.json"]),
+            row("3", 2, 1, &["published_modules/2/v1/a.json"]),
+        ];
+        let files: BTreeMap<String, FileState> = [
+            "published_modules/1/v1/a.json",
+            "published_modules/1/v2/a.json",
+            "published_modules/1/common.json",
+            "published_modules/2/v1/a.json",
+        ]
+        .iter()
+        .map(|f| (f.to_string(), old.clone()))
+        .collect();
+        let dirs: Listing = [
+            ("published_modules/1", vec![("v1", true), ("v2", true), ("v3", true), ("common.json", false)]),
+            ("published_modules/1/v1", vec![("a.json", false)]),
+            ("published_modules/1/v2", vec![("a.json", false), ("keep.txt", false)]),
+            ("published_modules/2", vec![("v1", true)]),
+            ("published_modules/2/v1", vec![("a.json", false)]),
+        ]
+        .into_iter()
+        .map(|(d, e)| (d.to_string(), e.into_iter().map(|(n, is_dir)| (n.to_string(), is_dir)).collect()))
+        .collect();
+        let p = plan(pruned, vec![], &files, &dirs, &rules(now));
+        insta::assert_snapshot!("prune_modules_plan", render(&p));
+        // Shared file: rows 1 and 2 in one unit.
+        assert_eq!(p.units[0].items.iter().filter(|i| i.kind == Kind::Row).count(), 2);
+        let dirs: Vec<&str> = p.units[p.empty_dirs_start()..].iter().map(|u| u.items[0].target.as_str()).collect();
+        // v2 keeps keep.txt, module 1 keeps v3/: only v1, and module 2 entirely.
+        assert_eq!(
+            dirs,
+            ["media:published_modules/1/v1/", "media:published_modules/2/v1/", "media:published_modules/2/"]
+        );
+        // A day later the same facts decide the same (only the grace period is time-dependent).
+        let later = plan(
+            vec![row("1", 1, 1, &["published_modules/1/v1/a.json"])],
+            vec![],
+            &files,
+            &dirs_of(&["published_modules/1/v1"]),
+            &rules("2026-11-23T10:00:00Z"),
+        );
+        let again = plan(
+            vec![row("1", 1, 1, &["published_modules/1/v1/a.json"])],
+            vec![],
+            &files,
+            &dirs_of(&["published_modules/1/v1"]),
+            &rules(now),
+        );
+        assert_eq!(decisions(&later), decisions(&again));
+    }
+
+    fn dirs_of(d: &[&str]) -> Listing {
+        d.iter().map(|d| (d.to_string(), vec![("a.json".to_string(), false)])).collect()
+    }
+}

@@ -485,3 +485,199 @@ pub fn repos(p: &mut Plan, rows: Vec<Repo>, r: &Rules) {
         p.units.push(u);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::testing::{decisions, render};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn rules(now: &str) -> Rules {
+        let i = |s: &str| Ident::new(s).unwrap();
+        let mut keep = globset::GlobSetBuilder::new();
+        keep.add(globset::Glob::new("**/access*").unwrap());
+        Rules {
+            now: at(now),
+            grace: Duration::minutes(30),
+            protected: vec!["backups/".into()],
+            tmp_dir_ttl_minutes: 60,
+            preview_bundle_ttl_hours: 24,
+            log_retention_days: 7,
+            log_compress_after_days: Some(1),
+            log_keep: keep.build().unwrap(),
+            stale_repo_days: 180,
+            previews: PreviewTable {
+                table: i("preview_sessions"),
+                id: i("id"),
+                status: i("status"),
+                updated_at: i("updated_at"),
+                expires_at: i("expires_at"),
+                bundle_path: i("bundle_path"),
+                bundle_key: i("bundle_key"),
+            },
+            repos: RepoTable {
+                table: i("repos"),
+                id: i("id"),
+                active: i("active"),
+                last_activity_at: i("last_activity_at"),
+            },
+        }
+    }
+
+    const NOW: &str = "2026-11-22T10:00:00Z";
+
+    fn tree(minutes_old: i64) -> Tree {
+        Tree { newest: at(NOW) - Duration::minutes(minutes_old), bytes: 100 }
+    }
+
+    /// (name, kind, minutes since last change, an active job's dir, deleted)
+    #[test]
+    fn tmp_entries_go_past_the_ttl_unless_a_job_uses_them() {
+        let cases = [
+            ("old", EntryKind::Dir, 61, false, true),
+            ("edge", EntryKind::Dir, 60, false, true),
+            ("young", EntryKind::Dir, 59, false, false),
+            ("busy", EntryKind::Dir, 600, true, false),
+            ("link", EntryKind::Symlink, 600, false, true),
+            ("file", EntryKind::Other, 600, false, false),
+        ];
+        for (name, kind, minutes, busy, deleted) in cases {
+            let mut p = Plan::new(COMMAND, at(NOW));
+            let active = if busy { vec![format!("tmp/{name}/work")] } else { vec![] };
+            tmp(&mut p, vec![TmpEntry { name: Ok(name.into()), kind, tree: tree(minutes) }], &active, &rules(NOW));
+            assert_eq!(p.units.len() == 1, deleted, "{name}");
+        }
+    }
+
+    fn session(key: &str, dir: Option<BundleDir>, obj: Option<BundleObject>) -> Session {
+        Session {
+            key: key.into(),
+            status: "expired".into(),
+            bundle_path: dir.map(|d| (format!("previews/{key}"), d)),
+            bundle_key: obj.map(|o| (format!("previews/{key}.zip"), o)),
+        }
+    }
+
+    #[test]
+    fn a_preview_goes_with_its_bundle_unless_the_bundle_is_fresh_or_protected() {
+        let dir = |rel: &str, minutes| BundleDir::Present { rel: rel.into(), tree: tree(minutes) };
+        let obj = |minutes| BundleObject::Present {
+            target: "s3://previews/x.zip".into(),
+            size: 5,
+            modified: at(NOW) - Duration::minutes(minutes),
+        };
+        let sessions = vec![
+            session("s1", Some(dir("previews/s1", 600)), Some(obj(600))),
+            session("s2", Some(dir("previews/s2", 10)), Some(obj(600))),
+            session("s3", Some(dir("previews/s3", 600)), Some(obj(10))),
+            session("s4", Some(dir("backups/s4", 600)), None),
+            session(
+                "s5",
+                Some(BundleDir::Missing { rel: "previews/s5".into() }),
+                Some(BundleObject::Missing { target: "s3://previews/s5.zip".into() }),
+            ),
+            session("s6", Some(BundleDir::Refused { path: "../etc".into(), why: "leaves DATA_DIR".into() }), None),
+            session(
+                "s7",
+                None,
+                Some(BundleObject::Refused { target: "previews:s7.zip".into(), why: "no previews store".into() }),
+            ),
+        ];
+        let mut p = Plan::new(COMMAND, at(NOW));
+        previews(&mut p, sessions, &rules(NOW));
+        insta::assert_snapshot!("worker_previews", render(&p));
+        let units: Vec<&str> = p.units.iter().map(|u| u.items.last().unwrap().target.as_str()).collect();
+        assert_eq!(
+            units,
+            ["preview_sessions id=s1", "preview_sessions id=s5", "preview_sessions id=s6", "preview_sessions id=s7"]
+        );
+        // The references are cleared last, re-checked by the session's rule, with what restore needs.
+        let refs = p.units[0].items.last().unwrap();
+        assert!(matches!(&refs.op, Op::NullColumns { rule: Some(RowRule::PreviewCleanable { .. }), .. }));
+        assert!(refs.snapshot.as_ref().unwrap().get().contains("previews/s1.zip"));
+    }
+
+    #[test]
+    fn orphaned_objects_go_past_the_ttl() {
+        let refs: HashSet<String> = ["previews/used.zip".to_string()].into();
+        let o = |key: &str, hours: i64| Listed {
+            key: key.into(),
+            target: format!("s3://b/{key}"),
+            size: 1,
+            modified: at(NOW) - Duration::hours(hours),
+        };
+        let cases = [
+            (o("previews/used.zip", 100), false),
+            (o("previews/old.zip", 24), true),
+            (o("previews/young.zip", 23), false),
+            (o("backups/previews/x.zip", 100), false),
+        ];
+        for (obj, deleted) in cases {
+            let key = obj.key.clone();
+            let mut p = Plan::new(COMMAND, at(NOW));
+            assert_eq!(object(&mut p, obj, &refs, &rules(NOW)), deleted, "{key}");
+            assert_eq!(p.units.len() == 1, deleted, "{key}");
+        }
+    }
+
+    #[test]
+    fn logs_and_repos_and_what_moves_with_time() {
+        let logs_at = |now: &str| {
+            let f = |inside: &str, days: i64| LogFile {
+                inside: Ok(inside.into()),
+                modified: at(now) - Duration::days(days),
+                is_file: true,
+                bytes: 10,
+            };
+            vec![
+                f("app/debug.log", 8),
+                f("app/debug.1.log", 6),
+                f("app/debug.2.log", 1),
+                f("app/debug.3.log.gz", 3),
+                f("nginx/access.log", 30),
+                f("today.log", 0),
+            ]
+        };
+        let repos_at = |now: &str| {
+            vec![
+                Repo {
+                    key: "r1".into(),
+                    path: "repos/r1".into(),
+                    last_activity: at(now) - Duration::days(200),
+                    rel: Ok("repos/r1".into()),
+                    tree: Some(Tree { newest: at(now) - Duration::days(200), bytes: 1000 }),
+                },
+                Repo {
+                    key: "r2".into(),
+                    path: "/etc".into(),
+                    last_activity: at(now) - Duration::days(200),
+                    rel: Err("leaves DATA_DIR".into()),
+                    tree: None,
+                },
+                Repo {
+                    key: "r3".into(),
+                    path: "tmp/r3".into(),
+                    last_activity: at(now) - Duration::days(200),
+                    rel: Ok("tmp/r3".into()),
+                    tree: None,
+                },
+            ]
+        };
+        let cycle = |facts_at: &str, now: &str| {
+            let mut p = Plan::new(COMMAND, at(now));
+            logs(&mut p, logs_at(facts_at).into_iter(), &rules(now));
+            repos(&mut p, repos_at(facts_at), &rules(now));
+            p
+        };
+        let base = cycle(NOW, NOW);
+        insta::assert_snapshot!("worker_logs_and_repos", render(&base));
+        assert!(base.units.iter().filter(|u| u.task.as_deref() == Some("repos")).all(|u| u.guard.is_some()));
+        let later = cycle(NOW, "2026-11-24T10:00:00Z");
+        insta::assert_snapshot!("worker_logs_and_repos_two_days_later", decisions(&later).join("\n"));
+        let shifted = cycle("2027-05-01T10:00:00Z", "2027-05-01T10:00:00Z");
+        assert_eq!(decisions(&shifted), decisions(&base));
+    }
+}

@@ -3,6 +3,7 @@
 //! in-process S3 server.
 
 mod apply;
+mod architecture;
 mod attachments;
 mod cli;
 mod cloudcube;
