@@ -10,6 +10,7 @@ mod cloudcube;
 mod modules;
 mod ops;
 mod roundtrip;
+mod run_api;
 mod support;
 mod worker;
 
@@ -70,6 +71,13 @@ mod plans_and_restore {
         apply_refuses_another_database_an_old_plan_and_a_forecast,
         apply_keeps_a_tmp_dir_that_gained_a_file_and_caps_still_hold,
         a_failed_backup_to_a_store_keeps_the_item,
+    );
+}
+
+mod run_api_events_and_cancel {
+    on_all!(run_api:
+        a_started_run_reports_planned_items_batches_and_its_end,
+        a_cancelled_run_stops_between_batches_and_its_audit_matches,
     );
 }
 
