@@ -207,7 +207,11 @@ pub struct RawAttachments {
     pub store: Option<String>,
     pub days: Option<i64>,
     pub batch_size: Option<i64>,
+    /// The attachments' table and columns: `{ table = "…", image = "…" }`.
+    pub forum_attachment: Option<BTreeMap<String, String>>,
+    /// Deprecated: `[attachments.forum_attachment] table = "…"`.
     pub table: Option<String>,
+    /// Deprecated: `[attachments.forum_attachment]`.
     #[serde(default)]
     pub columns: RawAttachmentColumns,
 }
@@ -257,12 +261,16 @@ pub struct RawWorker {
 pub struct RawPublishedModules {
     pub keep_latest: Option<i64>,
     pub auto_prune: Option<bool>,
+    /// The published modules' table and columns: `{ table = "…", payload = "…" }`.
+    pub authoring_publishedmodule: Option<BTreeMap<String, String>>,
+    /// Deprecated: `[published_modules.authoring_publishedmodule] table = "…"`.
     pub table: Option<String>,
+    /// Deprecated: `[published_modules.authoring_publishedmodule]`.
     #[serde(default)]
     pub columns: RawPublishedModuleColumns,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPublishedModuleColumns {
     pub id: Option<String>,
@@ -272,7 +280,7 @@ pub struct RawPublishedModuleColumns {
     pub published_at: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAttachmentColumns {
     pub id: Option<String>,
@@ -711,7 +719,8 @@ fn redact_in(msg: &str) -> String {
 }
 
 /// A table and its columns, from a config section such as `[worker.repos]` (`table = "…"`,
-/// `<column> = "…"`); every name is validated as an identifier, unknown keys are errors.
+/// `<column> = "…"`): the one shape of every policy's table and column overrides. Every name
+/// is validated as an identifier; unknown keys are errors.
 #[derive(Debug, Clone)]
 pub struct TableSpec {
     pub table: Ident,
@@ -742,8 +751,54 @@ impl TableSpec {
         Ok(TableSpec { table: ident("table", default_table)?, cols })
     }
 
-    pub fn col(&self, name: &str) -> &Ident {
-        &self.cols[name]
+    /// [`load`](Self::load), where the section replaces older keys (`[x] table = "…"` and
+    /// `[x.columns]`): those still work, merged under the section's own keys, and a warning
+    /// names the key to use instead.
+    pub fn load_with_old<C: serde::Serialize>(
+        raw: Option<&BTreeMap<String, String>>,
+        old_table: Option<&String>,
+        old_columns: &C,
+        section: &str,
+        default_table: &str,
+        known: &[&'static str],
+        file: &str,
+    ) -> Result<TableSpec> {
+        // Old keys are checked under the names they were written with.
+        let parent = section.rsplit_once('.').map(|(p, _)| p).unwrap_or(section);
+        let mut merged: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(t) = old_table {
+            ident_setting(file, &format!("{parent}.table"), Some(t), default_table)?;
+            merged.insert("table".into(), t.clone());
+        }
+        if let Ok(serde_json::Value::Object(cols)) = serde_json::to_value(old_columns) {
+            for (k, v) in cols {
+                if let serde_json::Value::String(v) = v {
+                    ident_setting(file, &format!("{parent}.columns.{k}"), Some(&v), &k)?;
+                    merged.insert(k, v);
+                }
+            }
+        }
+        if !merged.is_empty() {
+            tracing::warn!(
+                target: "cleanup",
+                "{file}: [{parent}] table and [{parent}.columns] are deprecated: write them as [{section}] table = \"…\", <column> = \"…\" (they still work for now)"
+            );
+        }
+        merged.extend(raw.cloned().unwrap_or_default());
+        let raw = (!merged.is_empty()).then_some(&merged);
+        Self::load(raw, section, default_table, known, file)
+    }
+
+    /// The configured name of a column this spec was loaded with. A name it was not loaded
+    /// with is a programming error: debug builds stop, release builds use the name itself.
+    pub fn col(&self, name: &str) -> Ident {
+        match self.cols.get(name) {
+            Some(c) => c.clone(),
+            None => {
+                debug_assert!(false, "column {name:?} is not one of this table's known columns");
+                Ident::new(name).unwrap_or_else(|_| self.table.clone())
+            }
+        }
     }
 }
 
@@ -860,5 +915,41 @@ mod tests {
         assert!(
             toml::from_str::<RawConfig>("[attachments]\ndays = 3\n[attachments.columns]\nimage = \"file\"\n").is_ok()
         );
+    }
+
+    #[test]
+    fn old_table_keys_still_work_and_the_new_section_wins() {
+        let raw: RawConfig = toml::from_str(
+            "[attachments]\ntable = \"old_att\"\n[attachments.columns]\nimage = \"file\"\nid = \"uuid\"\n\
+             [attachments.forum_attachment]\nid = \"pk\"\n",
+        )
+        .unwrap();
+        let a = &raw.attachments;
+        let t = TableSpec::load_with_old(
+            a.forum_attachment.as_ref(),
+            a.table.as_ref(),
+            &a.columns,
+            "attachments.forum_attachment",
+            "forum_attachment",
+            &["id", "image", "file_size"],
+            "sweep.toml",
+        )
+        .unwrap();
+        assert_eq!(t.table.as_str(), "old_att", "the old table key is read");
+        assert_eq!(t.col("image").as_str(), "file", "an old column key is read");
+        assert_eq!(t.col("id").as_str(), "pk", "the new section wins over the old key");
+        assert_eq!(t.col("file_size").as_str(), "file_size", "the default otherwise");
+        let bad: RawConfig = toml::from_str("[attachments.forum_attachment]\nimg = \"x\"\n").unwrap();
+        let e = TableSpec::load_with_old(
+            bad.attachments.forum_attachment.as_ref(),
+            None,
+            &bad.attachments.columns,
+            "attachments.forum_attachment",
+            "forum_attachment",
+            &["id", "image"],
+            "sweep.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown key \"img\""), "{e}");
     }
 }

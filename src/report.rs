@@ -281,19 +281,6 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_like_du() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
-    }
-}
-
 /// Print a run's report: one JSON document on stdout with `json`, else the readable summary.
 /// A reader that stops early (`| head`) is not an error: the run is done and audited.
 pub fn print(json: bool, report: &Report, plan: &Plan) -> std::io::Result<()> {
@@ -310,5 +297,18 @@ pub fn print(json: bool, report: &Report, plan: &Plan) -> std::io::Result<()> {
     match written.and_then(|_| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_du() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
     }
 }

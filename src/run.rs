@@ -154,7 +154,7 @@ pub struct Finished {
 /// What a started command ended with: a run (with its report), or a command mode that prints
 /// its own answer (`--show-config`, `cleanup-ops --stats`, …).
 pub enum Ran {
-    Run(Finished),
+    Run(Box<Finished>),
     Done(Exit),
 }
 

@@ -132,5 +132,5 @@ pub async fn run(ctx: &Ctx, a: &ApplyArgs, chan: &Channel) -> Result<Ran> {
     if let Some(db) = db {
         db.close().await;
     }
-    Ok(Ran::Run(finished?))
+    Ok(Ran::Run(Box::new(finished?)))
 }

@@ -132,11 +132,11 @@ async fn preserved(db: &Db, s: &CubeSettings, cutoff: DateTime<Utc>) -> Result<P
         anyhow!("cannot read {t}: {e:#}: check [cloudcube.jobs] / [cloudcube.clips] in the config")
     };
     let mut q = db.sql();
-    q.push("SELECT ").as_text(ck).push(format_args!(" FROM {} WHERE {cs} = 'completed' AND ", c.table));
+    q.push("SELECT ").as_text(&ck).push(format_args!(" FROM {} WHERE {cs} = 'completed' AND ", c.table));
     q.time_cmp(cc, ">=", cutoff).push(format_args!(" AND {ck} IS NOT NULL"));
     let clips = db.read(&q, |r| r.text_req(0)).await.map_err(|e| read(&c.table, e))?;
     let mut q = db.sql();
-    q.push("SELECT ").as_text(jid).push(", ").as_text(js).push(", ").as_text(jo).push(", ").as_text(ja);
+    q.push("SELECT ").as_text(&jid).push(", ").as_text(&js).push(", ").as_text(&jo).push(", ").as_text(&ja);
     q.push(format_args!(" FROM {} WHERE {js} NOT IN (", j.table)).literals(&FINISHED).push(")");
     let jobs = db
         .read(&q, |r| Ok((r.text_req(0)?, r.text_req(1)?, r.text(2)?, r.text(3)?)))
@@ -187,7 +187,7 @@ async fn job_plan(db: &Db, s: &CubeSettings, store: &NamedStore, job: i64, r: &R
     let (jid, js, jo, ja) = (j.col("id"), j.col("status"), j.col("original_file_key"), j.col("extracted_audio_key"));
     let (cj, cs) = (c.col("job_id"), c.col("status"));
     let mut q = db.sql();
-    q.push("SELECT ").as_text(js).push(", ").as_text(jo).push(", ").as_text(ja);
+    q.push("SELECT ").as_text(&js).push(", ").as_text(&jo).push(", ").as_text(&ja);
     q.push(format_args!(" FROM {} WHERE {jid} = ", j.table)).bind(job);
     let row = db.read(&q, |r| Ok((r.text_req(0)?, r.text(1)?, r.text(2)?))).await?.into_iter().next();
     let mut q = db.sql();
@@ -283,7 +283,7 @@ pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs, chan: &Channel) -> Result<
     f.insert("deleted_files_sample".into(), sample.into());
     tracing::info!(target: "cleanup", "{message}");
     db.close().await;
-    Ok(Ran::Run(Finished { exit, report, plan }))
+    Ok(Ran::Run(Box::new(Finished { exit, report, plan })))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! each attachment one unit, in batches of `--batch-size`.
 
 use crate::cli::CleanupAttachmentsArgs;
-use crate::config::{ident_setting, Key, ProcessEnv, Source, Sourced};
+use crate::config::{Key, ProcessEnv, Source, Sourced, TableSpec};
 use crate::db::Db;
 use crate::exit_codes::Exit;
 use crate::ident::Ident;
@@ -91,17 +91,25 @@ impl AttachmentSettings {
             },
         };
         let f = &ctx.settings.file_name;
-        let c = &raw.columns;
+        let t = TableSpec::load_with_old(
+            raw.forum_attachment.as_ref(),
+            raw.table.as_ref(),
+            &raw.columns,
+            "attachments.forum_attachment",
+            "forum_attachment",
+            &["id", "image", "file_size", "is_active", "deleted_at"],
+            f,
+        )?;
         Ok(AttachmentSettings {
             days,
             batch_size,
             store,
-            table: ident_setting(f, "attachments.table", raw.table.as_ref(), "forum_attachment")?,
-            id: ident_setting(f, "attachments.columns.id", c.id.as_ref(), "id")?,
-            image: ident_setting(f, "attachments.columns.image", c.image.as_ref(), "image")?,
-            file_size: ident_setting(f, "attachments.columns.file_size", c.file_size.as_ref(), "file_size")?,
-            is_active: ident_setting(f, "attachments.columns.is_active", c.is_active.as_ref(), "is_active")?,
-            deleted_at: ident_setting(f, "attachments.columns.deleted_at", c.deleted_at.as_ref(), "deleted_at")?,
+            table: t.table.clone(),
+            id: t.col("id"),
+            image: t.col("image"),
+            file_size: t.col("file_size"),
+            is_active: t.col("is_active"),
+            deleted_at: t.col("deleted_at"),
         })
     }
 
@@ -111,12 +119,12 @@ impl AttachmentSettings {
             ("attachments.days".into(), self.days.value.to_string(), self.days.source.to_string()),
             ("attachments.batch_size".into(), self.batch_size.value.to_string(), self.batch_size.source.to_string()),
             ("attachments.store".into(), self.store.value.to_string(), self.store.source.to_string()),
-            d("attachments.table", self.table.as_str().into()),
-            d("attachments.columns.id", self.id.as_str().into()),
-            d("attachments.columns.image", self.image.as_str().into()),
-            d("attachments.columns.file_size", self.file_size.as_str().into()),
-            d("attachments.columns.is_active", self.is_active.as_str().into()),
-            d("attachments.columns.deleted_at", self.deleted_at.as_str().into()),
+            d("attachments.forum_attachment.table", self.table.as_str().into()),
+            d("attachments.forum_attachment.id", self.id.as_str().into()),
+            d("attachments.forum_attachment.image", self.image.as_str().into()),
+            d("attachments.forum_attachment.file_size", self.file_size.as_str().into()),
+            d("attachments.forum_attachment.is_active", self.is_active.as_str().into()),
+            d("attachments.forum_attachment.deleted_at", self.deleted_at.as_str().into()),
         ]
     }
 }
@@ -296,5 +304,5 @@ pub async fn run(ctx: &Ctx, args: &CleanupAttachmentsArgs, chan: &Channel) -> Re
         rules.cutoff().to_rfc3339()
     );
     db.close().await;
-    Ok(Ran::Run(Finished { exit, report, plan }))
+    Ok(Ran::Run(Box::new(Finished { exit, report, plan })))
 }

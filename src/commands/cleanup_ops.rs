@@ -184,7 +184,7 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs, chan: &Channel) -> Result<Ran> {
     }
     report.fields.insert("policies".into(), per.into());
     db.close().await;
-    Ok(Ran::Run(Finished { exit, report, plan }))
+    Ok(Ran::Run(Box::new(Finished { exit, report, plan })))
 }
 
 /// Walk OPS_DIR (never following links) and ask the policy: the facts stream from the walk,

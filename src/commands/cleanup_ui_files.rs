@@ -95,5 +95,5 @@ pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs, chan: &Channel) -> Result
     .await?;
     report.fields.insert("empty_dirs_removed".into(), plan.empty_dirs_removed().into());
     db.close().await;
-    Ok(Ran::Run(Finished { exit, report, plan }))
+    Ok(Ran::Run(Box::new(Finished { exit, report, plan })))
 }

@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx, args: &PruneModulesArgs, chan: &Channel) -> Result<R
         tracing::info!(target: "cleanup", "{why}");
         let report = Report::skipped("-", COMMAND, ctx.settings.dry_run.value, ctx.settings.now.value, why);
         let plan = Plan::new(COMMAND, ctx.settings.now.value);
-        return Ok(Ran::Run(Finished { exit: Exit::Success, report, plan }));
+        return Ok(Ran::Run(Box::new(Finished { exit: Exit::Success, report, plan })));
     }
     let media = ctx.settings.require_media_root()?.to_path_buf();
     let db = ctx.connect().await?;
@@ -105,7 +105,7 @@ pub async fn run(ctx: &Ctx, args: &PruneModulesArgs, chan: &Channel) -> Result<R
         .count();
     report.fields.insert("rows_pruned".into(), (rows_deleted as u64).into());
     db.close().await;
-    Ok(Ran::Run(Finished { exit, report, plan }))
+    Ok(Ran::Run(Box::new(Finished { exit, report, plan })))
 }
 
 /// Each candidate file's state, and the entries of the directories that hold them (up to

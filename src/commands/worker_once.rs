@@ -269,7 +269,7 @@ impl Gather<'_> {
         let jobs = &self.s.jobs;
         let (st, wd) = (jobs.col("status"), jobs.col("working_dir"));
         let mut q = self.db.sql();
-        q.push("SELECT ").as_text(wd);
+        q.push("SELECT ").as_text(&wd);
         q.push(format_args!(" FROM {} WHERE {st} IN ('pending', 'running') AND {wd} IS NOT NULL", jobs.table));
         let dirs = self
             .db
@@ -446,7 +446,7 @@ impl Gather<'_> {
         let t = &self.s.repos;
         let (id, last, path) = (t.col("id"), t.col("last_activity_at"), t.col("filesystem_path"));
         let mut q = self.db.sql();
-        q.push("SELECT ").as_text(id).push(", ").as_text(path).push(format_args!(", {last} FROM {} WHERE ", t.table));
+        q.push("SELECT ").as_text(&id).push(", ").as_text(&path).push(format_args!(", {last} FROM {} WHERE ", t.table));
         crate::db::push_rule(&mut q, &self.rules.repo_rule(), &t.table);
         q.push(format_args!(" AND {path} IS NOT NULL ORDER BY {id}"));
         let rows = self
@@ -569,7 +569,7 @@ pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs, chan: &Channel) -> Result<Ran
         }
     }
     db.close().await;
-    Ok(Ran::Run(Finished { exit, report, plan }))
+    Ok(Ran::Run(Box::new(Finished { exit, report, plan })))
 }
 
 /// Seed 004 §7.2's metrics, counters as totals from the audit (so they survive restarts and

@@ -2,7 +2,7 @@
 //! `[published_modules]` settings and the rows of `authoring_publishedmodule`, read as a stream
 //! with each payload's references parsed one row at a time.
 
-use crate::config::{ident_setting, Key, ProcessEnv, Source, Sourced};
+use crate::config::{Key, ProcessEnv, Source, Sourced, TableSpec};
 use crate::db::Db;
 use crate::ident::Ident;
 use crate::refs::{payload_refs, ModuleRow, PayloadRefs};
@@ -51,21 +51,24 @@ impl ModuleSettings {
             },
         };
         let f = &ctx.settings.file_name;
-        let c = &raw.columns;
+        let t = TableSpec::load_with_old(
+            raw.authoring_publishedmodule.as_ref(),
+            raw.table.as_ref(),
+            &raw.columns,
+            "published_modules.authoring_publishedmodule",
+            "authoring_publishedmodule",
+            &["id", "module_id", "version", "payload", "published_at"],
+            f,
+        )?;
         Ok(ModuleSettings {
             keep_latest,
             auto_prune,
-            table: ident_setting(f, "published_modules.table", raw.table.as_ref(), "authoring_publishedmodule")?,
-            id: ident_setting(f, "published_modules.columns.id", c.id.as_ref(), "id")?,
-            module_id: ident_setting(f, "published_modules.columns.module_id", c.module_id.as_ref(), "module_id")?,
-            version: ident_setting(f, "published_modules.columns.version", c.version.as_ref(), "version")?,
-            payload: ident_setting(f, "published_modules.columns.payload", c.payload.as_ref(), "payload")?,
-            published_at: ident_setting(
-                f,
-                "published_modules.columns.published_at",
-                c.published_at.as_ref(),
-                "published_at",
-            )?,
+            table: t.table.clone(),
+            id: t.col("id"),
+            module_id: t.col("module_id"),
+            version: t.col("version"),
+            payload: t.col("payload"),
+            published_at: t.col("published_at"),
         })
     }
 
@@ -82,12 +85,12 @@ impl ModuleSettings {
                 self.auto_prune.value.to_string(),
                 self.auto_prune.source.to_string(),
             ),
-            d("published_modules.table", &self.table),
-            d("published_modules.columns.id", &self.id),
-            d("published_modules.columns.module_id", &self.module_id),
-            d("published_modules.columns.version", &self.version),
-            d("published_modules.columns.payload", &self.payload),
-            d("published_modules.columns.published_at", &self.published_at),
+            d("published_modules.authoring_publishedmodule.table", &self.table),
+            d("published_modules.authoring_publishedmodule.id", &self.id),
+            d("published_modules.authoring_publishedmodule.module_id", &self.module_id),
+            d("published_modules.authoring_publishedmodule.version", &self.version),
+            d("published_modules.authoring_publishedmodule.payload", &self.payload),
+            d("published_modules.authoring_publishedmodule.published_at", &self.published_at),
         ]
     }
 }

@@ -148,3 +148,27 @@ fn demo_builds_a_workspace_and_dry_runs_it() {
     assert!(!d.path().join("ws/media/attachments/2026/08/fern-close-up.jpg").exists());
     assert!(d.path().join("ws/media/attachments/2026/11/active-1.jpg").exists());
 }
+
+#[test]
+fn old_table_keys_still_work_with_a_warning_that_names_the_new_section() {
+    let d = scratch();
+    let url = format!("sqlite://{}/x.db", d.path().display());
+    let env = [("DATABASE_URL", url.as_str()), ("MEDIA_ROOT", d.path().to_str().unwrap())];
+    std::fs::write(
+        d.path().join("sweep.toml"),
+        "[attachments]\ntable = \"att\"\n[attachments.columns]\nimage = \"file\"\n",
+    )
+    .unwrap();
+    let r = sweep_in(d.path(), &["cleanup-attachments", "--show-config"], &env);
+    r.expect(0);
+    assert!(r.stderr.contains("deprecated") && r.stderr.contains("[attachments.forum_attachment]"), "{}", r.stderr);
+    assert!(r.stdout.contains("attachments.forum_attachment.table") && r.stdout.contains("att "), "{}", r.stdout);
+    assert!(r.stdout.contains("attachments.forum_attachment.image") && r.stdout.contains("file "), "{}", r.stdout);
+    // The new section alone: no warning.
+    std::fs::write(d.path().join("sweep.toml"), "[attachments.forum_attachment]\ntable = \"att\"\nimage = \"file\"\n")
+        .unwrap();
+    let r = sweep_in(d.path(), &["cleanup-attachments", "--show-config"], &env);
+    r.expect(0);
+    assert!(!r.stderr.contains("deprecated"), "{}", r.stderr);
+    assert!(r.stdout.contains("file "), "{}", r.stdout);
+}

@@ -45,8 +45,10 @@ pub async fn a_started_run_reports_planned_items_batches_and_its_end(b: Backend)
     assert_eq!(f.report.totals.deleted, 12, "6 files and 6 rows");
     assert!(matches!(&events[0], Event::Planned { units: 6, items: 12, .. }), "{:?}", events[0]);
     let items = events.iter().filter(|e| matches!(e, Event::Item { .. })).count();
-    let batches: Vec<u64> =
-        events.iter().filter_map(|e| if let Event::Batch { done_units, .. } = e { Some(*done_units) } else { None }).collect();
+    let batches: Vec<u64> = events
+        .iter()
+        .filter_map(|e| if let Event::Batch { done_units, .. } = e { Some(*done_units) } else { None })
+        .collect();
     assert_eq!(items, 12);
     assert_eq!(batches, [2, 4, 6], "one event per batch of 2");
     assert!(
