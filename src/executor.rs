@@ -283,7 +283,7 @@ impl Deleter<'_> {
                 valid = kept_valid;
                 valid_idx = kept_idx;
             }
-            let out = object::delete_keys(&s.store, valid, 1000, self.concurrency.min(8)).await;
+            let out = s.delete_keys(valid, 1000, self.concurrency.min(8)).await;
             for (i, r) in valid_idx.into_iter().zip(out) {
                 results[i] = Some(match r {
                     Ok(()) => (Outcome::Deleted, None),

@@ -98,8 +98,12 @@ impl StoreRecord {
 #[derive(Debug, Clone)]
 pub struct NamedStore {
     pub url: String,
+    /// The store, rooted at its prefix: keys are relative to it.
     pub store: Arc<dyn ObjectStore>,
     pub location: StoreLocation,
+    /// The bucket itself and the prefix, for bulk deletion: object_store's `PrefixStore` does
+    /// not forward `delete_stream`, so through it every key would be one DELETE request.
+    bulk: Option<(Arc<dyn ObjectStore>, ObjPath)>,
 }
 
 impl NamedStore {
@@ -132,6 +136,7 @@ impl NamedStore {
                 url: url.to_string(),
                 store: Arc::new(fs.with_automatic_cleanup(true)),
                 location: StoreLocation::File { dir },
+                bulk: None,
             })
         } else {
             Err(bad("expected s3://bucket/prefix or file:///dir"))
@@ -161,12 +166,37 @@ impl NamedStore {
         if let Some(k) = &creds.1 {
             b = b.with_secret_access_key(k.expose());
         }
-        let s3 = b.build().map_err(|source| StoreError::Open { url: shown.to_string(), source })?;
+        let s3: Arc<dyn ObjectStore> =
+            Arc::new(b.build().map_err(|source| StoreError::Open { url: shown.to_string(), source })?);
+        let prefix = loc.prefix.trim_matches('/');
+        let (store, bulk) = if prefix.is_empty() {
+            (s3, None)
+        } else {
+            let p = parse_key(prefix).map_err(|_| StoreError::BadUrl {
+                url: shown.to_string(),
+                why: "the prefix is not a clean path".into(),
+            })?;
+            (Arc::new(PrefixStore::new(s3.clone(), p.clone())) as Arc<dyn ObjectStore>, Some((s3, p)))
+        };
         Ok(NamedStore {
             url: shown.to_string(),
-            store: with_prefix(Arc::new(s3), &loc.prefix, shown)?,
+            store,
             location: StoreLocation::S3 { at: loc.clone(), credentials: from },
+            bulk,
         })
+    }
+
+    /// Delete keys (relative to the prefix) in bulk requests of up to `chunk` keys (S3
+    /// DeleteObjects: at most 1,000), `concurrency` requests at once, results in input order.
+    /// A prefixed S3 store sends its requests to the bucket with the prefix prepended.
+    pub async fn delete_keys(&self, keys: Vec<ObjPath>, chunk: usize, concurrency: usize) -> Vec<KeyResult> {
+        match &self.bulk {
+            None => delete_keys(&self.store, keys, chunk, concurrency).await,
+            Some((bucket, prefix)) => {
+                let full = keys.into_iter().map(|k| ObjPath::from_iter(prefix.parts().chain(k.parts()))).collect();
+                delete_keys(bucket, full, chunk, concurrency).await
+            }
+        }
     }
 
     /// What a plan or a run records of this store: no credentials.
@@ -184,16 +214,6 @@ impl NamedStore {
     pub fn key_of<'a>(&self, target: &'a str) -> Option<&'a str> {
         target.strip_prefix(self.url.trim_end_matches('/'))?.strip_prefix('/')
     }
-}
-
-fn with_prefix(s: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
-    let prefix = prefix.trim_matches('/');
-    if prefix.is_empty() {
-        return Ok(s);
-    }
-    let p = parse_key(prefix)
-        .map_err(|_| StoreError::BadUrl { url: url.to_string(), why: "the prefix is not a clean path".into() })?;
-    Ok(Arc::new(PrefixStore::new(s, p)))
 }
 
 /// A store key as an object_store path, refusing keys that would not round-trip exactly

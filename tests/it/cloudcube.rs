@@ -183,6 +183,14 @@ pub async fn thousands_of_objects_are_paged_batched_and_one_failure_is_reported(
     assert!(c.has("tmp/x-undeletable.bin") && c.has("uploads/keep.mp4"));
     assert!(!c.has("tmp/00/0.bin") && !c.has(&format!("tmp/{:02}/{}.bin", (n - 1) % 37, n - 1)));
     assert!(!r.stderr.contains(S3_SECRET) && !r.stdout.contains(S3_SECRET));
+    // Through the cube's prefix, deletions still go in bulk: DeleteObjects requests of up to
+    // 1,000 keys (counted on the server), never one DELETE per object.
+    let req = S3Server::shared().requests(&c.bucket);
+    assert_eq!(req.delete_object, 0, "{req:?}");
+    assert_eq!(req.delete_objects.iter().sum::<usize>(), n + 1, "{req:?}");
+    assert!(req.delete_objects.iter().all(|k| *k <= 1000), "{req:?}");
+    assert_eq!(req.delete_objects.len(), 3, "2,301 keys in three requests: {req:?}");
+    assert!(req.delete_objects[..2].iter().all(|k| *k >= 900), "{req:?}");
 }
 
 pub async fn nothing_preserved_is_refused_unless_allowed_and_bad_urls_are_clear(b: Backend) {

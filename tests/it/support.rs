@@ -261,7 +261,31 @@ fn remove_stale_s3_roots() {
     }
 }
 
-/// s3s-fs, except that keys containing `UNDELETABLE` fail in DeleteObjects.
+/// Deletion requests the test server received for one bucket, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// Keys in each DeleteObjects request, in order.
+    pub delete_objects: Vec<usize>,
+    /// DeleteObject (one key) requests.
+    pub delete_object: usize,
+}
+
+static REQUESTS: std::sync::Mutex<Option<std::collections::HashMap<String, Requests>>> = std::sync::Mutex::new(None);
+
+fn count(bucket: &str, f: impl FnOnce(&mut Requests)) {
+    let mut g = REQUESTS.lock().unwrap();
+    f(g.get_or_insert_with(Default::default).entry(bucket.to_string()).or_default());
+}
+
+impl S3Server {
+    /// The deletion requests `bucket` received so far.
+    pub fn requests(&self, bucket: &str) -> Requests {
+        REQUESTS.lock().unwrap().as_ref().and_then(|m| m.get(bucket).cloned()).unwrap_or_default()
+    }
+}
+
+/// s3s-fs, except that keys containing `UNDELETABLE` fail in DeleteObjects, and deletion
+/// requests are counted by kind.
 struct Flaky(s3s_fs::FileSystem);
 
 #[async_trait::async_trait]
@@ -270,6 +294,7 @@ impl S3 for Flaky {
         &self,
         mut req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        count(&req.input.bucket, |r| r.delete_objects.push(req.input.delete.objects.len()));
         let (bad, good): (Vec<ObjectIdentifier>, Vec<ObjectIdentifier>) =
             req.input.delete.objects.drain(..).partition(|o| o.key.contains(UNDELETABLE));
         req.input.delete.objects = good;
@@ -289,6 +314,7 @@ impl S3 for Flaky {
         Ok(resp)
     }
     async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        count(&req.input.bucket, |r| r.delete_object += 1);
         if req.input.key.contains(UNDELETABLE) {
             return Err(s3s::s3_error!(AccessDenied));
         }
