@@ -380,6 +380,27 @@ impl Db {
     /// Apply sweep's migrations that are not yet applied; returns the versions applied now.
     pub async fn migrate(&self) -> Result<Vec<i64>> {
         let mut applied = Vec::new();
+        // One migration on a connection or transaction, if it is not applied yet.
+        macro_rules! apply_if_new {
+            ($conn:expr, $m:expr, $text:expr, $ph:literal) => {{
+                let done: Option<i64> =
+                    sqlx::query_scalar(concat!("SELECT version FROM sweep_migrations WHERE version = ", $ph))
+                        .bind($m.version)
+                        .fetch_optional(&mut *$conn)
+                        .await?;
+                if done.is_none() {
+                    sqlx::raw_sql($text)
+                        .execute(&mut *$conn)
+                        .await
+                        .with_context(|| format!("migration {} failed", $m.version))?;
+                    sqlx::query(concat!("INSERT INTO sweep_migrations (version) VALUES (", $ph, ")"))
+                        .bind($m.version)
+                        .execute(&mut *$conn)
+                        .await?;
+                    applied.push($m.version);
+                }
+            }};
+        }
         match &self.pool {
             Pool::Pg(p) => {
                 sqlx::raw_sql("CREATE TABLE IF NOT EXISTS sweep_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
@@ -389,22 +410,7 @@ impl Db {
                     let mut tx = p.begin().await?;
                     // Serialise concurrent `sweep migrate` runs.
                     sqlx::query("LOCK TABLE sweep_migrations IN EXCLUSIVE MODE").execute(&mut *tx).await?;
-                    let done: Option<i64> =
-                        sqlx::query_scalar("SELECT version FROM sweep_migrations WHERE version = $1")
-                            .bind(m.version)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if done.is_none() {
-                        sqlx::raw_sql(m.postgres)
-                            .execute(&mut *tx)
-                            .await
-                            .with_context(|| format!("migration {} failed", m.version))?;
-                        sqlx::query("INSERT INTO sweep_migrations (version) VALUES ($1)")
-                            .bind(m.version)
-                            .execute(&mut *tx)
-                            .await?;
-                        applied.push(m.version);
-                    }
+                    apply_if_new!(tx, m, m.postgres, "$1");
                     tx.commit().await?;
                 }
             }
@@ -414,22 +420,7 @@ impl Db {
                     .await?;
                 for m in MIGRATIONS {
                     let mut tx = p.begin().await?;
-                    let done: Option<i64> =
-                        sqlx::query_scalar("SELECT version FROM sweep_migrations WHERE version = ?")
-                            .bind(m.version)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if done.is_none() {
-                        sqlx::raw_sql(m.sqlite)
-                            .execute(&mut *tx)
-                            .await
-                            .with_context(|| format!("migration {} failed", m.version))?;
-                        sqlx::query("INSERT INTO sweep_migrations (version) VALUES (?)")
-                            .bind(m.version)
-                            .execute(&mut *tx)
-                            .await?;
-                        applied.push(m.version);
-                    }
+                    apply_if_new!(tx, m, m.sqlite, "?");
                     tx.commit().await?;
                 }
             }
@@ -447,22 +438,7 @@ impl Db {
                 }
                 let result: Result<()> = async {
                     for m in MIGRATIONS {
-                        let done: Option<i64> =
-                            sqlx::query_scalar("SELECT version FROM sweep_migrations WHERE version = ?")
-                                .bind(m.version)
-                                .fetch_optional(&mut *c)
-                                .await?;
-                        if done.is_none() {
-                            sqlx::raw_sql(m.mysql)
-                                .execute(&mut *c)
-                                .await
-                                .with_context(|| format!("migration {} failed", m.version))?;
-                            sqlx::query("INSERT INTO sweep_migrations (version) VALUES (?)")
-                                .bind(m.version)
-                                .execute(&mut *c)
-                                .await?;
-                            applied.push(m.version);
-                        }
+                        apply_if_new!(c, m, m.mysql, "?");
                     }
                     Ok(())
                 }

@@ -34,3 +34,32 @@ pub(crate) fn find_bin(name: &str, extra: &[PathBuf]) -> Option<PathBuf> {
     }
     extra.iter().rev().map(|d| d.join(name)).find(|p| p.is_file())
 }
+
+/// A server's own directory under the temp dir, owned by `user` when we run as root (servers
+/// refuse to run as root): `(dir, root)`.
+pub(crate) fn server_dir(kind: &str, user: &str, package: &str) -> Result<(PathBuf, bool), String> {
+    let root = is_root();
+    let dir = std::env::temp_dir().join(format!("sweep-{kind}-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if root {
+        let ok = Command::new("chown").arg(format!("{user}:")).arg(&dir).status().map(|s| s.success()).unwrap_or(false);
+        if !ok {
+            return Err(format!(
+                "running as root, but cannot chown {} to the `{user}` user: install Debian's `{package}` package (it creates that user)",
+                dir.display()
+            ));
+        }
+    }
+    Ok((dir, root))
+}
+
+/// A command that runs `bin` as `user` when we run as root (through `runuser`), else as us.
+pub(crate) fn as_user(root: bool, user: &str, bin: &std::path::Path) -> Command {
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", user, "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}

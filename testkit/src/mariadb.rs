@@ -7,7 +7,7 @@
 //! removes its directory when our end of its stdin closes, however the test process exits.
 //! sweep connects as a user with a password over TCP, as it would in production.
 
-use crate::{find_bin, free_port, is_root};
+use crate::{as_user, find_bin, free_port, server_dir};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,28 +48,8 @@ impl MariaDb {
         let install = bin(&["mariadb-install-db", "mysql_install_db"])?;
         let server = bin(&["mariadbd", "mysqld"])?;
         bin(&["mariadb", "mysql"])?;
-        let root = is_root();
-        let dir = std::env::temp_dir().join(format!("sweep-mariadb-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let as_user = |bin: &Path| -> Command {
-            if root {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "mysql", "--"]).arg(bin);
-                c
-            } else {
-                Command::new(bin)
-            }
-        };
-        if root {
-            let ok = Command::new("chown")
-                .args(["mysql:", dir.to_str().unwrap()])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if !ok {
-                return Err("running as root, but cannot chown the server directory to the `mysql` user: install Debian's `mariadb-server` package (it creates that user)".into());
-            }
-        }
+        let (dir, root) = server_dir("mariadb", "mysql", "mariadb-server")?;
+        let as_user = |bin: &Path| as_user(root, "mysql", bin);
         let data = dir.join("data");
         let out = as_user(&install)
             .arg("--no-defaults")

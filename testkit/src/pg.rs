@@ -6,7 +6,7 @@
 //! that stops it (and removes its directory) when our end of its stdin closes, which happens
 //! whenever the test process exits, however it exits.
 
-use crate::{free_port, is_root};
+use crate::{as_user, free_port, server_dir};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,28 +48,8 @@ impl PgCluster {
     fn start() -> Result<PgCluster, String> {
         let initdb = find_bin("initdb").ok_or(MISSING_PG)?;
         let postgres = find_bin("postgres").ok_or(MISSING_PG)?;
-        let root = is_root();
-        let dir = std::env::temp_dir().join(format!("sweep-pg-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let as_user = |bin: &Path| -> Command {
-            if root {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(bin);
-                c
-            } else {
-                Command::new(bin)
-            }
-        };
-        if root {
-            let ok = Command::new("chown")
-                .args(["postgres:", dir.to_str().unwrap()])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if !ok {
-                return Err("running as root, but cannot chown the cluster directory to the `postgres` user: install Debian's `postgresql` package (it creates that user)".into());
-            }
-        }
+        let (dir, root) = server_dir("pg", "postgres", "postgresql")?;
+        let as_user = |bin: &Path| as_user(root, "postgres", bin);
         let data = dir.join("data");
         let out = as_user(&initdb)
             .arg("-D")
