@@ -43,6 +43,9 @@ macro_rules! bind_args {
                 Arg::Bool(b) => q.bind(*b),
                 Arg::Time(t) => q.bind(*t),
                 Arg::TextArray(v) => q.bind(v.clone()),
+                Arg::OptTextArray(v) => q.bind(v.clone()),
+                Arg::OptIntArray(v) => q.bind(v.clone()),
+                Arg::TimeArray(v) => q.bind(v.clone()),
             };
         }
         q
@@ -56,7 +59,9 @@ macro_rules! bind_args {
                 Arg::Float(f) => q.bind(*f),
                 Arg::Bool(b) => q.bind(*b),
                 Arg::Time(t) => q.bind(rfc3339(*t)),
-                Arg::TextArray(v) => q.bind(serde_json::to_string(v).unwrap_or_default()),
+                Arg::TextArray(_) | Arg::OptTextArray(_) | Arg::OptIntArray(_) | Arg::TimeArray(_) => {
+                    unreachable!("arrays are bound on PostgreSQL only")
+                }
             };
         }
         q
@@ -70,7 +75,9 @@ macro_rules! bind_args {
                 Arg::Float(f) => q.bind(*f),
                 Arg::Bool(b) => q.bind(*b),
                 Arg::Time(t) => q.bind(*t),
-                Arg::TextArray(v) => q.bind(serde_json::to_string(v).unwrap_or_default()),
+                Arg::TextArray(_) | Arg::OptTextArray(_) | Arg::OptIntArray(_) | Arg::TimeArray(_) => {
+                    unreachable!("arrays are bound on PostgreSQL only")
+                }
             };
         }
         q
@@ -112,6 +119,11 @@ const MIGRATIONS: &[Migration] = &[
         mysql: include_str!("../migrations/mysql/0002_audit_without_foreign_key.sql"),
     },
 ];
+
+/// The audit outcome of an item about to be deleted: written (durably) before the deletion,
+/// replaced by the real outcome after it. One left behind by a dead run is resolved against
+/// what is there by the next run of its command (`run::recover`).
+pub const INTENT: &str = "intent";
 
 /// One row of `cleanup_audit`, borrowed from the plan item it records.
 #[derive(Debug, Clone)]
@@ -474,8 +486,21 @@ impl Db {
 
     /// Record the start of a run.
     pub async fn insert_run(&self, id: &str, command: &str, dry_run: bool, started: DateTime<Utc>) -> Result<()> {
+        self.insert_run_with(id, command, dry_run, started, None).await
+    }
+
+    /// Record the start of a run with its details so far (its stores and where its backups go:
+    /// what `restore` needs even if the run never finishes).
+    pub async fn insert_run_with(
+        &self,
+        id: &str,
+        command: &str,
+        dry_run: bool,
+        started: DateTime<Utc>,
+        details: Option<&serde_json::Value>,
+    ) -> Result<()> {
         let mut q = self.sql();
-        q.push("INSERT INTO cleanup_runs (id, command, dry_run, started_at, status) VALUES (")
+        q.push("INSERT INTO cleanup_runs (id, command, dry_run, started_at, status, details) VALUES (")
             .bind(id)
             .push(", ")
             .bind(command)
@@ -483,7 +508,9 @@ impl Db {
             .bind(dry_run)
             .push(", ")
             .bind(started)
-            .push(", 'running')");
+            .push(", 'running', ")
+            .bind_json(details.map(|d| d.to_string()))
+            .push(")");
         self.execute(&q).await?;
         Ok(())
     }
@@ -515,37 +542,38 @@ impl Db {
 
     /// Append audit rows (one statement per chunk, in one transaction).
     pub async fn insert_audit(&self, rows: &[AuditRow<'_>]) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
+        self.execute_all(&self.audit_statements(rows)).await?;
+        Ok(())
+    }
+
+    /// The statements that append `rows` to the audit: one `INSERT … UNNEST` on PostgreSQL
+    /// (COPY's per-statement overhead loses at batch sizes in the hundreds), multi-row
+    /// `VALUES` of 500 rows elsewhere. Run them alone or in another statement's transaction.
+    pub fn audit_statements(&self, rows: &[AuditRow<'_>]) -> Vec<Sql> {
         const COLUMNS: &str =
             "INSERT INTO cleanup_audit (run_id, policy, kind, target, reason, bytes, outcome, error, backup_location, row_snapshot, at) ";
-        if let Pool::Pg(p) = &self.pool {
-            // One INSERT … UNNEST per batch (COPY's per-statement overhead loses at batch sizes
-            // in the hundreds).
-            let col = |f: &dyn Fn(&AuditRow<'_>) -> Option<String>| rows.iter().map(f).collect::<Vec<Option<String>>>();
-            sqlx::query(&format!(
-                "{COLUMNS}SELECT r, p, k, t, re, b, o, e, bl, s::json, a FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                 $6::int8[], $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[]) AS u(r, p, k, t, re, b, o, e, bl, s, a)"
-            ))
-            .bind(col(&|r| Some(r.run_id.to_string())))
-            .bind(col(&|r| Some(r.policy.to_string())))
-            .bind(col(&|r| Some(r.kind.to_string())))
-            .bind(col(&|r| Some(r.target.to_string())))
-            .bind(col(&|r| Some(r.reason.to_string())))
-            .bind(rows.iter().map(|r| r.bytes).collect::<Vec<Option<i64>>>())
-            .bind(col(&|r| Some(r.outcome.to_string())))
-            .bind(col(&|r| r.error.map(String::from)))
-            .bind(col(&|r| r.backup_location.map(String::from)))
-            .bind(col(&|r| r.row_snapshot.map(|v| v.get().to_string())))
-            .bind(rows.iter().map(|r| r.at).collect::<Vec<DateTime<Utc>>>())
-            .execute(p)
-            .await?;
-            return Ok(());
+        if rows.is_empty() {
+            return Vec::new();
         }
-        // SQLite and MySQL: multi-row VALUES, 500 rows a statement.
-        let statements: Vec<Sql> = rows
-            .chunks(500)
+        if self.backend() == Backend::Postgres {
+            let col = |f: &dyn Fn(&AuditRow<'_>) -> Option<String>| Arg::OptTextArray(rows.iter().map(f).collect());
+            let mut q = self.sql();
+            q.push(COLUMNS).push("SELECT r, p, k, t, re, b, o, e, bl, s::json, a FROM UNNEST(");
+            q.bind(col(&|r| Some(r.run_id.to_string()))).push("::text[], ");
+            q.bind(col(&|r| Some(r.policy.to_string()))).push("::text[], ");
+            q.bind(col(&|r| Some(r.kind.to_string()))).push("::text[], ");
+            q.bind(col(&|r| Some(r.target.to_string()))).push("::text[], ");
+            q.bind(col(&|r| Some(r.reason.to_string()))).push("::text[], ");
+            q.bind(Arg::OptIntArray(rows.iter().map(|r| r.bytes).collect())).push("::int8[], ");
+            q.bind(col(&|r| Some(r.outcome.to_string()))).push("::text[], ");
+            q.bind(col(&|r| r.error.map(String::from))).push("::text[], ");
+            q.bind(col(&|r| r.backup_location.map(String::from))).push("::text[], ");
+            q.bind(col(&|r| r.row_snapshot.map(|v| v.get().to_string()))).push("::text[], ");
+            q.bind(Arg::TimeArray(rows.iter().map(|r| r.at).collect()));
+            q.push("::timestamptz[]) AS u(r, p, k, t, re, b, o, e, bl, s, a)");
+            return vec![q];
+        }
+        rows.chunks(500)
             .map(|chunk| {
                 let mut q = self.sql();
                 q.push(COLUMNS).push("VALUES ");
@@ -558,7 +586,20 @@ impl Db {
                 }
                 q
             })
-            .collect();
+            .collect()
+    }
+
+    /// Replace a run's intent records for `targets` with their outcomes `rows`, in one
+    /// transaction: the audit never holds both, nor neither.
+    pub async fn settle_intents(&self, run_id: &str, targets: &[String], rows: &[AuditRow<'_>]) -> Result<()> {
+        let mut statements = Vec::new();
+        for chunk in targets.chunks(KEYS_PER_STATEMENT) {
+            let mut q = self.sql();
+            q.push("DELETE FROM cleanup_audit WHERE run_id = ").bind(run_id);
+            q.push(format_args!(" AND outcome = '{INTENT}' AND ")).in_keys("target", chunk, "text");
+            statements.push(q);
+        }
+        statements.extend(self.audit_statements(rows));
         self.execute_all(&statements).await?;
         Ok(())
     }
@@ -660,12 +701,17 @@ impl Db {
     /// `DELETE` deletes from in a subquery (a keep-N rule does): there the rows are read with
     /// `SELECT … FOR UPDATE` (rule applied, rows locked) and deleted by key in the same
     /// transaction, so nothing can change between the snapshot and the deletion.
+    ///
+    /// `audit` makes the statements that record what was deleted (each key with its snapshot);
+    /// they run in the deletion's own transaction, so a row is never gone without its audit
+    /// row, whatever instant the process dies at.
     pub async fn delete_rows_returning(
         &self,
         table: &Ident,
         key_column: &Ident,
         keys: &[String],
         rule: Option<&RowRule>,
+        audit: &(dyn Fn(&[(&str, Option<&RawValue>)]) -> Vec<Sql> + Sync),
     ) -> Result<HashMap<String, Box<RawValue>>> {
         let mut out = HashMap::with_capacity(keys.len());
         let mut statements = Vec::new();
@@ -705,15 +751,20 @@ impl Db {
                     let rows = bind_args!(sqlx::query(&q.text), &q.args, $b).fetch_all(&mut *tx).await?;
                     let mut found = Vec::with_capacity(rows.len());
                     for r in rows {
-                        let (k, s) = snapshot(&Row(row::Inner::$inner(r)))?;
-                        found.push(k.clone());
-                        out.insert(k, s);
+                        found.push(snapshot(&Row(row::Inner::$inner(r)))?);
                     }
-                    if self.backend() == Backend::MySql && !found.is_empty() {
+                    let keys: Vec<String> = found.iter().map(|f| f.0.clone()).collect();
+                    if self.backend() == Backend::MySql && !keys.is_empty() {
                         let mut d = self.sql();
-                        d.push(format_args!("DELETE FROM {table} WHERE ")).in_keys(key_column, &found, "");
+                        d.push(format_args!("DELETE FROM {table} WHERE ")).in_keys(key_column, &keys, "");
                         bind_args!(sqlx::query(&d.text), &d.args, $b).execute(&mut *tx).await?;
                     }
+                    let done: Vec<(&str, Option<&RawValue>)> =
+                        found.iter().map(|(k, s)| (k.as_str(), Some(&**s))).collect();
+                    for a in audit(&done) {
+                        bind_args!(sqlx::query(&a.text), &a.args, $b).execute(&mut *tx).await?;
+                    }
+                    out.extend(found);
                 }
                 tx.commit().await?;
             }};
@@ -728,7 +779,8 @@ impl Db {
 
     /// Set `columns` to NULL in the rows with these keys that still match `rule`; returns the
     /// keys actually updated (read with `FOR UPDATE`, then updated by key, in one transaction,
-    /// so that this works alike where `UPDATE … RETURNING` does not exist).
+    /// so that this works alike where `UPDATE … RETURNING` does not exist). `audit`'s
+    /// statements run in the same transaction, as for a deletion.
     pub async fn null_columns(
         &self,
         table: &Ident,
@@ -736,6 +788,7 @@ impl Db {
         keys: &[String],
         columns: &[Ident],
         rule: Option<&RowRule>,
+        audit: &(dyn Fn(&[(&str, Option<&RawValue>)]) -> Vec<Sql> + Sync),
     ) -> Result<HashSet<String>> {
         let mut out = HashSet::new();
         let ty = self.key_type(table, key_column).await?;
@@ -763,6 +816,10 @@ impl Db {
                         u.push(format_args!("UPDATE {table} SET {} WHERE ", set.join(", ")));
                         u.in_keys(key_column, &found, &ty);
                         bind_args!(sqlx::query(&u.text), &u.args, $b).execute(&mut *tx).await?;
+                        let done: Vec<(&str, Option<&RawValue>)> = found.iter().map(|k| (k.as_str(), None)).collect();
+                        for a in audit(&done) {
+                            bind_args!(sqlx::query(&a.text), &a.args, $b).execute(&mut *tx).await?;
+                        }
                     }
                     out.extend(found);
                 }

@@ -4,7 +4,7 @@
 //! A dry run and a real run go through the same loop, the same re-checks and the same
 //! grouping; only the last step differs (`Deleter::dry_run` records `would_delete`).
 
-use crate::db::AuditRow;
+use crate::db::{AuditRow, INTENT};
 use crate::event::{Event, Events};
 use crate::exit_codes::Fatal;
 use crate::fingerprint;
@@ -106,16 +106,25 @@ struct Deleter<'a> {
     check_fingerprints: bool,
     /// Each root's open directories, kept for the whole run.
     dirs: Arc<HashMap<String, SharedDirs>>,
+    /// The run whose audit a deleted row is recorded in, in the deletion's transaction
+    /// (`None`: no audit, as in a dry run).
+    audit_run: Option<&'a str>,
 }
 
 type Res = (Outcome, Option<String>);
 
-/// What one item's step produced: its outcome, where it was backed up, and (a deleted row) the
-/// row as it was deleted.
-type Done = (Res, Option<String>, Option<Box<RawValue>>);
+/// What a row's audit needs that the database does not return: the unit's policy and the item.
+type RowMeta<'a> = HashMap<&'a str, (&'a str, &'a Item)>;
+
+/// What one item's step produced: its outcome, where it was backed up, (a deleted row) the row
+/// as it was deleted, and whether its audit row is written already (in the deletion's
+/// transaction).
+type Done = (Res, Option<String>, Option<Box<RawValue>>, bool);
 
 impl Deleter<'_> {
     /// Delete rows (or, with `null`, set those columns to NULL), each only if it still matches.
+    /// Each row carried out is audited (with its snapshot) in the same transaction; the third
+    /// value says so.
     async fn rows(
         &self,
         table: &Ident,
@@ -123,34 +132,63 @@ impl Deleter<'_> {
         rule: Option<&RowRule>,
         null: Option<&[Ident]>,
         keys: &[String],
-    ) -> Result<Vec<(Res, Option<Box<RawValue>>)>> {
+        meta: &RowMeta<'_>,
+    ) -> Result<Vec<(Res, Option<Box<RawValue>>, bool)>> {
         let db = self.res.db()?;
         if self.dry_run {
-            return Ok(keys.iter().map(|_| ((Outcome::WouldDelete, None), None)).collect());
+            return Ok(keys.iter().map(|_| ((Outcome::WouldDelete, None), None, false)).collect());
         }
+        let audit = |done: &[(&str, Option<&RawValue>)]| -> Vec<crate::db::Sql> {
+            let Some(run_id) = self.audit_run else { return Vec::new() };
+            let at = Utc::now();
+            let rows: Vec<AuditRow> = done
+                .iter()
+                .filter_map(|(key, snapshot)| {
+                    let (policy, item) = meta.get(key)?;
+                    Some(AuditRow {
+                        run_id,
+                        policy,
+                        kind: item.kind.as_str(),
+                        target: &item.target,
+                        reason: &item.reason,
+                        bytes: item.bytes.map(|b| b as i64),
+                        outcome: Outcome::Deleted.as_str(),
+                        error: None,
+                        backup_location: None,
+                        row_snapshot: snapshot.or(item.snapshot.as_deref()),
+                        at,
+                    })
+                })
+                .collect();
+            db.audit_statements(&rows)
+        };
         // A deleted row comes back as it was deleted: its snapshot, for the audit and restore.
         let mut deleted: HashMap<String, Option<Box<RawValue>>> = match null {
             None => db
-                .delete_rows_returning(table, key_column, keys, rule)
+                .delete_rows_returning(table, key_column, keys, rule, &audit)
                 .await?
                 .into_iter()
                 .map(|(k, v)| (k, Some(v)))
                 .collect(),
-            Some(cols) => {
-                db.null_columns(table, key_column, keys, cols, rule).await?.into_iter().map(|k| (k, None)).collect()
-            }
+            Some(cols) => db
+                .null_columns(table, key_column, keys, cols, rule, &audit)
+                .await?
+                .into_iter()
+                .map(|k| (k, None))
+                .collect(),
         };
         let not_deleted: Vec<String> = keys.iter().filter(|k| !deleted.contains_key(*k)).cloned().collect();
         let still_there = db.rows_matching(table, key_column, &not_deleted, None).await?;
+        let audited = self.audit_run.is_some();
         Ok(keys
             .iter()
             .map(|k| {
                 if let Some(snapshot) = deleted.remove(k) {
-                    ((Outcome::Deleted, None), snapshot)
+                    ((Outcome::Deleted, None), snapshot, audited)
                 } else if still_there.contains(k) {
-                    ((Outcome::Skipped, Some("the row no longer matches its rule: kept".to_string())), None)
+                    ((Outcome::Skipped, Some("the row no longer matches its rule: kept".to_string())), None, false)
                 } else {
-                    ((Outcome::Missing, None), None)
+                    ((Outcome::Missing, None), None, false)
                 }
             })
             .collect())
@@ -441,6 +479,8 @@ struct UnitState {
     results: Vec<Option<Res>>,
     backups: Vec<Option<String>>,
     snapshots: Vec<Option<Box<RawValue>>>,
+    /// Audited already, in its row's deletion transaction.
+    audited: Vec<bool>,
     alive: bool,
 }
 
@@ -470,6 +510,7 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
         grace_cutoff: opts.grace_cutoff,
         check_fingerprints: opts.check_fingerprints,
         dirs: Arc::new(res.roots.keys().map(|k| (k.clone(), SharedDirs::default())).collect()),
+        audit_run: opts.audit.then_some(opts.run_id.as_str()),
     };
     let total_units = plan.units.len();
     let bar = crate::progress::Progress::new(total_units as u64, opts.progress_bar);
@@ -598,6 +639,7 @@ async fn run_batch<'a>(
             results: vec![None; u.items.len()],
             backups: vec![None; u.items.len()],
             snapshots: vec![None; u.items.len()],
+            audited: vec![false; u.items.len()],
             alive: true,
         })
         .collect();
@@ -617,6 +659,56 @@ async fn run_batch<'a>(
     }
     timings.precheck += t.elapsed();
 
+    // The audit's policy for each unit: `command/task`, or the command.
+    let policies: Vec<String> = batch
+        .iter()
+        .map(|u| u.task.as_ref().map(|t| format!("{policy}/{t}")).unwrap_or_else(|| policy.to_string()))
+        .collect();
+
+    // Intent before effect: every file, directory and object this batch may delete is recorded
+    // (durably) before anything is deleted; rows are audited in their deletion's transaction.
+    let mut intents: Vec<String> = Vec::new();
+    if opts.audit {
+        let at = Utc::now();
+        let rows: Vec<AuditRow> = batch
+            .iter()
+            .zip(&states)
+            .zip(&policies)
+            .filter(|((_, st), _)| st.alive)
+            .flat_map(|((u, _), policy)| u.items.iter().map(move |item| (item, policy.as_str())))
+            .filter(|(item, _)| item.kind != Kind::Row)
+            .map(|(item, policy)| AuditRow {
+                run_id: &opts.run_id,
+                policy,
+                kind: item.kind.as_str(),
+                target: &item.target,
+                reason: &item.reason,
+                bytes: item.bytes.map(|b| b as i64),
+                outcome: INTENT,
+                error: None,
+                backup_location: None,
+                row_snapshot: None,
+                at,
+            })
+            .collect();
+        if !rows.is_empty() {
+            let t = std::time::Instant::now();
+            let written = match res.db() {
+                Ok(db) => db.insert_audit(&rows).await,
+                Err(e) => Err(e),
+            };
+            timings.audit += t.elapsed();
+            if let Err(e) = written {
+                drop(rows);
+                return Err((
+                    batch,
+                    e.context("cannot record what this batch is about to delete: nothing of it was deleted"),
+                ));
+            }
+            intents = rows.iter().map(|r| r.target.to_string()).collect();
+        }
+    }
+
     let stages = batch.iter().map(|u| u.items.len()).max().unwrap_or(0);
     for stage in 0..stages {
         let work: Vec<(usize, &Item)> = batch
@@ -626,7 +718,7 @@ async fn run_batch<'a>(
             .map(|(u, unit)| (u, &unit.items[stage]))
             .collect();
         let t = std::time::Instant::now();
-        let results = run_stage(deleter, &work).await;
+        let results = run_stage(deleter, &work, &policies).await;
         timings.stages += t.elapsed();
         let results = match results {
             Ok(r) => r,
@@ -641,18 +733,20 @@ async fn run_batch<'a>(
                 continue;
             }
         };
-        for ((u, _), (r, backup, snapshot)) in work.iter().zip(results) {
+        for ((u, _), (r, backup, snapshot, audited)) in work.iter().zip(results) {
             if r.0 == Outcome::Failed || r.0 == Outcome::Skipped {
                 states[*u].alive = false;
             }
             states[*u].results[stage] = Some(r);
             states[*u].backups[stage] = backup;
             states[*u].snapshots[stage] = snapshot;
+            states[*u].audited[stage] = audited;
         }
     }
 
     // Outcomes into the plan and the log.
     let (mut ok, mut failed) = (0, 0);
+    let audited: Vec<Vec<bool>> = states.iter().map(|st| st.audited.clone()).collect();
     for (unit, st) in batch.iter_mut().zip(states) {
         let mut unit_ok = true;
         for (((item, r), backup), snapshot) in unit.items.iter_mut().zip(st.results).zip(st.backups).zip(st.snapshots) {
@@ -676,16 +770,16 @@ async fn run_batch<'a>(
         }
     }
     if opts.audit {
+        // The outcomes, in place of this batch's intents (one transaction): every item not
+        // audited already with its row's deletion.
         let now = Utc::now();
-        let policies: Vec<String> = batch
-            .iter()
-            .map(|u| u.task.as_ref().map(|t| format!("{policy}/{t}")).unwrap_or_else(|| policy.to_string()))
-            .collect();
         let audit: Vec<AuditRow> = batch
             .iter()
             .zip(&policies)
-            .flat_map(|(u, policy)| u.items.iter().map(move |item| (item, policy.as_str())))
-            .map(|(item, policy)| AuditRow {
+            .zip(&audited)
+            .flat_map(|((u, policy), done)| u.items.iter().zip(done).map(move |(item, d)| (item, policy.as_str(), *d)))
+            .filter(|(_, _, already)| !already)
+            .map(|(item, policy, _)| AuditRow {
                 run_id: &opts.run_id,
                 policy,
                 kind: item.kind.as_str(),
@@ -701,15 +795,15 @@ async fn run_batch<'a>(
             .collect();
         let t = std::time::Instant::now();
         let written = match res.db() {
-            Ok(db) => db.insert_audit(&audit).await,
+            Ok(db) => db.settle_intents(&opts.run_id, &intents, &audit).await,
             Err(e) => Err(e),
         };
         timings.audit += t.elapsed();
         drop(audit);
         if let Err(e) = written {
-            // Without a durable audit we do not go on deleting.
+            // The intents stay: the next run resolves them against what is there.
             let e = anyhow!(
-                "cannot write the audit ({e:#}): this batch of {} was carried out but is not audited; see the log above",
+                "cannot write the audit ({e:#}): this batch of {} was carried out; its deletions are recorded as intents that the next run resolves",
                 batch.len()
             );
             return Err((batch, e));
@@ -804,7 +898,7 @@ async fn precheck_rows(
 
 /// One stage of a batch: rows grouped per table and rule (one statement each), files and
 /// directories concurrently, objects per store in bulk requests. Results in `work` order.
-async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Done>> {
+async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)], policies: &[String]) -> Result<Vec<Done>> {
     let mut results: Vec<Option<Done>> = vec![None; work.len()];
     type RowGroup<'a> = (&'a Ident, &'a Ident, Option<&'a RowRule>, Option<&'a [Ident]>);
     let mut rows: HashMap<RowGroup, Vec<usize>> = HashMap::new();
@@ -832,11 +926,13 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Done>
                 _ => unreachable!(),
             })
             .collect();
+        let meta: RowMeta =
+            idx.iter().zip(&keys).map(|(&w, k)| (k.as_str(), (policies[work[w].0].as_str(), work[w].1))).collect();
         let t = std::time::Instant::now();
-        let out = d.rows(table, key_column, rule, null, &keys).await?;
+        let out = d.rows(table, key_column, rule, null, &keys, &meta).await?;
         tracing::trace!(target: "cleanup", "rows: {} in {:?}", keys.len(), t.elapsed());
-        for (w, r) in idx.into_iter().zip(out) {
-            results[w] = Some((r.0, None, r.1));
+        for (w, r) in idx.iter().zip(out) {
+            results[*w] = Some((r.0, None, r.1, r.2));
         }
     }
     if !local.is_empty() {
@@ -859,7 +955,7 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Done>
         let out = d.local(jobs).await;
         tracing::trace!(target: "cleanup", "local: {} in {:?}", out.len(), t.elapsed());
         for (w, (r, backup)) in local.into_iter().zip(out) {
-            results[w] = Some((r, backup, None));
+            results[w] = Some((r, backup, None, false));
         }
     }
     for (store, idx) in objects {
@@ -873,7 +969,7 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)]) -> Result<Vec<Done>
             })
             .collect();
         for (w, (r, backup)) in idx.into_iter().zip(d.objects(store, &keys).await) {
-            results[w] = Some((r, backup, None));
+            results[w] = Some((r, backup, None, false));
         }
     }
     Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())

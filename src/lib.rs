@@ -23,6 +23,7 @@ pub mod plan;
 pub mod planfile;
 pub mod policy;
 pub mod progress;
+pub mod recover;
 pub mod reference;
 pub mod refs;
 pub mod report;

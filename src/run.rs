@@ -246,6 +246,10 @@ where
         _ => None,
     };
     tracing::info!(target: "cleanup", "Starting {command} (dry_run={dry_run}, now={})", ctx.settings.now.value.to_rfc3339());
+    // Holding the lock, settle what a dead run of this command left (intents, `running`).
+    if let (Some(db), Some(_)) = (&db, &held) {
+        crate::recover::settle_dead_runs(db, command, res).await?;
+    }
 
     let t0 = std::time::Instant::now();
     let mut plan = gather().await?;
@@ -308,7 +312,13 @@ where
     }
 
     if audit {
-        db.as_ref().expect("audit implies a database").insert_run(&run_id, command, dry_run, started).await?;
+        // What `restore` needs, recorded now: the run may never get to its end.
+        let details = serde_json::json!({
+            "stores": planfile::store_records(res),
+            "backup": backup.as_ref().map(Backup::record),
+        });
+        let db = db.as_ref().expect("audit implies a database");
+        db.insert_run_with(&run_id, command, dry_run, started, Some(&details)).await?;
     }
     let opts = ExecOptions {
         dry_run,

@@ -38,6 +38,10 @@ pub enum Arg {
     /// A text array (PostgreSQL only: `= ANY($n::type[])`); the other dialects expand a list
     /// into one placeholder per value.
     TextArray(Vec<String>),
+    /// Columns of values for PostgreSQL's `UNNEST` (one array per column).
+    OptTextArray(Vec<Option<String>>),
+    OptIntArray(Vec<Option<i64>>),
+    TimeArray(Vec<DateTime<Utc>>),
 }
 
 impl From<&str> for Arg {

@@ -7,6 +7,7 @@ mod architecture;
 mod attachments;
 mod cli;
 mod cloudcube;
+mod crash;
 mod modules;
 mod ops;
 mod roundtrip;
@@ -71,6 +72,12 @@ mod plans_and_restore {
         apply_refuses_another_database_an_old_plan_and_a_forecast,
         apply_keeps_a_tmp_dir_that_gained_a_file_and_caps_still_hold,
         a_failed_backup_to_a_store_keeps_the_item,
+    );
+}
+
+mod crash_safety {
+    on_all!(crash:
+        kill_9_at_any_instant_leaves_an_audit_that_matches_once_the_next_run_starts,
     );
 }
 

@@ -1,0 +1,98 @@
+//! `kill -9` at moments spread over real runs, then one more run: the audit matches reality
+//! (every deleted row has its audit row and snapshot; every deleted file is audited; no intent
+//! is left; no run stays `running`), the job is finished exactly, and nothing that must stay
+//! is touched.
+
+use crate::attachments::{old_file_time, uuid, NOW};
+use crate::support::*;
+use chrono::Duration;
+use std::process::{Command, Stdio};
+
+/// A real run of cleanup-attachments, killed with SIGKILL after `ms` milliseconds (or done).
+fn run_and_kill(ws: &Ws, ms: u64) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sweep"))
+        .current_dir(ws.dir.path())
+        .args(["--now", NOW, "-q", "cleanup-attachments", "--batch-size", "10"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &ws.url)
+        .env("MEDIA_ROOT", &ws.media)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    let killed = matches!(child.try_wait(), Ok(None));
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    killed
+}
+
+pub async fn kill_9_at_any_instant_leaves_an_audit_that_matches_once_the_next_run_starts(b: Backend) {
+    let ws = Ws::new(b, true).await;
+    let (old, keep) = (600u32, 20u32);
+    let deleted_at = ts(at(NOW) - Duration::days(40));
+    let created = ts(at("2026-01-01T00:00:00Z"));
+    let mut values = Vec::new();
+    for i in 1..=old + keep {
+        ws.file(&format!("att/{i}.bin"), 64, old_file_time());
+        let (active, del) = if i > old { ("TRUE", "NULL".to_string()) } else { ("FALSE", deleted_at.clone()) };
+        values.push(format!("('{}', 'att/{i}.bin', 'f', 64, {active}, {del}, {created})", uuid(i)));
+    }
+    for chunk in values.chunks(200) {
+        ws.exec(&format!(
+            "INSERT INTO forum_attachment (id, image, original_filename, file_size, is_active, deleted_at, created_at) VALUES {}",
+            chunk.join(", ")
+        ))
+        .await;
+    }
+    let mut kills = 0;
+    for ms in [40, 90, 140, 200, 260, 330, 420, 520] {
+        kills += run_and_kill(&ws, ms) as u32;
+        let left = ws.count("SELECT count(*) FROM forum_attachment WHERE is_active = FALSE").await;
+        if left == 0 {
+            break;
+        }
+    }
+    assert!(kills > 0, "at least one run was killed mid-way");
+    // The next run settles what the dead ones left, then finishes the job.
+    ws.sweep(&["--now", NOW, "cleanup-attachments", "--batch-size", "10"]).expect(0);
+
+    assert_eq!(ws.count("SELECT count(*) FROM forum_attachment WHERE is_active = FALSE").await, 0, "the job is done");
+    for i in old + 1..=old + keep {
+        assert!(ws.media.join(format!("att/{i}.bin")).exists(), "active attachment {i}'s file survives");
+    }
+    assert_eq!(ws.count("SELECT count(*) FROM forum_attachment WHERE is_active = TRUE").await, keep as i64);
+    let rows = ws
+        .count("SELECT count(*) FROM cleanup_audit WHERE kind = 'row' AND outcome = 'deleted' AND row_snapshot IS NOT NULL")
+        .await;
+    assert_eq!(rows, old as i64, "every deleted row has exactly one audit row with its snapshot");
+    for i in 1..=old {
+        assert!(!ws.media.join(format!("att/{i}.bin")).exists());
+    }
+    let files = ws
+        .count("SELECT count(DISTINCT target) FROM cleanup_audit WHERE kind = 'file' AND outcome IN ('deleted', 'missing')")
+        .await;
+    assert_eq!(files, old as i64, "every deleted file is in the audit");
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_audit WHERE outcome = 'intent'").await, 0, "no intent is left");
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'running'").await, 0, "no run stays running");
+    let interrupted = ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'interrupted'").await;
+    assert!(interrupted >= 1 && interrupted <= kills as i64, "{interrupted} runs interrupted by {kills} kills");
+    // An interrupted run can be undone like any other: its rows come back from its audit.
+    let runs = ws
+        .text_rows(
+            "SELECT id, CAST(deleted AS TEXT) FROM cleanup_runs WHERE status = 'interrupted' ORDER BY deleted DESC",
+        )
+        .await;
+    let (id, deleted) = (runs[0][0].clone().unwrap(), runs[0][1].clone().unwrap());
+    if deleted != "0" {
+        let rows = ws
+            .count(&format!(
+                "SELECT count(*) FROM cleanup_audit WHERE run_id = '{id}' AND kind = 'row' AND outcome = 'deleted'"
+            ))
+            .await;
+        let r = ws.sweep(&["--dry-run", "restore", "--run", &id, "--json"]);
+        r.expect(0);
+        assert_eq!(r.stdout.matches("would_restore").count() as i64, rows, "{}", r.stdout);
+    }
+}
