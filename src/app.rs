@@ -43,6 +43,11 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Ran::Done(exit) => Ok(exit),
         Ran::Run(f) => {
             crate::report::print(ctx.global.json, &f.report, &f.plan)?;
+            if f.report.status == "aborted" {
+                // Why, on stderr too, where scripts without --json look (the report has it).
+                let why = f.report.fields.get("message").and_then(|m| m.as_str()).unwrap_or("a safety guard");
+                eprintln!("error: {why}");
+            }
             Ok(f.exit)
         }
     }

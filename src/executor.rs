@@ -815,12 +815,18 @@ async fn run_batch<'a>(
 fn log_item(item: &Item, outcome: Outcome, error: Option<&str>) {
     // Arguments of a disabled tracing macro are not evaluated: the size is formatted lazily.
     let size = Size(item.bytes);
+    // Setting references to NULL is not a deletion, and says so.
+    let (done, would) = match &item.op {
+        Op::NullColumns { .. } => ("Cleared references of", "Would clear references of"),
+        Op::CompressFile { .. } => ("Compressed", "Would compress"),
+        _ => ("Deleted", "Would delete"),
+    };
     match outcome {
         Outcome::Deleted => {
-            tracing::info!(target: "cleanup", "Deleted {} {} size={} reason={}", item.kind.as_str(), item.target, size, item.reason)
+            tracing::info!(target: "cleanup", "{done} {} {} size={} reason={}", item.kind.as_str(), item.target, size, item.reason)
         }
         Outcome::WouldDelete => {
-            tracing::info!(target: "cleanup", "Would delete {} {} size={} reason={}", item.kind.as_str(), item.target, size, item.reason)
+            tracing::info!(target: "cleanup", "{would} {} {} size={} reason={}", item.kind.as_str(), item.target, size, item.reason)
         }
         Outcome::Missing => {
             tracing::debug!(target: "cleanup", "Already gone {} {}", item.kind.as_str(), item.target)

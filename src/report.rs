@@ -125,6 +125,21 @@ impl Report {
         r
     }
 
+    /// A report for a run a safety cap or guard stopped before anything was deleted (SPEC §6:
+    /// `status: "aborted"`): every planned item is `skipped` with `why`.
+    pub fn aborted(run_id: &str, command: &str, dry_run: bool, plan: &mut Plan, why: &str) -> Report {
+        let mut r = Report::new(run_id, command, dry_run, Utc::now(), plan);
+        for item in plan.units.iter_mut().flat_map(|u| u.items.iter_mut()) {
+            item.outcome = Some(Outcome::Skipped);
+            item.error = Some(format!("not deleted: {why}"));
+            r.count(item);
+        }
+        r.fields.insert("message".into(), why.into());
+        r.finish(Utc::now());
+        r.status = "aborted".into();
+        r
+    }
+
     /// Count an item the executor has settled.
     pub fn count(&mut self, i: &Item) {
         self.by_kind.entry(i.kind).or_default().add(i);

@@ -252,7 +252,17 @@ where
     }
 
     let t0 = std::time::Instant::now();
-    let mut plan = gather().await?;
+    let mut plan = match gather().await {
+        Ok(p) => p,
+        // A guard that refuses the plan (SPEC safety rule 2) stops the run like a cap: with a
+        // report that says so, nothing deleted.
+        Err(e) if crate::exit_codes::exit_for(&e) == Exit::Guard => {
+            let mut plan = Plan::new(command, ctx.settings.now.value);
+            let report = Report::aborted(&run_id, command, dry_run, &mut plan, &format!("{e:#}"));
+            return Ok(Finished { exit: Exit::Guard, report, plan });
+        }
+        Err(e) => return Err(e),
+    };
     tracing::info!(
         target: "cleanup",
         "Plan: {} to delete ({} items), {} kept, {} scanned, built in {:.2} s",
@@ -302,13 +312,14 @@ where
             db.finish_run(&run_id, Utc::now(), &totals).await?;
         }
         chan.events.send(Event::Finished {
-            run_id,
+            run_id: run_id.clone(),
             status: "aborted".into(),
             deleted: 0,
             failed: 0,
             bytes_reclaimed: 0,
         });
-        return Err(f.into());
+        let report = Report::aborted(&run_id, command, dry_run, &mut plan, &f.message);
+        return Ok(Finished { exit: Exit::Guard, report, plan });
     }
 
     if audit {

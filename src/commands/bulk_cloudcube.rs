@@ -260,7 +260,11 @@ pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs, chan: &Channel) -> Result<
         .collect();
     let mb = (done.iter().filter_map(|i| i.bytes).sum::<u64>() as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0;
     let retained = report.totals.retained;
-    let message = if report.dry_run {
+    let aborted = report.status == "aborted";
+    let message = if aborted {
+        // Why a guard stopped the run, as the report already says.
+        report.fields.get("message").and_then(|m| m.as_str()).unwrap_or_default().to_string()
+    } else if report.dry_run {
         format!("Would delete {} files ({mb:.2} MB), retain {retained} recent clips", done.len())
     } else {
         format!("Deleted {} files ({mb:.2} MB), retained {retained} recent clips", done.len())
@@ -274,7 +278,7 @@ pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs, chan: &Channel) -> Result<
         })
         .collect();
     let f = &mut report.fields;
-    f.insert("success".into(), (report.totals.failed == 0).into());
+    f.insert("success".into(), (report.totals.failed == 0 && !aborted).into());
     f.insert("message".into(), message.clone().into());
     f.insert("deleted_count".into(), (done.len() as u64).into());
     f.insert("deleted_size_mb".into(), serde_json::json!(mb));

@@ -478,17 +478,24 @@ fn task_counts(plan: &Plan) -> serde_json::Value {
     for task in TASKS {
         let units: Vec<&Unit> = plan.units.iter().filter(|u| u.task.as_deref() == Some(task)).collect();
         let items = || units.iter().flat_map(|u| u.items.iter());
-        let done = |i: &&Item| {
-            matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::Missing) | Some(Outcome::WouldDelete))
-        };
+        // Really deleted (or already gone), and what a dry run would delete: counted apart, so
+        // that no count mixes the two.
+        let deleted = |i: &Item| matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::Missing));
+        let would = |i: &Item| i.outcome == Some(Outcome::WouldDelete);
+        let units_all = |f: &dyn Fn(&Item) -> bool| units.iter().filter(|u| u.items.iter().all(f)).count();
+        let objects = |f: &dyn Fn(&Item) -> bool| items().filter(|i| i.kind == Kind::Object && f(i)).count();
+        let bytes = |f: &dyn Fn(&Item) -> bool| items().filter(|i| f(i)).filter_map(|i| i.bytes).sum::<u64>();
         m.insert(
             task.into(),
             serde_json::json!({
                 "candidates": units.len(),
-                "deleted": units.iter().filter(|u| u.items.iter().all(|i| matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::Missing)))).count(),
+                "deleted": units_all(&deleted),
+                "would_delete": units_all(&would),
                 "failed": units.iter().filter(|u| u.items.iter().any(|i| i.outcome == Some(Outcome::Failed))).count(),
-                "objects_deleted": items().filter(|i| i.kind == Kind::Object).filter(done).count(),
-                "bytes": items().filter(done).filter_map(|i| i.bytes).sum::<u64>(),
+                "objects_deleted": objects(&deleted),
+                "objects_would_delete": objects(&would),
+                "bytes": bytes(&deleted),
+                "bytes_would_reclaim": bytes(&would),
             }),
         );
     }
@@ -552,15 +559,24 @@ pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs, chan: &Channel) -> Result<Ran
     .await?;
     let counts = task_counts(&plan);
     let n = |t: &str, k: &str| counts[t][k].as_u64().unwrap_or(0);
-    let objects_deleted = n("previews", "objects_deleted") + n("objects", "objects_deleted");
-    let reclaimed = TASKS.iter().map(|t| n(t, "bytes")).sum::<u64>() as f64 / (1024.0 * 1024.0);
+    // The seed's closing line; a dry run says what it would delete, in the same words for
+    // every count.
+    let (del, obj, b, verb) = if report.dry_run {
+        ("would_delete", "objects_would_delete", "bytes_would_reclaim", "would_delete")
+    } else {
+        ("deleted", "objects_deleted", "bytes", "deleted")
+    };
+    let objects = n("previews", obj) + n("objects", obj);
+    let mb = TASKS.iter().map(|t| n(t, b)).sum::<u64>() as f64 / (1024.0 * 1024.0);
+    let reclaimed = if report.dry_run { "would_reclaim_mb" } else { "reclaimed_mb" };
     tracing::info!(
         target: "cleanup",
-        "Cleanup cycle completed: previews_deleted={} tmp_deleted={} objects_deleted={objects_deleted} logs_deleted={} repos_deleted={} reclaimed_mb={reclaimed:.1}",
-        n("previews", "deleted"),
-        n("tmp", "deleted"),
-        n("logs", "deleted"),
-        n("repos", "deleted"),
+        "Cleanup cycle completed{}: previews_{verb}={} tmp_{verb}={} objects_{verb}={objects} logs_{verb}={} repos_{verb}={} {reclaimed}={mb:.1}",
+        if report.dry_run { " (dry run: nothing deleted)" } else { "" },
+        n("previews", del),
+        n("tmp", del),
+        n("logs", del),
+        n("repos", del),
     );
     report.fields.insert("tasks".into(), counts);
     if let Some(path) = &ctx.global.metrics_file {

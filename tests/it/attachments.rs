@@ -254,8 +254,14 @@ pub async fn caps_stop_the_run_before_anything_is_deleted(b: Backend) {
     let r = ws.sweep(&["--now", NOW, "--max-delete", "2", "cleanup-attachments"]);
     r.expect(3);
     assert!(r.stderr.contains("--max-delete 2"), "{}", r.stderr);
-    let r = ws.sweep(&["--now", NOW, "--max-delete-percent", "50", "cleanup-attachments"]);
+    let r = ws.sweep(&["--now", NOW, "--max-delete-percent", "50", "cleanup-attachments", "--json"]);
     r.expect(3);
+    // SPEC §6: with --json, a run a cap stopped still prints its report, status "aborted".
+    let j = r.json();
+    assert_eq!(j["status"], "aborted", "{}", r.stdout);
+    assert_eq!(j["deleted"], 0);
+    assert!(j["message"].as_str().unwrap().contains("--max-delete-percent 50"), "{}", r.stdout);
+    assert!(r.stderr.contains("--max-delete-percent 50"), "{}", r.stderr);
     assert_eq!(ws.count("SELECT count(*) FROM forum_attachment").await, 4);
     assert!(ws.media.join("att/1.jpg").exists());
     assert_eq!(ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'aborted'").await, 2);

@@ -136,6 +136,19 @@ pub async fn an_expired_preview_loses_dir_object_and_references_while_a_ready_on
         past = t(now() - Duration::hours(1)),
     ))
     .await;
+    // The dry run first: its closing line counts what it would delete, every count alike, and
+    // clearing references is not called a deletion.
+    let dry = w.run(&["--dry-run", "--tasks", "previews,objects", "--json"], &[]);
+    dry.expect(0);
+    assert!(
+        dry.stderr.contains("Cleanup cycle completed (dry run: nothing deleted): previews_would_delete=3 tmp_would_delete=0 objects_would_delete=1"),
+        "{}",
+        dry.stderr
+    );
+    assert!(dry.stderr.contains("Would clear references of row preview_sessions"), "{}", dry.stderr);
+    assert!(!dry.stderr.contains("Would delete row"), "{}", dry.stderr);
+    assert_eq!(dry.json()["tasks"]["previews"]["would_delete"], 3);
+    assert_eq!(dry.json()["tasks"]["previews"]["deleted"], 0);
     let r = w.run(&["--tasks", "previews", "--json"], &[]);
     r.expect(0);
     assert!(!expired_dir.exists() && !w.has_object("previews/p1/bundle.zip"), "expired: dir and object gone");
