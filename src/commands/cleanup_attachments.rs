@@ -146,7 +146,9 @@ async fn gather(db: &Db, s: &AttachmentSettings, rules: &Rules, res: &Resources)
     Ok(out)
 }
 
-type RawCandidate = (String, Option<String>, Option<i64>, DateTime<Utc>);
+/// A row as read: its key, its image value (or why it could not be read: that attachment
+/// alone fails, naming the table, key and column), its size and when it was soft-deleted.
+type RawCandidate = (String, Result<Option<String>, String>, Option<i64>, DateTime<Utc>);
 
 async fn read_page(
     db: &Db,
@@ -168,9 +170,16 @@ async fn read_page(
     q.push(format_args!(" ORDER BY {id} LIMIT {PAGE}"));
     let rows = db.fetch_all(&q).await.map_err(|e| read_err(&e))?;
     rows.into_iter()
-        .map(|r| Ok((r.text_req(0)?, r.text(1)?, r.int(2)?, r.time_req(3)?)))
-        .collect::<Result<_, crate::db::DecodeError>>()
-        .map_err(|e| read_err(&e))
+        .map(|r| {
+            let key = r.text_req(0).map_err(|e| read_err(&e))?;
+            let bad = |e: crate::db::DecodeError| format!("{} {}={key}: cannot read {e}", t.as_str(), id.as_str());
+            let (image, deleted_at) = match (r.text(1), r.time_req(3)) {
+                (Ok(image), Ok(at)) => (Ok(image), at),
+                (Err(e), _) | (_, Err(e)) => (Err(bad(e)), cutoff),
+            };
+            Ok((key, image, r.int(2).ok().flatten(), deleted_at))
+        })
+        .collect()
 }
 
 /// Stat (local, in a few blocking chunks) or HEAD (object, several at once) each candidate's file.
@@ -179,8 +188,10 @@ async fn check_files(page: Vec<RawCandidate>, rules: &Rules, res: &Resources) ->
     let build = |(key, _raw_image, size, deleted_at): RawCandidate, (image, file): (Option<String>, FileFacts)| {
         Candidate { key, image, deleted_at, file_size: size, file }
     };
-    let images: Vec<Option<String>> =
-        page.iter().map(|c| c.1.as_deref().map(str::trim).filter(|i| !i.is_empty()).map(String::from)).collect();
+    let images: Vec<Result<Option<String>, String>> = page
+        .iter()
+        .map(|c| c.1.clone().map(|i| i.as_deref().map(str::trim).filter(|i| !i.is_empty()).map(String::from)))
+        .collect();
     let facts: Vec<(Option<String>, FileFacts)> = match &rules.store {
         StoreRef::Local { name } => {
             let root = res.roots.get(name).expect("the attachment root is opened before planning").clone();
@@ -189,8 +200,9 @@ async fn check_files(page: Vec<RawCandidate>, rules: &Rules, res: &Resources) ->
                 chunk
                     .into_iter()
                     .map(|img| match img {
-                        None => (None, FileFacts::NoImage),
-                        Some(img) => local_facts(&root, &img, &mut cache),
+                        Err(why) => (None, FileFacts::Refused(why)),
+                        Ok(None) => (None, FileFacts::NoImage),
+                        Ok(Some(img)) => local_facts(&root, &img, &mut cache),
                     })
                     .collect()
             })
@@ -201,8 +213,9 @@ async fn check_files(page: Vec<RawCandidate>, rules: &Rules, res: &Resources) ->
             stream::iter(images)
                 .map(|img| async move {
                     match img {
-                        None => (None, FileFacts::NoImage),
-                        Some(img) => object_facts(store, &img).await,
+                        Err(why) => (None, FileFacts::Refused(why)),
+                        Ok(None) => (None, FileFacts::NoImage),
+                        Ok(Some(img)) => object_facts(store, &img).await,
                     }
                 })
                 .buffered(32)

@@ -120,7 +120,15 @@ pub fn plan(
         match files.get(f) {
             None | Some(FileState::Missing) => false,
             Some(FileState::Refused(why)) => {
-                p.kept.push(Kept { kind: Kind::File, target, reason: why.clone() });
+                // A refusal is a reported item (failed), not a silent keep; its rows still go.
+                let mut it = Item::new(
+                    Op::DeleteFile { root: "media".into(), path: f.to_string() },
+                    target,
+                    "referenced only by pruned versions",
+                    None,
+                );
+                it.refused = Some(why.clone());
+                p.units.push(Unit::new(vec![it]));
                 false
             }
             Some(_) if is_protected(f, &rules.protected) => {
@@ -347,15 +355,19 @@ mod tests {
             ("refused", FileState::Refused("a directory".into()), false),
         ];
         for (name, state, goes) in cases {
+            let refused = matches!(state, FileState::Refused(_));
             let files = BTreeMap::from([(f.to_string(), state)]);
             let p = plan(vec![row("1", 1, 1, &[f])], vec![], &files, &Listing::new(), &rules(now));
             let deletes_file = p
                 .units
                 .iter()
                 .flat_map(|u| &u.items)
-                .any(|i| matches!(&i.op, Op::DeleteFile { path, .. } if path == f));
+                .any(|i| i.refused.is_none() && matches!(&i.op, Op::DeleteFile { path, .. } if path == f));
             assert_eq!(deletes_file, goes, "{name}");
-            assert_eq!(p.units.len(), 1, "{name}: the row goes either way");
+            let rows = p.units.iter().flat_map(|u| &u.items).filter(|i| i.kind == Kind::Row).count();
+            assert_eq!(rows, 1, "{name}: the row goes either way");
+            // A refused file is a reported (failed) item of its own, not a silent keep.
+            assert_eq!(p.units.iter().flat_map(|u| &u.items).any(|i| i.refused.is_some()), refused, "{name}");
         }
         let protected = "backups/published_modules/x.json";
         let files = BTreeMap::from([(

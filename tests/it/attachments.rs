@@ -493,3 +493,31 @@ pub async fn restore_brings_back_rows_and_files_byte_for_byte(b: Backend) {
     again.expect(0);
     assert!(again.stdout.matches("\"skipped\"").count() == 6, "{}", again.stdout);
 }
+
+pub async fn an_undecodable_value_fails_only_its_own_attachment(b: Backend) {
+    if b != Backend::Sqlite {
+        return; // PostgreSQL and MySQL text columns refuse invalid UTF-8; SQLite's take any bytes
+    }
+    let ws = Ws::new(b, true).await;
+    let old = Some(at(NOW) - Duration::days(60));
+    for n in 1..=5 {
+        ws.file(&format!("att/{n}.jpg"), 10, old_file_time());
+        row(&ws, n, Some(&format!("att/{n}.jpg")), false, old).await;
+    }
+    row(&ws, 6, Some("placeholder"), false, old).await;
+    ws.exec(&format!("UPDATE forum_attachment SET image = X'FFFE41' WHERE id = '{}'", uuid(6))).await;
+    let r = ws.sweep(&["--now", NOW, "cleanup-attachments", "--json"]);
+    r.expect(1);
+    let j = r.json();
+    assert_eq!(j["attachments_deleted"], 5, "{}", r.stdout);
+    assert_eq!(j["attachments_failed"], 1, "{}", r.stdout);
+    let failed: Vec<&serde_json::Value> =
+        j["items"].as_array().unwrap().iter().filter(|i| i["outcome"] == "failed").collect();
+    let err = failed[0]["error"].as_str().unwrap();
+    assert!(err.contains(&format!("forum_attachment id={}", uuid(6))) && err.contains("image"), "{err}");
+    assert!(err.contains("UTF-8"), "{err}");
+    assert!(row_exists(&ws, 6).await, "the undecodable row is kept");
+    for n in 1..=5 {
+        assert!(!row_exists(&ws, n).await && !ws.media.join(format!("att/{n}.jpg")).exists());
+    }
+}

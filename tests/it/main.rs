@@ -60,6 +60,7 @@ mod cleanup_attachments {
         the_json_report_carries_the_spec_fields,
         ctrl_c_stops_between_batches_and_the_audit_stays_consistent,
         restore_brings_back_rows_and_files_byte_for_byte,
+        an_undecodable_value_fails_only_its_own_attachment,
     );
 }
 
@@ -108,6 +109,7 @@ mod published_modules {
         a_crash_between_rows_and_files_leaves_orphans_that_cleanup_ui_files_removes,
         cleanup_ui_files_keeps_fresh_and_protected_files_and_guards_empty_references,
         an_unreadable_payload_protects_its_module,
+        a_refused_file_is_a_reported_failure_and_its_rows_still_go,
     );
 }
 

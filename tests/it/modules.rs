@@ -241,3 +241,23 @@ pub async fn an_unreadable_payload_protects_its_module(b: Backend) {
     assert!(r.stderr.contains("not valid JSON"), "{}", r.stderr);
     assert_eq!(r.json()["unparseable_payloads"][0], "61");
 }
+
+pub async fn a_refused_file_is_a_reported_failure_and_its_rows_still_go(b: Backend) {
+    let ws = Ws::new(b, true).await;
+    let t = old();
+    let outside = ws.dir.path().join("outside.json");
+    std::fs::write(&outside, "{}").unwrap();
+    module_row(&ws, 71, 7, 1, t, &["published_modules/../../outside.json", "published_modules/7/v1/a.json"]).await;
+    module_row(&ws, 72, 7, 2, t + Duration::days(1), &[]).await;
+    ui(&ws, "published_modules/7/v1/a.json");
+    let r = ws.sweep(&["--now", NOW, "prune-modules", "--keep-latest", "1", "--json"]);
+    r.expect(1);
+    let j = r.json();
+    let failed: Vec<&serde_json::Value> =
+        j["items"].as_array().unwrap().iter().filter(|i| i["outcome"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{}", r.stdout);
+    assert!(failed[0]["target"].as_str().unwrap().contains("outside.json"), "{}", r.stdout);
+    assert!(outside.exists(), "nothing outside the media root is touched");
+    assert_eq!(ids(&ws).await, [72], "the pruned row still goes");
+    assert!(!ws.media.join("published_modules/7/v1/a.json").exists());
+}
