@@ -23,9 +23,7 @@ fn prepare_db(pg: &PgCluster, files: usize) -> String {
     let refd = 9;
     let sql = format!(
         "{schema}
-        {migration}
-        {migration2}
-        CREATE TABLE sweep_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now()); INSERT INTO sweep_migrations VALUES (1), (2);
+        {tables}
         INSERT INTO authoring_publishedmodule (id, module_id, version, payload, published_at)
         SELECT i, (i - 1) / 10 + 1, (i - 1) % 10 + 1,
                jsonb_build_object('title', 'Module ' || i, 'steps',
@@ -34,8 +32,7 @@ fn prepare_db(pg: &PgCluster, files: usize) -> String {
                now() - interval '30 days'
         FROM generate_series(1, {rows}) AS i; ANALYZE authoring_publishedmodule;",
         schema = sweep::reference::POSTGRES,
-        migration = include_str!("../migrations/postgres/0001_sweep_tables.sql"),
-        migration2 = include_str!("../migrations/postgres/0002_audit_without_foreign_key.sql"),
+        tables = common::sweep_tables(),
     );
     let _ = per_row;
     let mut child = Command::new("psql")

@@ -118,6 +118,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_audit_without_foreign_key.sql"),
         mysql: include_str!("../migrations/mysql/0002_audit_without_foreign_key.sql"),
     },
+    Migration {
+        version: 3,
+        postgres: include_str!("../migrations/postgres/0003_audit_intents_index.sql"),
+        sqlite: include_str!("../migrations/sqlite/0003_audit_intents_index.sql"),
+        mysql: include_str!("../migrations/mysql/0003_audit_intents_index.sql"),
+    },
 ];
 
 /// The audit outcome of an item about to be deleted: written (durably) before the deletion,

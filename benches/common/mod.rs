@@ -16,14 +16,24 @@ pub fn psql(url: &str, sql: &str) {
     assert!(st.success(), "{sql}");
 }
 
+/// sweep's tables as `sweep migrate` makes them on PostgreSQL (every migration, recorded).
+pub fn sweep_tables() -> String {
+    [
+        include_str!("../../migrations/postgres/0001_sweep_tables.sql"),
+        include_str!("../../migrations/postgres/0002_audit_without_foreign_key.sql"),
+        include_str!("../../migrations/postgres/0003_audit_intents_index.sql"),
+        "CREATE TABLE sweep_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO sweep_migrations VALUES (1), (2), (3);",
+    ]
+    .join("\n")
+}
+
 /// A fresh database and media tree: `rows` old soft-deleted attachments with 1 KiB files, and
 /// `rows / 5` active ones (kept).
 pub fn prepare_attachments(pg: &PgCluster, base: &Path, rep: usize, rows: usize) -> (String, PathBuf) {
     let url = pg.new_database();
     psql(&url, sweep::reference::POSTGRES);
-    psql(&url, include_str!("../../migrations/postgres/0001_sweep_tables.sql"));
-    psql(&url, include_str!("../../migrations/postgres/0002_audit_without_foreign_key.sql"));
-    psql(&url, "CREATE TABLE sweep_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now()); INSERT INTO sweep_migrations VALUES (1), (2);");
+    psql(&url, &sweep_tables());
     let keep = rows / 5;
     psql(
         &url,
