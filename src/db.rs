@@ -770,6 +770,7 @@ impl Db {
                     for a in audit(&done) {
                         bind_args!(sqlx::query(&a.text), &a.args, $b).execute(&mut *tx).await?;
                     }
+                    crate::failpoint::hit("in-row-tx");
                     out.extend(found);
                 }
                 tx.commit().await?;

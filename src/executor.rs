@@ -707,6 +707,7 @@ async fn run_batch<'a>(
             }
             intents = rows.iter().map(|r| r.target.to_string()).collect();
         }
+        crate::failpoint::hit("after-intents");
     }
 
     let stages = batch.iter().map(|u| u.items.len()).max().unwrap_or(0);
@@ -793,6 +794,7 @@ async fn run_batch<'a>(
                 at: now,
             })
             .collect();
+        crate::failpoint::hit("before-settle");
         let t = std::time::Instant::now();
         let written = match res.db() {
             Ok(db) => db.settle_intents(&opts.run_id, &intents, &audit).await,
@@ -940,6 +942,9 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)], policies: &[String]
         for (w, r) in idx.iter().zip(out) {
             results[*w] = Some((r.0, None, r.1, r.2));
         }
+        if d.audit_run.is_some() {
+            crate::failpoint::hit("after-rows");
+        }
     }
     if !local.is_empty() {
         let jobs = local
@@ -963,6 +968,9 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)], policies: &[String]
         for (w, (r, backup)) in local.into_iter().zip(out) {
             results[w] = Some((r, backup, None, false));
         }
+        if d.audit_run.is_some() {
+            crate::failpoint::hit("after-local");
+        }
     }
     for (store, idx) in objects {
         let keys: Vec<(&str, Option<&Fingerprint>)> = idx
@@ -976,6 +984,9 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)], policies: &[String]
             .collect();
         for (w, (r, backup)) in idx.into_iter().zip(d.objects(store, &keys).await) {
             results[w] = Some((r, backup, None, false));
+        }
+        if d.audit_run.is_some() {
+            crate::failpoint::hit("after-objects");
         }
     }
     Ok(results.into_iter().map(|r| r.expect("every item has a result")).collect())

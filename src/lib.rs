@@ -15,6 +15,7 @@ pub mod demo;
 pub mod event;
 pub mod executor;
 pub mod exit_codes;
+pub mod failpoint;
 pub mod fingerprint;
 pub mod gather;
 pub mod ident;

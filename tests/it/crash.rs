@@ -3,7 +3,7 @@
 //! is left; no run stays `running`), the job is finished exactly, and nothing that must stay
 //! is touched.
 
-use crate::attachments::{old_file_time, uuid, NOW};
+use crate::attachments::{old_file_time, row, uuid, NOW};
 use crate::support::*;
 use chrono::Duration;
 use std::process::{Command, Stdio};
@@ -94,5 +94,104 @@ pub async fn kill_9_at_any_instant_leaves_an_audit_that_matches_once_the_next_ru
         let r = ws.sweep(&["--dry-run", "restore", "--run", &id, "--json"]);
         r.expect(0);
         assert_eq!(r.stdout.matches("would_restore").count() as i64, rows, "{}", r.stdout);
+    }
+}
+
+/// The audit and the tree after a crash and one more run of cleanup-attachments: the job is
+/// done, every deleted row has one audit row with its snapshot, every deleted file is audited,
+/// nothing is left as an intent or `running`, the active attachments survive.
+async fn attachments_settled(ws: &Ws, old: u32, keep: u32, what: &str) {
+    assert_eq!(
+        ws.count("SELECT count(*) FROM forum_attachment WHERE is_active = FALSE").await,
+        0,
+        "{what}: the job is done"
+    );
+    assert_eq!(ws.count("SELECT count(*) FROM forum_attachment WHERE is_active = TRUE").await, keep as i64, "{what}");
+    for i in 1..=old + keep {
+        assert_eq!(ws.media.join(format!("att/{i}.jpg")).exists(), i > old, "{what}: file {i}");
+    }
+    let rows = ws
+        .count("SELECT count(*) FROM cleanup_audit WHERE kind = 'row' AND outcome = 'deleted' AND row_snapshot IS NOT NULL")
+        .await;
+    assert_eq!(rows, old as i64, "{what}: every deleted row has exactly one audit row with its snapshot");
+    let files = ws
+        .count("SELECT count(DISTINCT target) FROM cleanup_audit WHERE kind = 'file' AND outcome IN ('deleted', 'missing')")
+        .await;
+    assert_eq!(files, old as i64, "{what}: every deleted file is in the audit");
+    assert_eq!(
+        ws.count("SELECT count(*) FROM cleanup_audit WHERE outcome = 'intent'").await,
+        0,
+        "{what}: no intent left"
+    );
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'running'").await, 0, "{what}: none running");
+}
+
+/// A crash at each of the executor's points (the second time a batch reaches it), then one
+/// more run: nothing lost, nothing unaudited, the job finished exactly.
+pub async fn a_crash_at_every_point_of_a_batch_is_settled_by_the_next_run(b: Backend) {
+    for point in ["after-intents", "in-row-tx", "after-rows", "after-local", "before-settle"] {
+        let ws = Ws::new(b, true).await;
+        let (old, keep) = (30u32, 3u32);
+        for i in 1..=old + keep {
+            ws.file(&format!("att/{i}.jpg"), 10, old_file_time());
+            let deleted = (i <= old).then(|| at(NOW) - Duration::days(60));
+            row(&ws, i, Some(&format!("att/{i}.jpg")), i > old, deleted).await;
+        }
+        let args = ["--now", NOW, "cleanup-attachments", "--batch-size", "10"];
+        let crashed = ws.sweep_env(&args, &[("SWEEP_FAILPOINT", &format!("{point}@2"))]);
+        assert_eq!(crashed.code, -1, "{point}: the process died at the point\n{}", crashed.stderr);
+        if point == "in-row-tx" {
+            // The transaction that died deleted nothing: its rows are all still there.
+            let deleted =
+                ws.count("SELECT count(*) FROM cleanup_audit WHERE kind = 'row' AND outcome = 'deleted'").await;
+            let left = ws.count("SELECT count(*) FROM forum_attachment WHERE is_active = FALSE").await;
+            assert_eq!(deleted + left, old as i64, "{point}: rows and audit agree right after the crash");
+        }
+        ws.sweep(&args).expect(0);
+        attachments_settled(&ws, old, keep, point).await;
+        assert_eq!(ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'interrupted'").await, 1, "{point}");
+    }
+}
+
+/// The same for objects: bulk-cloudcube killed around its DeleteObjects requests.
+pub async fn a_crash_around_object_deletion_is_settled_by_the_next_run(b: Backend) {
+    for point in ["after-intents", "after-objects", "before-settle"] {
+        let ws = Ws::new(b, true).await;
+        let s3 = S3Server::shared();
+        let bucket = format!("crash-{}-{}", point.replace('-', ""), b.tag());
+        s3.bucket(&bucket);
+        ws.exec(&format!(
+            "INSERT INTO viral_clips_job (id, status, original_file_key, extracted_audio_key, created_at) VALUES (1, 'processing', 'uploads/keep.mp4', NULL, {})",
+            ts(at(NOW) - Duration::days(30))
+        ))
+        .await;
+        s3.put(&bucket, "cube/uploads/keep.mp4", 10, at(NOW) - Duration::days(9));
+        let n = 25;
+        for i in 0..n {
+            s3.put(&bucket, &format!("cube/tmp/{i}.bin"), 10, at(NOW) - Duration::days(9));
+        }
+        let url = format!("{}/{bucket}/cube", s3.endpoint);
+        let env = [
+            ("CLOUDCUBE_URL", url.as_str()),
+            ("CLOUDCUBE_ACCESS_KEY_ID", S3_ACCESS),
+            ("CLOUDCUBE_SECRET_ACCESS_KEY", S3_SECRET),
+        ];
+        let mut crash_env = env.to_vec();
+        let fp = format!("{point}@1");
+        crash_env.push(("SWEEP_FAILPOINT", &fp));
+        let crashed = ws.sweep_env(&["--now", NOW, "bulk-cloudcube"], &crash_env);
+        assert_eq!(crashed.code, -1, "{point}: the process died at the point\n{}", crashed.stderr);
+        ws.sweep_env(&["--now", NOW, "bulk-cloudcube"], &env).expect(0);
+        assert!(s3.exists(&bucket, "cube/uploads/keep.mp4"), "{point}: in-progress media survives");
+        for i in 0..n {
+            assert!(!s3.exists(&bucket, &format!("cube/tmp/{i}.bin")), "{point}: tmp/{i}.bin");
+        }
+        let audited = ws
+            .count("SELECT count(DISTINCT target) FROM cleanup_audit WHERE kind = 'object' AND outcome IN ('deleted', 'missing')")
+            .await;
+        assert_eq!(audited, n as i64, "{point}: every deleted object is in the audit");
+        assert_eq!(ws.count("SELECT count(*) FROM cleanup_audit WHERE outcome = 'intent'").await, 0, "{point}");
+        assert_eq!(ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'running'").await, 0, "{point}");
+        assert_eq!(ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'interrupted'").await, 1, "{point}");
     }
 }

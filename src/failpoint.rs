@@ -1,0 +1,28 @@
+//! Crash points for the project's own chaos tests: with `SWEEP_FAILPOINT=<name>` (or
+//! `<name>@<n>`, the n-th time it is reached) the process aborts at that point, as a `kill -9`
+//! there would stop it: no unwinding, no cleanup, nothing flushed. Only debug builds (the
+//! tests' binary) have them; in a release build `hit` is empty.
+
+/// The points, in the order a batch reaches them.
+pub const POINTS: [&str; 6] =
+    ["after-intents", "in-row-tx", "after-rows", "after-local", "after-objects", "before-settle"];
+
+/// Abort here if the environment names this point.
+#[inline]
+pub fn hit(name: &str) {
+    #[cfg(debug_assertions)]
+    {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static HITS: AtomicUsize = AtomicUsize::new(0);
+        let Ok(want) = std::env::var("SWEEP_FAILPOINT") else { return };
+        let (point, nth) = match want.split_once('@') {
+            Some((p, n)) => (p.to_string(), n.parse().unwrap_or(1)),
+            None => (want, 1),
+        };
+        if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+            std::process::abort();
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
