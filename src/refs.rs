@@ -255,3 +255,47 @@ mod tests {
         assert_eq!(seen, [true, false, true, true]);
     }
 }
+
+/// Property tests: any payload text, however deep or broken, is read without a panic, and
+/// every reference it yields is a clean path from `published_modules/` on.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "(/media/|https://cdn\\\\.x/)?(published_modules/)?[a-z0-9/._?#=-]{0,24}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(6, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z]{1,4}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        #[test]
+        fn every_reference_is_a_clean_path(v in json()) {
+            if let PayloadRefs::Known(refs) = payload_refs(Some(&v.to_string())) {
+                for r in refs {
+                    prop_assert!(r.starts_with(MARKER), "{r:?}");
+                    prop_assert!(!r.contains('?') && !r.contains('#'), "{r:?}");
+                }
+            } else {
+                prop_assert!(false, "valid JSON read as unknown");
+            }
+        }
+
+        #[test]
+        fn any_text_is_read_without_a_panic(s in "\\\\PC{0,200}") {
+            let _ = payload_refs(Some(&s));
+        }
+    }
+}

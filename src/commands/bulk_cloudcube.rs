@@ -334,3 +334,28 @@ mod tests {
         assert!(!e.contains("pw@"), "{e}");
     }
 }
+
+/// Property tests: any CLOUDCUBE_URL is parsed or refused with a message, never a panic; a
+/// parsed one names a bucket and a cube, and its message never shows a password.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+        #[test]
+        fn any_cloudcube_url_parses_or_is_refused(
+            scheme in "(https?|s3|ftp|)",
+            user in "(u:secretpw@)?",
+            host in "[a-z0-9.-]{0,20}(\\\\.s3(\\\\.|-)?[a-z0-9-]{0,12}\\\\.amazonaws\\\\.com)?(:[0-9]{1,5})?",
+            path in "(/[a-zA-Z0-9._ -]{0,8}){0,4}/?",
+        ) {
+            let raw = format!("{scheme}://{user}{host}{path}");
+            match parse_cloudcube_url(&raw) {
+                Ok(loc) => prop_assert!(!loc.bucket.is_empty() && !loc.prefix.is_empty(), "{raw:?} -> {loc:?}"),
+                Err(e) => prop_assert!(!e.to_string().contains("secretpw"), "{e}"),
+            }
+        }
+    }
+}

@@ -637,3 +637,65 @@ mod tests {
         assert!(matches!(r.delete_file("a"), Err(LocalError::IsDir { .. })));
     }
 }
+
+/// Property tests: whatever a database row or a name on disk says, nothing outside the root is
+/// ever resolved, stat'ed as inside, or deleted.
+#[cfg(all(test, unix))]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Path segments an attacker or a broken row might hold.
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("..".to_string()),
+            Just(".".to_string()),
+            Just("".to_string()),
+            Just("out".to_string()),
+            Just("in".to_string()),
+            Just("x.json".to_string()),
+            Just("sentinel".to_string()),
+            "[a-z./\\\\ %~-]{1,6}",
+        ]
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        (proptest::option::of(Just("/")), proptest::collection::vec(segment(), 1..6))
+            .prop_map(|(lead, segs)| format!("{}{}", lead.unwrap_or(""), segs.join("/")))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+        #[test]
+        fn nothing_outside_the_root_is_resolved_or_deleted(paths in proptest::collection::vec(path(), 1..12)) {
+            let top = tempfile::tempdir().unwrap();
+            let root_dir = top.path().join("root");
+            let outside = top.path().join("outside");
+            fs::create_dir_all(root_dir.join("a/b")).unwrap();
+            fs::create_dir_all(&outside).unwrap();
+            fs::write(outside.join("sentinel"), "keep").unwrap();
+            fs::write(outside.join("x.json"), "keep").unwrap();
+            fs::write(top.path().join("sentinel"), "keep").unwrap();
+            fs::write(root_dir.join("a/x.json"), "in").unwrap();
+            // A link inside the root that leads out, and one that stays in.
+            std::os::unix::fs::symlink(&outside, root_dir.join("out")).unwrap();
+            std::os::unix::fs::symlink(root_dir.join("a"), root_dir.join("in")).unwrap();
+            let root = LocalRoot::open("t", &root_dir).unwrap();
+            let canon_root = fs::canonicalize(&root_dir).unwrap();
+            for p in &paths {
+                let Ok(rel) = root.relativize(p) else { continue };
+                prop_assert!(!rel.split('/').any(|s| s == ".." || s.is_empty()), "{p:?} -> {rel:?}");
+                if let Ok(Some(full)) = root.resolve(&rel) {
+                    let parent = fs::canonicalize(full.parent().unwrap()).unwrap();
+                    prop_assert!(parent.starts_with(&canon_root), "{p:?} resolved out to {}", full.display());
+                }
+                let _ = root.delete_file(&rel);
+                let _ = root.delete_dir_with(&rel, &mut ParentCache::default());
+            }
+            prop_assert!(outside.join("sentinel").exists() && outside.join("x.json").exists());
+            prop_assert!(top.path().join("sentinel").exists());
+        }
+    }
+}

@@ -309,3 +309,21 @@ mod tests {
         assert!(s.list(None).next().await.is_none());
     }
 }
+
+/// Property tests: a key is either refused or names exactly itself, with no `.`/`..` segment.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+        #[test]
+        fn a_key_is_refused_or_exact(key in "[a-z./ %+\\\\u{e9}\\\\u{1f600}-]{0,24}") {
+            if let Ok(p) = parse_key(&key) {
+                prop_assert_eq!(p.as_ref(), key.as_str());
+                prop_assert!(!key.split('/').any(|s| s.is_empty() || s == "." || s == ".."), "{:?}", key);
+            }
+        }
+    }
+}
