@@ -377,12 +377,25 @@ impl Db {
                 tx.commit().await?;
             }};
         }
-        match &self.pool {
-            Pool::Pg(p) => in_tx!(p, Postgres),
-            Pool::Sqlite(p) => in_tx!(p, Sqlite),
-            Pool::My(p) => in_tx!(p, MySql),
+        let mut attempt = 0;
+        loop {
+            let r: Result<(), sqlx::Error> = async {
+                match &self.pool {
+                    Pool::Pg(p) => in_tx!(p, Postgres),
+                    Pool::Sqlite(p) => in_tx!(p, Sqlite),
+                    Pool::My(p) => in_tx!(p, MySql),
+                }
+                Ok(())
+            }
+            .await;
+            match r {
+                Err(e) if retryable(&e) && attempt < RETRIES => {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                r => return r,
+            }
         }
-        Ok(())
     }
 
     /// The SQLite file, if this is a file-backed SQLite database.
@@ -776,12 +789,27 @@ impl Db {
                 tx.commit().await?;
             }};
         }
-        match &self.pool {
-            Pool::Pg(p) => in_tx!(p, Postgres, Pg),
-            Pool::Sqlite(p) => in_tx!(p, Sqlite, Sqlite),
-            Pool::My(p) => in_tx!(p, MySql, My),
+        let mut attempt = 0;
+        loop {
+            // A transaction the database gave up on (a deadlock) changed nothing: try again.
+            out.clear();
+            let r: Result<()> = async {
+                match &self.pool {
+                    Pool::Pg(p) => in_tx!(p, Postgres, Pg),
+                    Pool::Sqlite(p) => in_tx!(p, Sqlite, Sqlite),
+                    Pool::My(p) => in_tx!(p, MySql, My),
+                }
+                Ok(())
+            }
+            .await;
+            match r {
+                Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(retryable) && attempt < RETRIES => {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                r => return r.map(|_| out),
+            }
         }
-        Ok(out)
     }
 
     /// Set `columns` to NULL in the rows with these keys that still match `rule`; returns the
@@ -833,12 +861,27 @@ impl Db {
                 tx.commit().await?;
             }};
         }
-        match &self.pool {
-            Pool::Pg(p) => in_tx!(p, Postgres, Pg),
-            Pool::Sqlite(p) => in_tx!(p, Sqlite, Sqlite),
-            Pool::My(p) => in_tx!(p, MySql, My),
+        let mut attempt = 0;
+        loop {
+            // A transaction the database gave up on (a deadlock) changed nothing: try again.
+            out.clear();
+            let r: Result<()> = async {
+                match &self.pool {
+                    Pool::Pg(p) => in_tx!(p, Postgres, Pg),
+                    Pool::Sqlite(p) => in_tx!(p, Sqlite, Sqlite),
+                    Pool::My(p) => in_tx!(p, MySql, My),
+                }
+                Ok(())
+            }
+            .await;
+            match r {
+                Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(retryable) && attempt < RETRIES => {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                r => return r.map(|_| out),
+            }
         }
-        Ok(out)
     }
 
     /// Which database this is, without credentials: what a plan records and `apply` checks.
@@ -995,6 +1038,25 @@ pub enum InsertError {
     Other(String),
 }
 
+/// How many times a transaction the database aborted to break a deadlock is tried again.
+const RETRIES: u32 = 5;
+
+/// A transaction the database aborted and that can simply be tried again: a deadlock or a
+/// serialization failure (SQLSTATE 40001, 40P01), or SQLite's busy database.
+fn retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            matches!(d.code().as_deref(), Some("40001") | Some("40P01") | Some("5") | Some("6"))
+                || d.message().contains("Deadlock found")
+        }
+        _ => false,
+    }
+}
+
+async fn backoff(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(20 * 2u64.pow(attempt))).await;
+}
+
 /// MySQL connection options: sqlx sets the session's time zone to UTC; sweep's identifiers
 /// are double-quoted, so the session also gets `ANSI_QUOTES` (in `mysql_session`).
 fn mysql_options(url: &DatabaseUrl) -> Result<MySqlConnectOptions> {
@@ -1004,10 +1066,13 @@ fn mysql_options(url: &DatabaseUrl) -> Result<MySqlConnectOptions> {
 }
 
 /// What every MySQL session of sweep's needs: double quotes around identifiers (as on
-/// PostgreSQL and SQLite), backslashes that are not escapes, UTC.
+/// PostgreSQL and SQLite), backslashes that are not escapes, UTC, READ COMMITTED.
 async fn mysql_session(c: &mut sqlx::MySqlConnection) -> Result<(), sqlx::Error> {
     c.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES,NO_BACKSLASH_ESCAPES'), time_zone = '+00:00'")
         .await?;
+    // Two batches in flight write the same audit index; READ COMMITTED takes no gap locks,
+    // so they do not deadlock on it (rows to delete are still locked by FOR UPDATE).
+    c.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
     Ok(())
 }
 

@@ -47,7 +47,9 @@ pub async fn settle_dead_runs(db: &Db, command: &str, res: &Resources) -> Result
     Ok(out)
 }
 
-async fn settle(db: &Db, run_id: &str, res: &Resources) -> Result<Settled> {
+/// Settle one run: its intents against what is there, then mark it `interrupted` with the counts
+/// its audit holds. Also for a run that stopped on an error it could not write down.
+pub async fn settle(db: &Db, run_id: &str, res: &Resources) -> Result<Settled> {
     let mut q = db.sql();
     q.push("SELECT ").as_text("id").push(", kind, target FROM cleanup_audit WHERE run_id = ").bind(run_id);
     q.push(format_args!(" AND outcome = '{INTENT}'"));

@@ -346,7 +346,19 @@ where
     let t1 = std::time::Instant::now();
     let result = executor::execute(&mut plan, res, &opts).await;
     tracing::info!(target: "cleanup", "Executed in {:.2} s", t1.elapsed().as_secs_f64());
-    let report = result?;
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // The run stopped on an error (the audit could not be written, the database went
+            // away): what it did is settled now, if the database lets us, else by the next run.
+            if let (true, Some(db)) = (audit, &db) {
+                if let Err(s) = crate::recover::settle(db, &run_id, res).await {
+                    tracing::warn!(target: "cleanup", "run {run_id} stays `running` until the next run settles it: {s:#}");
+                }
+            }
+            return Err(e);
+        }
+    };
     if audit {
         let db = db.as_ref().expect("audit implies a database");
         let mut t = totals(&report);

@@ -8,6 +8,7 @@ mod attachments;
 mod cli;
 mod cloudcube;
 mod crash;
+mod faults;
 mod modules;
 mod ops;
 mod roundtrip;
@@ -81,6 +82,13 @@ mod crash_safety {
         kill_9_at_any_instant_leaves_an_audit_that_matches_once_the_next_run_starts,
         a_crash_at_every_point_of_a_batch_is_settled_by_the_next_run,
         a_crash_around_object_deletion_is_settled_by_the_next_run,
+    );
+}
+
+mod s3_faults {
+    on_all!(faults:
+        bulk_cloudcube_with_backups_to_s3_absorbs_a_flaky_endpoint,
+        attachments_on_s3_absorb_a_flaky_endpoint,
     );
 }
 

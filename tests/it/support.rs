@@ -18,6 +18,10 @@ pub const S3_SECRET: &str = "sweep-test-secret-do-not-print";
 pub const MISSING_BUCKET: &str = "no-such-bucket";
 /// Keys containing this marker fail in DeleteObjects with AccessDenied.
 pub const UNDELETABLE: &str = "undeletable";
+/// Buckets whose name starts with this are flaky: of every eight requests to one, one fails
+/// with 503 SlowDown before the server acts, one fails with 500 after it acted (the answer is
+/// lost, as with a connection reset), and one is answered 300 ms late.
+pub const FAULTY: &str = "faulty-";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -272,12 +276,63 @@ pub struct Requests {
 
 static REQUESTS: std::sync::Mutex<Option<std::collections::HashMap<String, Requests>>> = std::sync::Mutex::new(None);
 
+/// What the fault injector does to one request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// 503 SlowDown, nothing done.
+    Before,
+    /// Done, then 500: the client does not learn it was done.
+    After,
+    /// Answered late.
+    Slow,
+}
+
+static FAULT_SEQ: std::sync::Mutex<Option<std::collections::HashMap<String, u64>>> = std::sync::Mutex::new(None);
+
+fn fault(bucket: &str) -> Fault {
+    if !bucket.starts_with(FAULTY) {
+        return Fault::None;
+    }
+    let mut g = FAULT_SEQ.lock().unwrap();
+    let n = g.get_or_insert_with(Default::default).entry(bucket.to_string()).or_default();
+    *n += 1;
+    match *n % 8 {
+        1 => Fault::Before,
+        4 => Fault::After,
+        6 => Fault::Slow,
+        _ => Fault::None,
+    }
+}
+
+/// Run one request through the fault injector.
+async fn flaky<T>(bucket: &str, act: impl std::future::Future<Output = S3Result<T>>) -> S3Result<T> {
+    let f = fault(bucket);
+    if f == Fault::Before {
+        return Err(s3s::s3_error!(SlowDown));
+    }
+    if f == Fault::Slow {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let out = act.await;
+    if f == Fault::After {
+        return Err(s3s::s3_error!(InternalError));
+    }
+    out
+}
+
 fn count(bucket: &str, f: impl FnOnce(&mut Requests)) {
     let mut g = REQUESTS.lock().unwrap();
     f(g.get_or_insert_with(Default::default).entry(bucket.to_string()).or_default());
 }
 
 impl S3Server {
+    /// How many requests a `FAULTY` bucket received (one in eight failed before acting, one
+    /// in eight after).
+    pub fn faulty_requests(&self, bucket: &str) -> u64 {
+        FAULT_SEQ.lock().unwrap().as_ref().and_then(|m| m.get(bucket).copied()).unwrap_or(0)
+    }
+
     /// The deletion requests `bucket` received so far.
     pub fn requests(&self, bucket: &str) -> Requests {
         REQUESTS.lock().unwrap().as_ref().and_then(|m| m.get(bucket).cloned()).unwrap_or_default()
@@ -298,7 +353,8 @@ impl S3 for Flaky {
         let (bad, good): (Vec<ObjectIdentifier>, Vec<ObjectIdentifier>) =
             req.input.delete.objects.drain(..).partition(|o| o.key.contains(UNDELETABLE));
         req.input.delete.objects = good;
-        let mut resp = self.0.delete_objects(req).await?;
+        let b = req.input.bucket.clone();
+        let mut resp = flaky(&b, self.0.delete_objects(req)).await?;
         if !bad.is_empty() {
             resp.output.errors = Some(
                 bad.into_iter()
@@ -318,20 +374,24 @@ impl S3 for Flaky {
         if req.input.key.contains(UNDELETABLE) {
             return Err(s3s::s3_error!(AccessDenied));
         }
-        self.0.delete_object(req).await
+        let b = req.input.bucket.clone();
+        flaky(&b, self.0.delete_object(req)).await
     }
     async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
-        self.0.head_object(req).await
+        let b = req.input.bucket.clone();
+        flaky(&b, self.0.head_object(req)).await
     }
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-        self.0.get_object(req).await
+        let b = req.input.bucket.clone();
+        flaky(&b, self.0.get_object(req)).await
     }
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         // S3 refuses a PUT into a bucket that does not exist; s3s-fs would create it.
         if req.input.bucket.starts_with(MISSING_BUCKET) {
             return Err(s3s::s3_error!(NoSuchBucket));
         }
-        self.0.put_object(req).await
+        let b = req.input.bucket.clone();
+        flaky(&b, self.0.put_object(req)).await
     }
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
         self.0.copy_object(req).await
@@ -345,7 +405,8 @@ impl S3 for Flaky {
         if req.input.delimiter.as_deref() == Some("") {
             req.input.delimiter = None;
         }
-        self.0.list_objects_v2(req).await
+        let b = req.input.bucket.clone();
+        flaky(&b, self.0.list_objects_v2(req)).await
     }
     async fn list_objects(&self, mut req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
         if req.input.delimiter.as_deref() == Some("") {
