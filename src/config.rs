@@ -628,6 +628,20 @@ impl Settings {
         )
     }
 
+    /// cleanup-ops' BACKUP_DIR: env, or `[ops] backup_dir`, or `OPS_DIR/cleanup_backups`.
+    pub fn ops_backup_dir(&self, ops_dir: &Path) -> Result<Sourced<PathBuf>> {
+        Ok(self
+            .layers(&ProcessEnv)
+            .pick_opt(
+                &Key { flag: None, env: Some("BACKUP_DIR"), file: "ops.backup_dir" },
+                None,
+                self.raw.ops.backup_dir.clone(),
+                "a directory",
+                &|_: &PathBuf| true,
+            )?
+            .unwrap_or_else(|| Sourced::new(ops_dir.join("cleanup_backups"), Source::Default)))
+    }
+
     pub fn require_database(&self) -> Result<&DatabaseUrl> {
         self.database_url
             .as_ref()

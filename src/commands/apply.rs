@@ -20,7 +20,10 @@ fn configured_dirs(ctx: &Ctx) -> Result<Vec<PathBuf>> {
     let st = &ctx.settings;
     let mut dirs: Vec<PathBuf> =
         [st.media_root.as_ref(), st.data_dir.as_ref()].into_iter().flatten().map(|s| s.value.clone()).collect();
-    dirs.extend(st.ops_dir(None)?.map(|s| s.value));
+    if let Some(ops) = st.ops_dir(None)? {
+        dirs.push(st.ops_backup_dir(&ops.value)?.value);
+        dirs.push(ops.value);
+    }
     if let Some(store) = &st.raw.attachments.store {
         if !store.contains("://") {
             dirs.push(PathBuf::from(store));

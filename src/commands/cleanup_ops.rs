@@ -3,7 +3,7 @@
 //! backups before deletion, run types, `--stats`, `--show-policies` and `--set-policy`.
 
 use crate::cli::{CleanupOpsArgs, OpsRunType};
-use crate::config::{DatabaseUrl, Key, ProcessEnv, Source, Sourced};
+use crate::config::{DatabaseUrl, Key, ProcessEnv};
 use crate::db::{AuditRow, Db, RunTotals};
 use crate::executor::Backup;
 use crate::exit_codes::{Exit, Fatal};
@@ -14,7 +14,7 @@ use crate::store::local::LocalRoot;
 use crate::store::Resources;
 use anyhow::{anyhow, bail, Result};
 use chrono::{DateTime, Utc};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 async fn load_policies(db: &Db) -> Result<Vec<Policy>> {
@@ -70,15 +70,7 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs, chan: &Channel) -> Result<Ran> {
     let ops_dir = ctx.settings.ops_dir(a.ops_dir.clone())?.ok_or_else(|| {
         anyhow!("OPS_DIR is not set: pass --ops-dir, set OPS_DIR, or set [paths] ops_dir in the config file")
     })?;
-    let backup_dir = l
-        .pick_opt(
-            &Key { flag: None, env: Some("BACKUP_DIR"), file: "ops.backup_dir" },
-            None,
-            raw.ops.backup_dir.clone(),
-            "a directory",
-            &|_: &PathBuf| true,
-        )?
-        .unwrap_or_else(|| Sourced::new(ops_dir.value.join("cleanup_backups"), Source::Default));
+    let backup_dir = ctx.settings.ops_backup_dir(&ops_dir.value)?;
     let backup_days = l.pick(
         &Key { flag: None, env: None, file: "ops.backup_retention_days" },
         None,
@@ -150,6 +142,14 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs, chan: &Channel) -> Result<Ran> {
     }
     let mut res = Resources { db: Some(db.clone()), ..Default::default() };
     res.roots.insert("ops".into(), root.clone());
+    // A BACKUP_DIR outside OPS_DIR is pruned too (seed 002 keeps backups 7 days wherever they are).
+    let outside = match (&rules.backup_rel, LocalRoot::open(BACKUPS_ROOT, &backup_dir.value)) {
+        (None, Ok(b)) => Some(b),
+        _ => None,
+    };
+    if let Some(b) = &outside {
+        res.roots.insert(BACKUPS_ROOT.into(), b.clone());
+    }
     let mut spec = ctx.spec(COMMAND, &rows, Some(db.clone()), &res);
     // The global --backup-dir or --backup-to, if given, wins over BACKUP_DIR's seed layout.
     spec.backup = ctx.backup.clone().or(backups.clone().map(|dir| Backup::Dir { dir, per_root: false }));
@@ -157,7 +157,7 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs, chan: &Channel) -> Result<Ran> {
     require_terminal_or_yes(ctx, &spec, "cleanup-ops --type manual")?;
     let policies = load_policies(&db).await?;
     let Finished { exit, mut report, plan } = run_policy(ctx, spec, chan, || async {
-        let mut p = plan_now(&root, policies, rules).await?;
+        let mut p = plan_now(&root, outside.as_ref(), policies, rules).await?;
         p.fields.insert("type".into(), format!("{:?}", a.run_type).to_lowercase().into());
         p.fields.insert(
             "backup_dir".into(),
@@ -189,13 +189,25 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs, chan: &Channel) -> Result<Ran> {
 
 /// Walk OPS_DIR (never following links) and ask the policy: the facts stream from the walk,
 /// and an operation file's text is read only when the policy needs it.
-async fn plan_now(root: &LocalRoot, policies: Vec<Policy>, rules: Rules) -> Result<Plan> {
+/// A backup directory outside OPS_DIR is walked too, as the root `backups`.
+async fn plan_now(root: &LocalRoot, backups: Option<&LocalRoot>, policies: Vec<Policy>, rules: Rules) -> Result<Plan> {
     let c = Classifier::new(&policies).map_err(|e| anyhow!(e))?;
     let dir = root.path().to_path_buf();
-    Ok(tokio::task::spawn_blocking(move || plan(walk(&dir, &c), &policies, &c, &rules)).await?)
+    let backups = backups.map(|b| b.path().to_path_buf());
+    Ok(tokio::task::spawn_blocking(move || {
+        let mut p = plan(walk(&dir, Some(&c)), &policies, &c, &rules);
+        if let Some(b) = &backups {
+            crate::policy::cleanup_ops::old_backups(&mut p, BACKUPS_ROOT, walk(b, None), &rules);
+        }
+        p
+    })
+    .await?)
 }
 
-fn walk<'a>(root: &'a Path, c: &'a Classifier) -> impl Iterator<Item = OpsFile> + 'a {
+/// The root name of a BACKUP_DIR outside OPS_DIR.
+const BACKUPS_ROOT: &str = "backups";
+
+fn walk<'a>(root: &'a Path, c: Option<&'a Classifier>) -> impl Iterator<Item = OpsFile> + 'a {
     walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name().into_iter().filter_map(move |e| {
         let e = match e {
             Ok(e) => e,
@@ -216,7 +228,9 @@ fn walk<'a>(root: &'a Path, c: &'a Classifier) -> impl Iterator<Item = OpsFile> 
         let modified = DateTime::<Utc>::from(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
         let bytes = if meta.is_file() { meta.len() } else { 0 };
         let text = match &rel {
-            Ok(r) if c.wants_text(r) => Some(std::fs::read_to_string(e.path()).map_err(|e| e.to_string())),
+            Ok(r) if c.is_some_and(|c| c.wants_text(r)) => {
+                Some(std::fs::read_to_string(e.path()).map_err(|e| e.to_string()))
+            }
             _ => None,
         };
         Some(OpsFile { rel, bytes, modified, text })
@@ -302,7 +316,7 @@ async fn stats(ctx: &Ctx, db: &Db, root: &LocalRoot, rules: Rules) -> Result<Exi
     q.push(" FROM cleanup_audit WHERE policy LIKE 'cleanup-ops/%' AND outcome IN ('deleted', 'missing') GROUP BY policy ORDER BY policy");
     let per = db.read(&q, |r| Ok((r.text_req(0)?, r.int_req(1)?, r.int_req(2)?))).await?;
     let policies = load_policies(db).await?;
-    let eligible = plan_now(root, policies, rules).await?;
+    let eligible = plan_now(root, None, policies, rules).await?;
     let mut now_by: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for u in &eligible.units {
         let e = now_by.entry(u.task.clone().unwrap_or_default()).or_default();

@@ -53,10 +53,13 @@ pub async fn run(ctx: &Ctx, a: &RestoreArgs) -> Result<Exit> {
     let items: Vec<Deleted> =
         rows.into_iter().map(|(kind, target, backup, snapshot)| Deleted { kind, target, backup, snapshot }).collect();
     let dry = ctx.settings.dry_run.value;
+    let ops = ctx.settings.ops_dir(a.ops_dir.clone())?.map(|s| s.value);
+    let backups = ops.as_deref().map(|o| ctx.settings.ops_backup_dir(o)).transpose()?.map(|s| s.value);
     let roots: Vec<(&str, Option<PathBuf>)> = vec![
         ("media", ctx.settings.media_root.as_ref().map(|s| s.value.clone())),
         ("data", ctx.settings.data_dir.as_ref().map(|s| s.value.clone())),
-        ("ops", ctx.settings.ops_dir(a.ops_dir.clone())?.map(|s| s.value)),
+        ("ops", ops),
+        ("backups", backups),
     ];
     let places = Places::of_run(ctx, &db, &run_id).await?;
     let mut done = Vec::new();

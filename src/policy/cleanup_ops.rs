@@ -180,6 +180,25 @@ pub fn plan(files: impl Iterator<Item = OpsFile>, policies: &[Policy], m: &Class
     p
 }
 
+/// Backups in a directory of their own (BACKUP_DIR outside OPS_DIR, named `root`): those older
+/// than their retention go, as inside OPS_DIR.
+pub fn old_backups(p: &mut Plan, root: &str, files: impl Iterator<Item = OpsFile>, rules: &Rules) {
+    let cutoff = rules.now - Duration::days(rules.backup_retention_days);
+    for f in files {
+        let Ok(rel) = f.rel else { continue };
+        if f.modified <= cutoff {
+            let mut u = Unit::new(vec![Item::new(
+                Op::DeleteFile { root: root.into(), path: rel.clone() },
+                format!("{root}:{rel}"),
+                format!("backup older than {} days", rules.backup_retention_days),
+                Some(f.bytes),
+            )]);
+            u.task = Some(BACKUP_TASK.into());
+            p.units.push(u);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

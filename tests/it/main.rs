@@ -153,5 +153,6 @@ mod cleanup_ops {
         set_policy_round_trip_disables_and_is_audited,
         stats_show_history_and_what_is_eligible,
         db_flags_stand_in_for_database_url_and_hide_the_password,
+        a_backup_dir_outside_ops_dir_is_pruned_too,
     );
 }

@@ -232,3 +232,31 @@ pub async fn db_flags_stand_in_for_database_url_and_hide_the_password(b: Backend
     r.expect(2);
     assert!(!r.stderr.contains("pw-not-for-logs"), "{}", r.stderr);
 }
+
+pub async fn a_backup_dir_outside_ops_dir_is_pruned_too(b: Backend) {
+    let o = Ops::new(b).await;
+    let backups = o.ws.dir.path().join("elsewhere-backups");
+    let old_backup = backups.join("2026-11-01/operation_x.json");
+    let new_backup = backups.join("2026-11-20/operation_y.json");
+    for (p, days) in [(&old_backup, 8), (&new_backup, 6)] {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "{}").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified((now() - Duration::days(days)).into())
+            .unwrap();
+    }
+    o.file("logs/a.log", "x", Duration::days(40));
+    let r = o.ws.sweep_env(
+        &["--now", NOW, "cleanup-ops", "--type", "automatic", "--json"],
+        &[("OPS_DIR", o.dir.to_str().unwrap()), ("BACKUP_DIR", backups.to_str().unwrap())],
+    );
+    r.expect(0);
+    assert!(!old_backup.exists(), "a backup older than 7 days is pruned, wherever BACKUP_DIR is");
+    assert!(new_backup.exists(), "a younger backup stays");
+    assert!(!o.exists("logs/a.log"), "the old log goes");
+    assert!(backups.join("logs/a.log").exists(), "after its backup was made");
+    assert_eq!(r.json()["policies"]["backups"]["files"], 1, "{}", r.stdout);
+}
