@@ -69,3 +69,36 @@ pub async fn attachments_on_s3_absorb_a_flaky_endpoint(b: Backend) {
     assert!(s3.exists(&bucket, "attachments/a/active.jpg") && row_exists(&ws, 99).await, "the active one stays");
     assert!(s3.faulty_requests(&bucket) >= 8, "faults were injected: {}", s3.faulty_requests(&bucket));
 }
+
+pub async fn worker_objects_absorb_a_flaky_endpoint(b: Backend) {
+    let ws = Ws::new(b, true).await;
+    let s3 = S3Server::shared();
+    let bucket = format!("{FAULTY}previews-{}", b.tag());
+    s3.bucket(&bucket);
+    let data = ws.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let old = at(NOW) - Duration::days(3);
+    ws.exec(&format!(
+        "INSERT INTO preview_sessions (id, status, created_at, updated_at, expires_at, bundle_path, bundle_key) VALUES \
+         ('p1', 'ready', {o}, {o}, NULL, NULL, 'previews/p1/bundle.zip')",
+        o = ts(old)
+    ))
+    .await;
+    s3.put(&bucket, "previews/p1/bundle.zip", 10, old);
+    for i in 0..40 {
+        s3.put(&bucket, &format!("previews/orphan-{i}/bundle.zip"), 10, old);
+    }
+    let mut env = s3.env();
+    env.push(("DATA_DIR", data.display().to_string()));
+    env.push(("OBJECT_STORAGE_BUCKET_PREVIEWS", bucket.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = ws.sweep_env(&["--now", NOW, "worker-once", "--tasks", "objects", "--json"], &env);
+    r.expect(0);
+    assert_eq!(r.json()["tasks"]["objects"]["deleted"], 40, "{}", r.stderr);
+    for i in 0..40 {
+        assert!(!s3.exists(&bucket, &format!("previews/orphan-{i}/bundle.zip")));
+    }
+    assert!(s3.exists(&bucket, "previews/p1/bundle.zip"), "a referenced bundle stays");
+    // The first request to a faulty bucket always fails (503): a second means it was retried.
+    assert!(s3.faulty_requests(&bucket) >= 2, "the failed first request was retried");
+}

@@ -89,6 +89,7 @@ mod s3_faults {
     on_all!(faults:
         bulk_cloudcube_with_backups_to_s3_absorbs_a_flaky_endpoint,
         attachments_on_s3_absorb_a_flaky_endpoint,
+        worker_objects_absorb_a_flaky_endpoint,
     );
 }
 
