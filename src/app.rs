@@ -5,14 +5,56 @@
 use crate::cli::{Cli, Command};
 use crate::commands::{self, RunRequest};
 use crate::exit_codes::Exit;
+use crate::notify::{Notifier, Summary};
 use crate::run::{Ctx, Ran};
 use anyhow::Result;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// The command's name, as runs, reports and notifications name it.
+fn name(c: &Command) -> &'static str {
+    match c {
+        Command::Migrate => "migrate",
+        Command::CleanupAttachments(_) => "cleanup-attachments",
+        Command::PruneModules(_) => "prune-modules",
+        Command::CleanupUiFiles(_) => "cleanup-ui-files",
+        Command::CleanupOps(_) => "cleanup-ops",
+        Command::BulkCloudcube(_) => "bulk-cloudcube",
+        Command::WorkerOnce(_) => "worker-once",
+        Command::Apply(_) => "apply",
+        Command::Restore(_) => "restore",
+        Command::Demo(_) => "demo",
+    }
+}
+
+/// Tell the notification targets that a run could not run at all (a bad config, an
+/// unreachable database, a held lock): the alert operators need most.
+async fn notify_failure(notifier: &Notifier, command: &str, run_id: &str, e: &anyhow::Error) {
+    let exit = crate::exit_codes::exit_for(e);
+    let s = Summary {
+        command: command.into(),
+        run_id: run_id.into(),
+        status: "failure".into(),
+        exit_code: exit as i32,
+        host: crate::notify::host(),
+        message: format!("{e:#}"),
+        ..Default::default()
+    };
+    notifier.finish(&s).await;
+}
+
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
-    let ctx = Ctx::new(cli.global)?;
+    let command = name(&cli.command);
+    let ctx = match Ctx::new(cli.global) {
+        Ok(c) => c,
+        Err(e) => {
+            // The config may be what is wrong: the environment's targets are still told.
+            let n = Notifier::from_env(&crate::config::ProcessEnv);
+            notify_failure(&n, command, &crate::run::new_run_id(), &e).await;
+            return Err(e);
+        }
+    };
     let request = match cli.command {
         Command::Migrate => return commands::migrate::run(&ctx).await,
         Command::Restore(a) => return commands::restore::run(&ctx, &a).await,
@@ -37,9 +79,17 @@ pub async fn run(cli: Cli) -> Result<Exit> {
             }
         }
     });
+    let run_id = handle.run_id().to_string();
     let ran = handle.finish().await;
     ctrl_c.abort();
-    match ran? {
+    let ran = match ran {
+        Ok(r) => r,
+        Err(e) => {
+            notify_failure(&ctx.notifier, command, &run_id, &e).await;
+            return Err(e);
+        }
+    };
+    match ran {
         Ran::Done(exit) => Ok(exit),
         Ran::Run(f) => {
             crate::report::print(ctx.global.json, &f.report, &f.plan)?;

@@ -160,6 +160,23 @@ pub struct RawConfig {
     pub cloudcube: RawCloudcube,
     #[serde(default)]
     pub ops: RawOps,
+    /// `[[notify]]`: where to tell that a run started, succeeded or failed.
+    #[serde(default)]
+    pub notify: Vec<RawNotify>,
+}
+
+/// One `[[notify]]` target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// `webhook` (a JSON POST of the run's summary) or `healthchecks` (the ping protocol).
+    pub kind: String,
+    pub url: String,
+    /// Webhook only: sign the body with HMAC-SHA256 (header `X-Sweep-Signature: sha256=<hex>`).
+    pub secret: Option<String>,
+    /// Events: `start`, `success`, `partial`, `failure`, `aborted`. Default: failure, partial,
+    /// aborted for a webhook; all of them for healthchecks (which needs them).
+    pub on: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -887,7 +904,8 @@ mod tests {
                 let t = l.trim_start_matches("# ");
                 let is_key =
                     t.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
-                if l.starts_with("# ") && is_key {
+                // `# [[notify]]`: an example entry of an array of tables.
+                if (l.starts_with("# ") && is_key) || l.starts_with("# [[") {
                     format!("{t}\n")
                 } else {
                     format!("{l}\n")

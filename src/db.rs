@@ -126,6 +126,10 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// Makes the statements that record rows just deleted (each key with its snapshot), run in the
+/// deletion's own transaction.
+pub type AuditFn<'a> = dyn Fn(&[(&str, Option<&RawValue>)]) -> Vec<Sql> + Sync + 'a;
+
 /// The audit outcome of an item about to be deleted: written (durably) before the deletion,
 /// replaced by the real outcome after it. One left behind by a dead run is resolved against
 /// what is there by the next run of its command (`run::recover`).
@@ -730,7 +734,7 @@ impl Db {
         key_column: &Ident,
         keys: &[String],
         rule: Option<&RowRule>,
-        audit: &(dyn Fn(&[(&str, Option<&RawValue>)]) -> Vec<Sql> + Sync),
+        audit: &AuditFn,
     ) -> Result<HashMap<String, Box<RawValue>>> {
         let mut out = HashMap::with_capacity(keys.len());
         let mut statements = Vec::new();
@@ -823,7 +827,7 @@ impl Db {
         keys: &[String],
         columns: &[Ident],
         rule: Option<&RowRule>,
-        audit: &(dyn Fn(&[(&str, Option<&RawValue>)]) -> Vec<Sql> + Sync),
+        audit: &AuditFn,
     ) -> Result<HashSet<String>> {
         let mut out = HashSet::new();
         let ty = self.key_type(table, key_column).await?;

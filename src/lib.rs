@@ -20,6 +20,7 @@ pub mod fingerprint;
 pub mod gather;
 pub mod ident;
 pub mod logging;
+pub mod notify;
 pub mod plan;
 pub mod planfile;
 pub mod policy;

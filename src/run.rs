@@ -14,6 +14,7 @@ use crate::db::{lock, Db, RunTotals};
 use crate::event::{Event, Events};
 use crate::executor::{self, Backup, ExecOptions};
 use crate::exit_codes::{Exit, Fatal};
+use crate::notify::{Notifier, Summary};
 use crate::plan::Plan;
 use crate::planfile;
 use crate::report::Report;
@@ -32,6 +33,8 @@ pub struct Ctx {
     /// Where to copy files, trees and objects before deleting them (`--backup-dir`,
     /// `--backup-to`).
     pub backup: Option<Backup>,
+    /// Who to tell about runs (`[[notify]]`, `SWEEP_NOTIFY_URL`, `SWEEP_HEALTHCHECKS_URL`).
+    pub notifier: Notifier,
 }
 
 impl Ctx {
@@ -52,7 +55,8 @@ impl Ctx {
             }
             (None, None) => None,
         };
-        Ok(Ctx { global, settings, backup })
+        let notifier = Notifier::load(&settings.raw.notify, &ProcessEnv, &settings.file_name)?;
+        Ok(Ctx { global, settings, backup, notifier })
     }
 
     /// A plain environment variable (an empty value counts as unset), for the few settings that
@@ -64,6 +68,9 @@ impl Ctx {
     /// Print `--show-config` rows: the global settings, then the command's own.
     pub fn print_config(&self, command_rows: Vec<(String, String, String)>) {
         let mut rows = self.settings.show();
+        for (i, n) in self.notifier.describe().into_iter().enumerate() {
+            rows.push((format!("notify[{i}]"), n, "[[notify]] / SWEEP_NOTIFY_URL / SWEEP_HEALTHCHECKS_URL".into()));
+        }
         rows.extend(command_rows);
         let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(10);
         let wv = rows.iter().map(|r| r.1.len()).max().unwrap_or(10).min(60);
@@ -163,19 +170,28 @@ pub enum Ran {
 pub struct Channel {
     pub events: Events,
     pub cancel: Arc<AtomicBool>,
+    /// The run's id, known before it starts (for a caller that must name a run that never got
+    /// going: a failure notification).
+    pub run_id: String,
 }
 
 impl Channel {
     /// A channel nobody watches (a run inside another command, tests).
     pub fn unwatched() -> Channel {
-        Channel { events: Events::none(), cancel: Arc::new(AtomicBool::new(false)) }
+        Channel { events: Events::none(), cancel: Arc::new(AtomicBool::new(false)), run_id: new_run_id() }
     }
+}
+
+/// A new run id (a UUID).
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// A started run: watch its events, cancel it, wait for its end.
 pub struct RunHandle {
     events: tokio::sync::broadcast::Receiver<Event>,
     cancel: Arc<AtomicBool>,
+    run_id: String,
     task: tokio::task::JoinHandle<Result<Ran>>,
 }
 
@@ -190,10 +206,16 @@ impl RunHandle {
     {
         let (events, rx) = Events::channel(capacity);
         let cancel = Arc::new(AtomicBool::new(false));
-        let chan = Channel { events, cancel: cancel.clone() };
+        let run_id = new_run_id();
+        let chan = Channel { events, cancel: cancel.clone(), run_id: run_id.clone() };
         let rt = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || rt.block_on(run(chan)));
-        RunHandle { events: rx, cancel, task }
+        RunHandle { events: rx, cancel, run_id, task }
+    }
+
+    /// The run's id (the report's `run_id`, the audit's).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
     }
 
     /// Stop the run between batches: what is in flight finishes and is audited, the rest is
@@ -234,7 +256,9 @@ where
     Fut: std::future::Future<Output = Result<Plan>>,
 {
     let RunSpec { command, config_rows, db, res, dry_run, backup, confirm, reviewed_plan } = spec;
-    let run_id = uuid::Uuid::new_v4().to_string();
+    let run_id = chan.run_id.clone();
+    let clock = std::time::Instant::now();
+    let mut notified = ctx.notifier.start(command, &run_id).await;
     if !dry_run {
         if let Some(db) = &db {
             require_audit_tables(db).await?;
@@ -259,6 +283,7 @@ where
         Err(e) if crate::exit_codes::exit_for(&e) == Exit::Guard => {
             let mut plan = Plan::new(command, ctx.settings.now.value);
             let report = Report::aborted(&run_id, command, dry_run, &mut plan, &format!("{e:#}"));
+            ctx.notifier.finish(&summary(&report, &plan, Exit::Guard, clock)).await;
             return Ok(Finished { exit: Exit::Guard, report, plan });
         }
         Err(e) => return Err(e),
@@ -301,12 +326,14 @@ where
         ctx.settings.max_delete.as_ref().map(|s| s.value),
         ctx.settings.max_delete_percent.as_ref().map(|s| s.value),
     ) {
+        let report = Report::aborted(&run_id, command, dry_run, &mut plan, &f.message);
+        notified.extend(ctx.notifier.finish(&summary(&report, &plan, Exit::Guard, clock)).await);
         if let (true, Some(db)) = (audit, &db) {
             db.insert_run(&run_id, command, dry_run, started).await?;
             let totals = RunTotals {
                 status: "aborted".into(),
                 candidates: plan.units.len() as i64,
-                details: Some(serde_json::json!({ "message": f.message })),
+                details: Some(serde_json::json!({ "message": f.message, "notifications": notified })),
                 ..Default::default()
             };
             db.finish_run(&run_id, Utc::now(), &totals).await?;
@@ -318,7 +345,6 @@ where
             failed: 0,
             bytes_reclaimed: 0,
         });
-        let report = Report::aborted(&run_id, command, dry_run, &mut plan, &f.message);
         return Ok(Finished { exit: Exit::Guard, report, plan });
     }
 
@@ -359,6 +385,8 @@ where
             return Err(e);
         }
     };
+    let exit = if report.totals.failed > 0 || report.interrupted { Exit::PartialFailure } else { Exit::Success };
+    notified.extend(ctx.notifier.finish(&summary(&report, &plan, exit, clock)).await);
     if audit {
         let db = db.as_ref().expect("audit implies a database");
         let mut t = totals(&report);
@@ -366,6 +394,7 @@ where
             // What `restore` needs to put objects back: the stores and where backups went.
             d.insert("stores".into(), serde_json::to_value(planfile::store_records(res))?);
             d.insert("backup".into(), serde_json::to_value(backup.as_ref().map(Backup::record))?);
+            d.insert("notifications".into(), serde_json::to_value(&notified)?);
         }
         db.finish_run(&run_id, report.finished_at, &t).await?;
     }
@@ -379,7 +408,6 @@ where
         failed: report.totals.failed,
         bytes_reclaimed: report.totals.bytes_reclaimed,
     });
-    let exit = if report.totals.failed > 0 || report.interrupted { Exit::PartialFailure } else { Exit::Success };
     Ok(Finished { exit, report, plan })
 }
 
@@ -424,5 +452,33 @@ fn totals(r: &Report) -> RunTotals {
         retained: r.totals.retained as i64,
         bytes_reclaimed: r.totals.bytes_reclaimed as i64,
         details: Some(serde_json::Value::Object(r.fields.clone())),
+    }
+}
+
+/// A run's summary for its notifications.
+pub fn summary(report: &Report, plan: &Plan, exit: Exit, clock: std::time::Instant) -> Summary {
+    let errors = plan
+        .units
+        .iter()
+        .flat_map(|u| &u.items)
+        .filter(|i| i.outcome == Some(crate::plan::Outcome::Failed))
+        .take(5)
+        .map(|i| (i.target.clone(), i.error.clone().unwrap_or_default()))
+        .collect();
+    Summary {
+        command: report.command.clone(),
+        run_id: report.run_id.clone(),
+        status: report.status.clone(),
+        exit_code: exit as i32,
+        dry_run: report.dry_run,
+        candidates: report.totals.candidates,
+        deleted: report.totals.deleted + report.totals.missing,
+        failed: report.totals.failed,
+        retained: report.totals.retained,
+        bytes_reclaimed: report.totals.bytes_reclaimed,
+        duration_seconds: clock.elapsed().as_secs_f64(),
+        host: crate::notify::host(),
+        message: report.fields.get("message").and_then(|m| m.as_str()).unwrap_or_default().to_string(),
+        errors,
     }
 }

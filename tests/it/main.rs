@@ -10,6 +10,7 @@ mod cloudcube;
 mod crash;
 mod faults;
 mod modules;
+mod notify;
 mod ops;
 mod roundtrip;
 mod run_api;
@@ -90,6 +91,13 @@ mod s3_faults {
         bulk_cloudcube_with_backups_to_s3_absorbs_a_flaky_endpoint,
         attachments_on_s3_absorb_a_flaky_endpoint,
         worker_objects_absorb_a_flaky_endpoint,
+    );
+}
+
+mod notifications {
+    on_all!(notify:
+        webhook_and_healthchecks_hear_every_run,
+        a_receiver_that_is_down_or_slow_changes_nothing_but_the_record,
     );
 }
 
