@@ -734,7 +734,7 @@ impl Db {
         key_column: &Ident,
         keys: &[String],
         rule: Option<&RowRule>,
-        audit: &AuditFn,
+        audit: &AuditFn<'_>,
     ) -> Result<HashMap<String, Box<RawValue>>> {
         let mut out = HashMap::with_capacity(keys.len());
         let mut statements = Vec::new();
@@ -827,7 +827,7 @@ impl Db {
         keys: &[String],
         columns: &[Ident],
         rule: Option<&RowRule>,
-        audit: &AuditFn,
+        audit: &AuditFn<'_>,
     ) -> Result<HashSet<String>> {
         let mut out = HashSet::new();
         let ty = self.key_type(table, key_column).await?;
