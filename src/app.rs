@@ -11,22 +11,6 @@ use anyhow::Result;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// The command's name, as runs, reports and notifications name it.
-fn name(c: &Command) -> &'static str {
-    match c {
-        Command::Migrate => "migrate",
-        Command::CleanupAttachments(_) => "cleanup-attachments",
-        Command::PruneModules(_) => "prune-modules",
-        Command::CleanupUiFiles(_) => "cleanup-ui-files",
-        Command::CleanupOps(_) => "cleanup-ops",
-        Command::BulkCloudcube(_) => "bulk-cloudcube",
-        Command::WorkerOnce(_) => "worker-once",
-        Command::Apply(_) => "apply",
-        Command::Restore(_) => "restore",
-        Command::Demo(_) => "demo",
-    }
-}
-
 /// Tell the notification targets that a run could not run at all (a bad config, an
 /// unreachable database, a held lock): the alert operators need most.
 async fn notify_failure(notifier: &Notifier, command: &str, run_id: &str, e: &anyhow::Error) {
@@ -45,7 +29,7 @@ async fn notify_failure(notifier: &Notifier, command: &str, run_id: &str, e: &an
 
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
-    let command = name(&cli.command);
+    let command = cli.command.name();
     let ctx = match Ctx::new(cli.global) {
         Ok(c) => c,
         Err(e) => {
@@ -59,6 +43,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Migrate => return commands::migrate::run(&ctx).await,
         Command::Restore(a) => return commands::restore::run(&ctx, &a).await,
         Command::Demo(a) => return crate::demo::run(&ctx, &a).await,
+        Command::Status(a) => return crate::status::run(ctx, &a).await,
         Command::CleanupAttachments(a) => RunRequest::CleanupAttachments(a),
         Command::PruneModules(a) => RunRequest::PruneModules(a),
         Command::CleanupUiFiles(a) => RunRequest::CleanupUiFiles(a),

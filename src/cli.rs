@@ -82,7 +82,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Write Prometheus text-format metrics here after a real run (node_exporter textfile collector)
+    /// Write Prometheus text-format metrics here after a real run of any command (node_exporter
+    /// textfile collector): sweep_last_success_timestamp_seconds{command} and seed 004's metrics
     #[arg(long, global = true, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
 
@@ -211,6 +212,11 @@ pub enum Command {
     /// Writes only inside DIR (default ./sweep-demo), which must be empty or absent, or a
     /// previous demo workspace (which is rebuilt).
     Demo(DemoArgs),
+
+    /// Per command: its last run (status and counts), its last success, what it reclaimed in
+    /// the last 24 hours and 30 days; with --preview, what a dry run would delete now. Deletes
+    /// nothing. With --json, one JSON array.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -385,6 +391,14 @@ fn parse_age(s: &str) -> Result<chrono::Duration, String> {
 }
 
 #[derive(Debug, Args, Clone, Default)]
+pub struct StatusArgs {
+    /// Also dry-run each command now and show what it would delete (commands that are not
+    /// configured say why)
+    #[arg(long)]
+    pub preview: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
 pub struct DemoArgs {
     /// Where to build the workspace
     #[arg(value_name = "DIR", default_value = "sweep-demo")]
@@ -405,6 +419,7 @@ impl Command {
             Command::Restore(_) => "restore",
             Command::Apply(_) => "apply",
             Command::Demo(_) => "demo",
+            Command::Status(_) => "status",
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod exit_codes;
 pub mod failpoint;
 pub mod fingerprint;
 pub mod gather;
+pub mod history;
 pub mod ident;
 pub mod logging;
 pub mod notify;
@@ -30,6 +31,7 @@ pub mod reference;
 pub mod refs;
 pub mod report;
 pub mod run;
+pub mod status;
 pub mod store;
 
 use clap::Parser;

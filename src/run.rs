@@ -397,6 +397,9 @@ where
             d.insert("notifications".into(), serde_json::to_value(&notified)?);
         }
         db.finish_run(&run_id, report.finished_at, &t).await?;
+        if let Some(path) = &ctx.global.metrics_file {
+            crate::history::write_metrics(db, path, Utc::now()).await?;
+        }
     }
     if let Some(l) = held {
         l.release().await;

@@ -14,7 +14,6 @@ use crate::policy::worker_once::{
     self as policy, BundleDir, BundleObject, EntryKind, Listed, LogFile, PreviewTable, Repo, RepoTable, Rules, Session,
     TmpEntry, Tree, COMMAND, TASKS,
 };
-use crate::report::Report;
 use crate::run::{run_policy, Channel, Ctx, Finished, Ran};
 use crate::store::local::LocalRoot;
 use crate::store::object::{parse_key, NamedStore};
@@ -528,7 +527,6 @@ pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs, chan: &Channel) -> Result<Ran
         None => None,
     };
     tracing::info!(target: "cleanup", "Starting cleanup cycle (dry_run={dry_run}, tasks={})", s.tasks.join(","));
-    let started = std::time::Instant::now();
     let rules = s.rules(ctx)?;
     let g = Gather {
         db: &db,
@@ -579,55 +577,6 @@ pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs, chan: &Channel) -> Result<Ran
         n("repos", del),
     );
     report.fields.insert("tasks".into(), counts);
-    if let Some(path) = &ctx.global.metrics_file {
-        if !report.dry_run {
-            write_metrics(&db, path, &report, started.elapsed().as_secs_f64()).await?;
-        }
-    }
     db.close().await;
     Ok(Ran::Run(Box::new(Finished { exit, report, plan })))
-}
-
-/// Seed 004 §7.2's metrics, counters as totals from the audit (so they survive restarts and
-/// add up across workers), written atomically for node_exporter's textfile collector.
-async fn write_metrics(db: &Db, path: &Path, report: &Report, duration: f64) -> Result<()> {
-    use prometheus_client::encoding::text::encode;
-    use prometheus_client::metrics::counter::ConstCounter;
-    use prometheus_client::metrics::gauge::ConstGauge;
-    use prometheus_client::registry::Registry;
-    let total = |policy: &'static str, kind: &'static str| async move {
-        let mut q = db.sql();
-        q.push("SELECT count(*) FROM cleanup_audit WHERE policy LIKE ").bind(policy).push(" AND kind = ").bind(kind);
-        q.push(" AND outcome IN ('deleted', 'missing')");
-        let r = db.fetch_one_int(&q).await;
-        r.map(|n| n.max(0) as u64).map_err(|e| anyhow!("cannot read totals for the metrics file: {e:#}"))
-    };
-    let previews = total("worker-once/previews", "row").await?;
-    let tmp = total("worker-once/tmp", "dir").await?;
-    let objects = total("worker-once/%", "object").await?;
-    let mut reg = Registry::default();
-    reg.register(
-        "cleanup_previews_deleted",
-        "Preview sessions whose bundles were deleted (all runs)",
-        ConstCounter::new(previews),
-    );
-    reg.register("cleanup_tmp_dirs_deleted", "Abandoned tmp directories deleted (all runs)", ConstCounter::new(tmp));
-    reg.register("cleanup_objects_deleted", "Preview objects deleted (all runs)", ConstCounter::new(objects));
-    reg.register(
-        "cleanup_last_run_timestamp",
-        "Unix time the last cleanup cycle finished",
-        ConstGauge::new(report.finished_at.timestamp()),
-    );
-    reg.register("cleanup_last_run_duration_seconds", "Duration of the last cleanup cycle", ConstGauge::new(duration));
-    reg.register(
-        "cleanup_last_run_failed_items",
-        "Items that failed in the last cleanup cycle",
-        ConstGauge::new(report.totals.failed as i64),
-    );
-    let mut text = String::new();
-    encode(&mut text, &reg)?;
-    let tmp_path = path.with_extension("prom.tmp");
-    std::fs::write(&tmp_path, text).map_err(|e| anyhow!("cannot write {}: {e}", tmp_path.display()))?;
-    std::fs::rename(&tmp_path, path).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
-    Ok(())
 }

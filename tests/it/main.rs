@@ -14,6 +14,7 @@ mod notify;
 mod ops;
 mod roundtrip;
 mod run_api;
+mod status;
 mod support;
 mod worker;
 
@@ -98,6 +99,12 @@ mod notifications {
     on_all!(notify:
         webhook_and_healthchecks_hear_every_run,
         a_receiver_that_is_down_or_slow_changes_nothing_but_the_record,
+    );
+}
+
+mod status_and_metrics {
+    on_all!(status:
+        status_and_metrics_say_when_each_command_last_succeeded,
     );
 }
 

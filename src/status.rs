@@ -1,0 +1,134 @@
+//! `sweep status`: one screen (or `--json`) per command: its last run and status, its last
+//! success, what it reclaimed in the last 24 hours and 30 days, and with `--preview` what a dry
+//! run would delete now (through the run API, as any run).
+
+use crate::cli::{
+    BulkCloudcubeArgs, CleanupAttachmentsArgs, CleanupOpsArgs, CleanupUiFilesArgs, PruneModulesArgs, StatusArgs,
+    WorkerOnceArgs,
+};
+use crate::commands::{start, RunRequest};
+use crate::exit_codes::Exit;
+use crate::history::{self, History};
+use crate::report::human_bytes;
+use crate::run::{Ctx, Ran};
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+/// What a dry run would do now.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Preview {
+    would_delete: u64,
+    bytes_would_reclaim: u64,
+    error: Option<String>,
+}
+
+pub async fn run(ctx: Ctx, a: &StatusArgs) -> Result<Exit> {
+    if ctx.global.show_config {
+        ctx.print_config(Vec::new());
+        return Ok(Exit::Success);
+    }
+    let db = ctx.connect().await?;
+    crate::run::require_audit_tables(&db).await?;
+    let now = Utc::now();
+    let rows = history::read(&db, now).await?;
+    db.close().await;
+    let mut previews = Vec::new();
+    if a.preview {
+        let mut g = ctx.global.clone();
+        g.dry_run = true;
+        g.json = true;
+        g.plan_out = None;
+        let dry = Arc::new(Ctx::new(g)?);
+        for h in &rows {
+            previews.push(preview(dry.clone(), &h.command).await);
+        }
+    }
+    if ctx.global.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let mut v = serde_json::to_value(h).unwrap_or_default();
+                if let (Some(o), Some(p)) = (v.as_object_mut(), previews.get(i)) {
+                    o.insert("preview".into(), serde_json::to_value(p).unwrap_or_default());
+                }
+                v
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(Exit::Success);
+    }
+    for (i, h) in rows.iter().enumerate() {
+        print_one(h, previews.get(i), now);
+    }
+    Ok(Exit::Success)
+}
+
+fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let m = (now - t).num_minutes();
+    match m {
+        m if m < 120 => format!("{m} min ago"),
+        m if m < 48 * 60 => format!("{} h ago", m / 60),
+        m => format!("{} days ago", m / (24 * 60)),
+    }
+}
+
+fn print_one(h: &History, p: Option<&Preview>, now: DateTime<Utc>) {
+    println!("{}", h.command);
+    match &h.last_run {
+        None => println!("  last run      never"),
+        Some(r) => println!(
+            "  last run      {} ({})  {}  deleted {}  failed {}  reclaimed {}",
+            r.started_at.to_rfc3339(),
+            ago(r.started_at, now),
+            r.status,
+            r.deleted,
+            r.failed,
+            human_bytes(r.bytes_reclaimed.max(0) as u64)
+        ),
+    }
+    match h.last_success {
+        None => println!("  last success  never"),
+        Some(t) => println!("  last success  {} ({})", t.to_rfc3339(), ago(t, now)),
+    }
+    println!(
+        "  reclaimed     {} in 24 h ({} items), {} in 30 d",
+        human_bytes(h.reclaimed_24h.max(0) as u64),
+        h.deleted_24h,
+        human_bytes(h.reclaimed_30d.max(0) as u64)
+    );
+    if let Some(p) = p {
+        match &p.error {
+            Some(e) => println!("  preview       cannot dry-run now: {e}"),
+            None => println!(
+                "  preview       a run now would delete {} items ({})",
+                p.would_delete,
+                human_bytes(p.bytes_would_reclaim)
+            ),
+        }
+    }
+    println!("  schedule      none configured (schedules come with `sweep serve`)");
+}
+
+/// A dry run of `command` with its default arguments.
+async fn preview(ctx: Arc<Ctx>, command: &str) -> Preview {
+    let request = match command {
+        "cleanup-attachments" => RunRequest::CleanupAttachments(CleanupAttachmentsArgs::default()),
+        "prune-modules" => RunRequest::PruneModules(PruneModulesArgs::default()),
+        "cleanup-ui-files" => RunRequest::CleanupUiFiles(CleanupUiFilesArgs::default()),
+        "cleanup-ops" => RunRequest::CleanupOps(CleanupOpsArgs::default()),
+        "bulk-cloudcube" => RunRequest::BulkCloudcube(BulkCloudcubeArgs::default()),
+        _ => RunRequest::WorkerOnce(WorkerOnceArgs::default()),
+    };
+    match start(ctx, request).finish().await {
+        Ok(Ran::Run(f)) => Preview {
+            would_delete: f.report.totals.would_delete,
+            bytes_would_reclaim: f.report.totals.bytes_would_reclaim,
+            error: (f.report.status == "aborted")
+                .then(|| f.report.fields.get("message").and_then(|m| m.as_str()).unwrap_or("aborted").to_string()),
+        },
+        Ok(Ran::Done(_)) => Preview { would_delete: 0, bytes_would_reclaim: 0, error: None },
+        Err(e) => Preview { would_delete: 0, bytes_would_reclaim: 0, error: Some(format!("{e:#}")) },
+    }
+}
