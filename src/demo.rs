@@ -101,12 +101,26 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
         ("bulk-cloudcube --retention-days 5", RunRequest::BulkCloudcube(BulkCloudcubeArgs::default())),
         ("worker-once (tmp, previews, objects, logs, repos)", RunRequest::WorkerOnce(WorkerOnceArgs::default())),
     ];
+    let mut last = None;
     for (i, (title, request)) in runs.into_iter().enumerate() {
         println!("{}=== {title} ===", if i == 0 { "" } else { "\n" });
         // Through the run API, as `serve` will start runs.
         if let Ran::Run(f) = crate::commands::start(demo_ctx.clone(), request).finish().await? {
             crate::report::print(false, &f.report, &f.plan)?;
+            last = Some(f);
         }
+    }
+
+    // What a notification would carry (docs/scheduling.md); the demo sends none.
+    if let Some(f) = &last {
+        let took = (f.report.finished_at - f.report.started_at).num_milliseconds() as f64 / 1000.0;
+        let s = crate::run::summary(&f.report, &f.plan, f.exit, took);
+        println!("\n=== notifications (not sent by the demo) ===");
+        println!("With SWEEP_NOTIFY_URL set, a failed, partial or aborted run POSTs its summary as JSON, e.g. for the last run:");
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        println!(
+            "With SWEEP_HEALTHCHECKS_URL set, each run pings <url>/start?rid=<run id>, then <url>?rid=… on success or <url>/<exit code>?rid=…"
+        );
     }
 
     let cfg = config.display();

@@ -283,7 +283,7 @@ where
         Err(e) if crate::exit_codes::exit_for(&e) == Exit::Guard => {
             let mut plan = Plan::new(command, ctx.settings.now.value);
             let report = Report::aborted(&run_id, command, dry_run, &mut plan, &format!("{e:#}"));
-            ctx.notifier.finish(&summary(&report, &plan, Exit::Guard, clock)).await;
+            ctx.notifier.finish(&summary(&report, &plan, Exit::Guard, clock.elapsed().as_secs_f64())).await;
             return Ok(Finished { exit: Exit::Guard, report, plan });
         }
         Err(e) => return Err(e),
@@ -327,7 +327,8 @@ where
         ctx.settings.max_delete_percent.as_ref().map(|s| s.value),
     ) {
         let report = Report::aborted(&run_id, command, dry_run, &mut plan, &f.message);
-        notified.extend(ctx.notifier.finish(&summary(&report, &plan, Exit::Guard, clock)).await);
+        notified
+            .extend(ctx.notifier.finish(&summary(&report, &plan, Exit::Guard, clock.elapsed().as_secs_f64())).await);
         if let (true, Some(db)) = (audit, &db) {
             db.insert_run(&run_id, command, dry_run, started).await?;
             let totals = RunTotals {
@@ -386,7 +387,7 @@ where
         }
     };
     let exit = if report.totals.failed > 0 || report.interrupted { Exit::PartialFailure } else { Exit::Success };
-    notified.extend(ctx.notifier.finish(&summary(&report, &plan, exit, clock)).await);
+    notified.extend(ctx.notifier.finish(&summary(&report, &plan, exit, clock.elapsed().as_secs_f64())).await);
     if audit {
         let db = db.as_ref().expect("audit implies a database");
         let mut t = totals(&report);
@@ -459,7 +460,7 @@ fn totals(r: &Report) -> RunTotals {
 }
 
 /// A run's summary for its notifications.
-pub fn summary(report: &Report, plan: &Plan, exit: Exit, clock: std::time::Instant) -> Summary {
+pub fn summary(report: &Report, plan: &Plan, exit: Exit, seconds: f64) -> Summary {
     let errors = plan
         .units
         .iter()
@@ -479,7 +480,7 @@ pub fn summary(report: &Report, plan: &Plan, exit: Exit, clock: std::time::Insta
         failed: report.totals.failed,
         retained: report.totals.retained,
         bytes_reclaimed: report.totals.bytes_reclaimed,
-        duration_seconds: clock.elapsed().as_secs_f64(),
+        duration_seconds: seconds,
         host: crate::notify::host(),
         message: report.fields.get("message").and_then(|m| m.as_str()).unwrap_or_default().to_string(),
         errors,

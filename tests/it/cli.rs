@@ -131,6 +131,12 @@ fn demo_builds_a_workspace_and_dry_runs_it() {
     r.expect(0);
     assert!(r.stdout.contains("would_delete") && r.stdout.contains("DRY RUN"), "{}", r.stdout);
     assert!(r.stdout.contains("Next, try"), "{}", r.stdout);
+    // What a notification would carry, printed (none is sent).
+    assert!(
+        r.stdout.contains("=== notifications (not sent by the demo) ===") && r.stdout.contains("\"run_id\""),
+        "{}",
+        r.stdout
+    );
     assert!(d.path().join("ws/media/attachments/2026/08/fern-close-up.jpg").exists(), "a dry run deletes nothing");
     // Running it again rebuilds the workspace; a foreign directory is refused.
     sweep_in(d.path(), &["demo", "ws"], &[]).expect(0);
