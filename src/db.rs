@@ -84,6 +84,34 @@ macro_rules! bind_args {
     }};
 }
 
+/// Run a transaction (`$in_tx!`, defined per operation for the three backends) and, when the
+/// database aborted it to break a deadlock (it changed nothing), run it again from scratch;
+/// evaluates to `Result<$out>`.
+macro_rules! tx_with_retries {
+    ($self:expr, $out:ident, $in_tx:ident) => {{
+        let mut attempt = 0;
+        loop {
+            $out.clear();
+            let r: Result<()> = async {
+                match &$self.pool {
+                    Pool::Pg(p) => $in_tx!(p, Postgres, Pg),
+                    Pool::Sqlite(p) => $in_tx!(p, Sqlite, Sqlite),
+                    Pool::My(p) => $in_tx!(p, MySql, My),
+                }
+                Ok(())
+            }
+            .await;
+            match r {
+                Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(retryable) && attempt < RETRIES => {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                r => break r.map(|_| $out),
+            }
+        }
+    }};
+}
+
 /// A connected database.
 pub struct Db {
     pool: Pool,
@@ -149,6 +177,32 @@ pub struct AuditRow<'a> {
     pub backup_location: Option<&'a str>,
     pub row_snapshot: Option<&'a serde_json::value::RawValue>,
     pub at: DateTime<Utc>,
+}
+
+impl<'a> AuditRow<'a> {
+    /// The audit row of `item` in `policy` with `outcome` (its error, backup and snapshot as the
+    /// item has them).
+    pub fn of(
+        run_id: &'a str,
+        policy: &'a str,
+        item: &'a crate::plan::Item,
+        outcome: &'a str,
+        at: DateTime<Utc>,
+    ) -> Self {
+        AuditRow {
+            run_id,
+            policy,
+            kind: item.kind.as_str(),
+            target: &item.target,
+            reason: &item.reason,
+            bytes: item.bytes.map(|b| b as i64),
+            outcome,
+            error: item.error.as_deref(),
+            backup_location: item.backup.as_deref(),
+            row_snapshot: item.snapshot.as_deref(),
+            at,
+        }
+    }
 }
 
 /// Which database a plan was made against: never credentials.
@@ -793,27 +847,7 @@ impl Db {
                 tx.commit().await?;
             }};
         }
-        let mut attempt = 0;
-        loop {
-            // A transaction the database gave up on (a deadlock) changed nothing: try again.
-            out.clear();
-            let r: Result<()> = async {
-                match &self.pool {
-                    Pool::Pg(p) => in_tx!(p, Postgres, Pg),
-                    Pool::Sqlite(p) => in_tx!(p, Sqlite, Sqlite),
-                    Pool::My(p) => in_tx!(p, MySql, My),
-                }
-                Ok(())
-            }
-            .await;
-            match r {
-                Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(retryable) && attempt < RETRIES => {
-                    attempt += 1;
-                    backoff(attempt).await;
-                }
-                r => return r.map(|_| out),
-            }
-        }
+        tx_with_retries!(self, out, in_tx)
     }
 
     /// Set `columns` to NULL in the rows with these keys that still match `rule`; returns the
@@ -865,27 +899,7 @@ impl Db {
                 tx.commit().await?;
             }};
         }
-        let mut attempt = 0;
-        loop {
-            // A transaction the database gave up on (a deadlock) changed nothing: try again.
-            out.clear();
-            let r: Result<()> = async {
-                match &self.pool {
-                    Pool::Pg(p) => in_tx!(p, Postgres, Pg),
-                    Pool::Sqlite(p) => in_tx!(p, Sqlite, Sqlite),
-                    Pool::My(p) => in_tx!(p, MySql, My),
-                }
-                Ok(())
-            }
-            .await;
-            match r {
-                Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(retryable) && attempt < RETRIES => {
-                    attempt += 1;
-                    backoff(attempt).await;
-                }
-                r => return r.map(|_| out),
-            }
-        }
+        tx_with_retries!(self, out, in_tx)
     }
 
     /// Which database this is, without credentials: what a plan records and `apply` checks.

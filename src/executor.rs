@@ -145,19 +145,9 @@ impl Deleter<'_> {
                 .iter()
                 .filter_map(|(key, snapshot)| {
                     let (policy, item) = meta.get(key)?;
-                    Some(AuditRow {
-                        run_id,
-                        policy,
-                        kind: item.kind.as_str(),
-                        target: &item.target,
-                        reason: &item.reason,
-                        bytes: item.bytes.map(|b| b as i64),
-                        outcome: Outcome::Deleted.as_str(),
-                        error: None,
-                        backup_location: None,
-                        row_snapshot: snapshot.or(item.snapshot.as_deref()),
-                        at,
-                    })
+                    let mut row = AuditRow::of(run_id, policy, item, Outcome::Deleted.as_str(), at);
+                    row.row_snapshot = snapshot.or(item.snapshot.as_deref());
+                    Some(row)
                 })
                 .collect();
             db.audit_statements(&rows)
@@ -677,19 +667,7 @@ async fn run_batch<'a>(
             .filter(|((_, st), _)| st.alive)
             .flat_map(|((u, _), policy)| u.items.iter().map(move |item| (item, policy.as_str())))
             .filter(|(item, _)| item.kind != Kind::Row)
-            .map(|(item, policy)| AuditRow {
-                run_id: &opts.run_id,
-                policy,
-                kind: item.kind.as_str(),
-                target: &item.target,
-                reason: &item.reason,
-                bytes: item.bytes.map(|b| b as i64),
-                outcome: INTENT,
-                error: None,
-                backup_location: None,
-                row_snapshot: None,
-                at,
-            })
+            .map(|(item, policy)| AuditRow::of(&opts.run_id, policy, item, INTENT, at))
             .collect();
         if !rows.is_empty() {
             let t = std::time::Instant::now();
@@ -780,18 +758,8 @@ async fn run_batch<'a>(
             .zip(&audited)
             .flat_map(|((u, policy), done)| u.items.iter().zip(done).map(move |(item, d)| (item, policy.as_str(), *d)))
             .filter(|(_, _, already)| !already)
-            .map(|(item, policy, _)| AuditRow {
-                run_id: &opts.run_id,
-                policy,
-                kind: item.kind.as_str(),
-                target: &item.target,
-                reason: &item.reason,
-                bytes: item.bytes.map(|b| b as i64),
-                outcome: item.outcome.unwrap_or(Outcome::Skipped).as_str(),
-                error: item.error.as_deref(),
-                backup_location: item.backup.as_deref(),
-                row_snapshot: item.snapshot.as_deref(),
-                at: now,
+            .map(|(item, policy, _)| {
+                AuditRow::of(&opts.run_id, policy, item, item.outcome.unwrap_or(Outcome::Skipped).as_str(), now)
             })
             .collect();
         crate::failpoint::hit("before-settle");
