@@ -1089,8 +1089,14 @@ async fn mysql_session(c: &mut sqlx::MySqlConnection) -> Result<(), sqlx::Error>
     c.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES,NO_BACKSLASH_ESCAPES'), time_zone = '+00:00'")
         .await?;
     // Two batches in flight write the same audit index; READ COMMITTED takes no gap locks,
-    // so they do not deadlock on it (rows to delete are still locked by FOR UPDATE).
-    c.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+    // so they do not deadlock on it (rows to delete are still locked by FOR UPDATE). A server
+    // that logs statements (binlog_format = STATEMENT) refuses writes under READ COMMITTED:
+    // there the default stays, and deadlocks are retried.
+    let format: Option<String> =
+        sqlx::query_scalar("SELECT CAST(@@binlog_format AS CHAR)").fetch_optional(&mut *c).await.ok().flatten();
+    if !format.is_some_and(|f| f.eq_ignore_ascii_case("STATEMENT")) {
+        c.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+    }
     Ok(())
 }
 

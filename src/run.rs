@@ -284,6 +284,13 @@ where
             let mut plan = Plan::new(command, ctx.settings.now.value);
             let report = Report::aborted(&run_id, command, dry_run, &mut plan, &format!("{e:#}"));
             ctx.notifier.finish(&summary(&report, &plan, Exit::Guard, clock.elapsed().as_secs_f64())).await;
+            chan.events.send(Event::Finished {
+                run_id: run_id.clone(),
+                status: "aborted".into(),
+                deleted: 0,
+                failed: 0,
+                bytes_reclaimed: 0,
+            });
             return Ok(Finished { exit: Exit::Guard, report, plan });
         }
         Err(e) => return Err(e),
