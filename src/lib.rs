@@ -21,6 +21,7 @@ pub mod gather;
 pub mod history;
 pub mod ident;
 pub mod logging;
+pub mod names;
 pub mod notify;
 pub mod plan;
 pub mod planfile;

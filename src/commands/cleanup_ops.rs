@@ -220,10 +220,7 @@ fn walk<'a>(root: &'a Path, c: Option<&'a Classifier>) -> impl Iterator<Item = O
             return None;
         }
         let rel = e.path().strip_prefix(root).ok()?;
-        let rel = match rel.to_str() {
-            Some(s) => Ok(s.replace('\\', "/")),
-            None => Err(rel.to_string_lossy().into_owned()),
-        };
+        let rel: Result<String, String> = Ok(crate::names::encode_rel(rel));
         let meta = e.metadata().ok()?;
         let modified = DateTime::<Utc>::from(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
         let bytes = if meta.is_file() { meta.len() } else { 0 };

@@ -30,11 +30,8 @@ fn walk(media: &Path) -> impl Iterator<Item = Result<String, String>> + '_ {
             return None;
         }
         let rel = e.path().strip_prefix(media).ok()?;
-        Some(match rel.to_str() {
-            Some(s) if !cfg!(windows) => Ok(s.to_string()),
-            Some(s) => Ok(s.replace('\\', "/")),
-            None => Err(rel.to_string_lossy().into_owned()),
-        })
+        // A name that is not UTF-8 is escaped (`names`): it can be deleted and restored exactly.
+        Some(Ok(crate::names::encode_rel(rel)))
     })
 }
 

@@ -256,7 +256,7 @@ async fn restore_path(roots: &[(&str, Option<PathBuf>)], places: &Places, it: &D
         Ok(x) => x,
         Err(e) => return r("failed", e.to_string()),
     };
-    let dst = match root.relativize(rel.trim_end_matches('/')).map(|rel| root.path().join(rel)) {
+    let dst = match root.relativize(rel.trim_end_matches('/')).map(|rel| root.path_of(&rel)) {
         Ok(p) => p,
         Err(e) => return r("failed", e.to_string()),
     };

@@ -254,12 +254,10 @@ fn tree_facts(path: &Path) -> Tree {
     Tree { newest: DateTime::<Utc>::from(newest), bytes }
 }
 
-/// A name as text, or shown lossily when it is not UTF-8.
+/// A name as text: escaped when it is not UTF-8 (`names`), so it can still be deleted, audited
+/// and restored exactly.
 fn name_of(p: &Path) -> Result<String, String> {
-    match p.to_str() {
-        Some(s) => Ok(s.replace('\\', "/")),
-        None => Err(p.to_string_lossy().into_owned()),
-    }
+    Ok(crate::names::encode_rel(p))
 }
 
 impl Gather<'_> {
@@ -337,7 +335,7 @@ impl Gather<'_> {
                             Err(e) => BundleDir::Refused { path: rel, why: e.to_string() },
                             Ok(None) => BundleDir::Missing { rel },
                             Ok(Some(_)) => {
-                                let tree = tree_facts(&self.root.path().join(&rel));
+                                let tree = tree_facts(&self.root.path_of(&rel));
                                 BundleDir::Present { rel, tree }
                             }
                         },
@@ -458,9 +456,7 @@ impl Gather<'_> {
             .map(|(key, path, last_activity)| {
                 let rel = self.root.relativize(&path).map_err(|e| e.to_string());
                 let tree = match &rel {
-                    Ok(rel) if matches!(self.root.stat(rel), Ok(Some(_))) => {
-                        Some(tree_facts(&self.root.path().join(rel)))
-                    }
+                    Ok(rel) if matches!(self.root.stat(rel), Ok(Some(_))) => Some(tree_facts(&self.root.path_of(rel))),
                     _ => None,
                 };
                 Repo { key, path, last_activity, rel, tree }

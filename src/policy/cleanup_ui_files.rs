@@ -62,7 +62,9 @@ pub fn plan(
                 continue;
             }
         };
-        if cursor.seek(&rel) {
+        // An escaped name (not UTF-8 on disk) is never referenced by a payload, which is text;
+        // it is not merged either (its text does not sort where its bytes do).
+        if !crate::names::is_escaped(&rel) && cursor.seek(&rel) {
             referenced += 1;
             hold(&rel);
             continue;

@@ -5,6 +5,7 @@
 //! root through a symlink are refused. The last component is never followed: a symlink is
 //! deleted as a link, and directory trees are removed without following links inside them.
 
+use crate::names;
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -130,7 +131,15 @@ impl LocalRoot {
         let mut parts = Vec::new();
         for c in rel.components() {
             match c {
-                Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+                // A name written in escaped form (not UTF-8 on disk) must decode to one name.
+                Component::Normal(s) if s.to_str().is_some_and(|t| t.starts_with(names::ESCAPED)) => {
+                    let t = s.to_str().unwrap_or_default();
+                    if names::decode_component(t).is_none() {
+                        return Err(refuse("an escaped name that does not decode to one name"));
+                    }
+                    parts.push(t.to_string())
+                }
+                Component::Normal(s) => parts.push(names::encode_component(s)),
                 Component::CurDir => {}
                 Component::ParentDir => return Err(refuse("it contains '..'")),
                 Component::RootDir | Component::Prefix(_) => return Err(refuse("an absolute path")),
@@ -145,6 +154,14 @@ impl LocalRoot {
         Ok(parts.join("/"))
     }
 
+    /// The path on disk of a normalised relative path (escaped names decoded); not checked.
+    pub fn path_of(&self, rel: &str) -> PathBuf {
+        match names::decode_rel(rel) {
+            Some(p) => self.root.join(p),
+            None => self.root.join(rel),
+        }
+    }
+
     /// The absolute path for a relative one, after checking that its parent directory resolves
     /// inside the root (no symlinked parent leads out). `Ok(None)` when the parent is missing.
     pub fn resolve(&self, rel: &str) -> Result<Option<PathBuf>, LocalError> {
@@ -155,7 +172,7 @@ impl LocalRoot {
     /// few directories, so a batch costs one `canonicalize` per directory, not per file.
     pub fn resolve_with(&self, rel: &str, cache: &mut ParentCache) -> Result<Option<PathBuf>, LocalError> {
         let rel = self.relativize(rel)?;
-        let full = self.root.join(&rel);
+        let full = self.path_of(&rel);
         let parent = full.parent().expect("a joined relative path has a parent").to_path_buf();
         let state = match cache.states.get(&parent) {
             Some(s) => *s,
@@ -193,7 +210,7 @@ impl LocalRoot {
 
     #[cfg(unix)]
     fn io_error(&self, rel: &str, source: io::Error) -> LocalError {
-        LocalError::Io { path: self.root.join(rel).display().to_string(), source }
+        LocalError::Io { path: self.path_of(rel).display().to_string(), source }
     }
 
     /// Facts about an entry (not following a final symlink); `None` if it does not exist.
@@ -210,7 +227,7 @@ impl LocalRoot {
             match dir {
                 dirfd::Dir::Open(fd) => {
                     use rustix::fs::{statat, AtFlags, FileType};
-                    return match statat(&*fd, file_name(&rel), AtFlags::SYMLINK_NOFOLLOW) {
+                    return match statat(&*fd, file_name(&rel).as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
                         Ok(st) => {
                             let t = FileType::from_raw_mode(st.st_mode);
                             let modified = SystemTime::UNIX_EPOCH
@@ -267,11 +284,11 @@ impl LocalRoot {
             let name = file_name(&rel);
             match dir {
                 dirfd::Dir::Open(fd) => {
-                    return match rustix::fs::unlinkat(&*fd, name, rustix::fs::AtFlags::empty()) {
+                    return match rustix::fs::unlinkat(&*fd, name.as_os_str(), rustix::fs::AtFlags::empty()) {
                         Ok(()) => Ok(Removed::Deleted),
                         Err(rustix::io::Errno::NOENT) => Ok(Removed::Missing),
                         Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM)
-                            if rustix::fs::statat(&*fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                            if rustix::fs::statat(&*fd, name.as_os_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
                                 .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir()) =>
                         {
                             Err(LocalError::IsDir { path: rel })
@@ -328,8 +345,8 @@ impl LocalRoot {
     }
 
     /// The entries of a directory under the root: (name, is a directory), never following
-    /// links (a link is listed as not a directory). Names that are not UTF-8 are listed lossily
-    /// (they stay: nothing is deleted by such a name).
+    /// links (a link is listed as not a directory). Names that are not UTF-8 are escaped
+    /// (`names`).
     pub fn list_dir(&self, rel: &str) -> Result<Vec<(String, bool)>, LocalError> {
         let Some(full) = self.resolve(rel)? else {
             return Ok(Vec::new());
@@ -339,7 +356,7 @@ impl LocalRoot {
         for e in fs::read_dir(&full).map_err(io_err)? {
             let e = e.map_err(io_err)?;
             let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            out.push((e.file_name().to_string_lossy().into_owned(), is_dir));
+            out.push((names::encode_component(&e.file_name()), is_dir));
         }
         Ok(out)
     }
@@ -453,10 +470,11 @@ pub fn copy_tree(src: &Path, dst: &Path, keep_mtime: bool) -> io::Result<()> {
     copy_file(src, dst)
 }
 
-/// The last component of a normalised relative path.
+/// The last component of a normalised relative path, as the name on disk.
 #[cfg(unix)]
-fn file_name(rel: &str) -> &str {
-    rel.rsplit_once('/').map_or(rel, |(_, name)| name)
+fn file_name(rel: &str) -> std::ffi::OsString {
+    let name = rel.rsplit_once('/').map_or(rel, |(_, name)| name);
+    names::decode_component(name).unwrap_or_else(|| name.into())
 }
 
 #[cfg(unix)]
@@ -496,8 +514,9 @@ mod dirfd {
                 _ if rel.is_empty() => Dir::Open(Arc::new(openat(CWD, root, flags, Mode::empty())?)),
                 split => {
                     let (parent, name) = split.unwrap_or(("", rel));
+                    let name = crate::names::decode_component(name).unwrap_or_else(|| name.into());
                     match self.open(root, parent)? {
-                        Dir::Open(p) => match openat(&*p, name, flags, Mode::empty()) {
+                        Dir::Open(p) => match openat(&*p, name.as_os_str(), flags, Mode::empty()) {
                             Ok(fd) => Dir::Open(Arc::new(fd)),
                             Err(Errno::NOENT) => Dir::Missing,
                             Err(Errno::LOOP) | Err(Errno::NOTDIR) => Dir::Linked,

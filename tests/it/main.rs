@@ -136,6 +136,7 @@ mod published_modules {
         cleanup_ui_files_keeps_fresh_and_protected_files_and_guards_empty_references,
         an_unreadable_payload_protects_its_module,
         a_refused_file_is_a_reported_failure_and_its_rows_still_go,
+        a_ui_file_whose_name_is_not_utf8_is_an_orphan_like_any_other,
     );
 }
 
@@ -149,6 +150,7 @@ mod worker_once {
         stale_repos_go_only_with_the_flag_and_never_active_ones,
         cleanup_disabled_changes_nothing_and_metrics_parse,
         older_logs_are_gzipped_in_place_before_they_are_deleted,
+        names_that_are_not_utf8_are_deleted_audited_and_restored_exactly,
     );
 }
 

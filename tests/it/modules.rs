@@ -261,3 +261,22 @@ pub async fn a_refused_file_is_a_reported_failure_and_its_rows_still_go(b: Backe
     assert_eq!(ids(&ws).await, [72], "the pruned row still goes");
     assert!(!ws.media.join("published_modules/7/v1/a.json").exists());
 }
+
+pub async fn a_ui_file_whose_name_is_not_utf8_is_an_orphan_like_any_other(b: Backend) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStringExt;
+        let ws = Ws::new(b, true).await;
+        two_modules(&ws).await;
+        let name = std::ffi::OsString::from_vec(b"orphan-\xff.json".to_vec());
+        let p = ws.media.join("published_modules/1/v5").join(name);
+        write_aged(&p, 10, old());
+        let r = ws.sweep(&["--now", NOW, "cleanup-ui-files", "--json"]);
+        r.expect(0);
+        assert!(!p.exists(), "{}", r.stdout);
+        assert!(r.stdout.contains("media:published_modules/1/v5/?b:orphan-%FF.json"), "{}", r.stdout);
+        assert!(ws.media.join("published_modules/1/v5/a.json").exists(), "its referenced neighbour stays");
+    }
+    #[cfg(not(unix))]
+    let _ = b;
+}

@@ -298,3 +298,48 @@ pub async fn older_logs_are_gzipped_in_place_before_they_are_deleted(b: Backend)
     w.run(&["--tasks", "logs"], &[]).expect(0);
     assert!(plain.exists());
 }
+
+/// A name that is not UTF-8: `log-<0xFF>.log` and the like.
+#[cfg(unix)]
+fn raw_name(prefix: &str, suffix: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let mut b = prefix.as_bytes().to_vec();
+    b.extend_from_slice(&[0xFF, 0xFE]);
+    b.extend_from_slice(suffix.as_bytes());
+    std::ffi::OsString::from_vec(b)
+}
+
+pub async fn names_that_are_not_utf8_are_deleted_audited_and_restored_exactly(b: Backend) {
+    #[cfg(unix)]
+    {
+        let w = W::new(b, "bytes").await;
+        let old = now() - Duration::days(30);
+        let log = w.data.join("logs").join(raw_name("app-", ".log"));
+        write_aged(&log, 100, old);
+        let young = w.data.join("logs").join(raw_name("new-", ".log"));
+        write_aged(&young, 100, now() - Duration::hours(1));
+        let tmp = w.data.join("tmp").join(raw_name("job-", ""));
+        write_aged(&tmp.join("a.bin"), 100, old);
+        std::fs::File::open(&tmp).unwrap().set_modified(old.into()).unwrap();
+        let backups = w.ws.dir.path().join("bk");
+        let r = w.run(&["--backup-dir", backups.to_str().unwrap(), "--tasks", "tmp,logs", "--json"], &[]);
+        r.expect(0);
+        assert!(!log.exists() && !tmp.exists(), "old ones go, whatever their names' bytes");
+        assert!(young.exists(), "a young one stays");
+        let j = r.json();
+        let targets: Vec<String> =
+            j["items"].as_array().unwrap().iter().map(|i| i["target"].as_str().unwrap().to_string()).collect();
+        assert!(targets.contains(&"data:logs/?b:app-%FF%FE.log".to_string()), "{targets:?}");
+        assert!(targets.contains(&"data:tmp/?b:job-%FF%FE".to_string()), "{targets:?}");
+        let audited =
+            w.ws.count("SELECT count(*) FROM cleanup_audit WHERE target LIKE '%?b:%' AND outcome = 'deleted'").await;
+        assert_eq!(audited, 2);
+        // Undo: the exact bytes come back.
+        let run_id = j["run_id"].as_str().unwrap().to_string();
+        let back = w.ws.sweep_env(&["restore", "--run", &run_id, "--json"], &[("DATA_DIR", w.data.to_str().unwrap())]);
+        back.expect(0);
+        assert!(log.exists() && tmp.join("a.bin").exists(), "{}", back.stdout);
+    }
+    #[cfg(not(unix))]
+    let _ = b;
+}
