@@ -28,40 +28,211 @@ pub fn reference_in(s: &str) -> Option<String> {
     (path.len() > MARKER.len()).then(|| path.to_string())
 }
 
-/// Every reference in a payload's JSON text.
+/// Every reference in a payload's JSON text. The text is read by an iterative scanner, not a
+/// recursive parser: a valid payload nested ten thousand deep is read like a flat one (a
+/// recursive parser stops at a depth limit, and such a payload would wrongly count as invalid).
 pub fn payload_refs(text: Option<&str>) -> PayloadRefs {
     let Some(text) = text else { return PayloadRefs::Known(Vec::new()) };
-    if !text.contains(MARKER) {
-        // Still must be valid JSON to be trusted: a cheap check for the common case.
-        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
-            Ok(_) => PayloadRefs::Known(Vec::new()),
-            Err(e) => PayloadRefs::Unknown { error: e.to_string(), salvaged: Vec::new() },
-        };
-    }
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) => {
-            let mut out = Vec::new();
-            collect(&v, &mut out);
+    let want = text.contains(MARKER);
+    let mut out = Vec::new();
+    match scan_json(text, |s| {
+        if want {
+            out.extend(reference_in(s))
+        }
+    }) {
+        Ok(()) => {
             out.sort_by(|a, b| path_cmp(a, b));
             out.dedup();
             PayloadRefs::Known(out)
         }
-        Err(e) => PayloadRefs::Unknown { error: e.to_string(), salvaged: salvage(text) },
+        Err(error) => PayloadRefs::Unknown { error, salvaged: if want { salvage(text) } else { Vec::new() } },
     }
 }
 
-fn collect(v: &serde_json::Value, out: &mut Vec<String>) {
-    match v {
-        serde_json::Value::String(s) => out.extend(reference_in(s)),
-        serde_json::Value::Array(a) => a.iter().for_each(|x| collect(x, out)),
-        serde_json::Value::Object(o) => {
-            for (k, x) in o {
-                out.extend(reference_in(k));
-                collect(x, out);
+/// Check that `text` is one JSON value and hand every string in it (keys too, unescaped) to
+/// `each`. Iterative: depth costs memory for a stack of bytes, not call frames.
+pub fn scan_json(text: &str, mut each: impl FnMut(&str)) -> Result<(), String> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    // Open containers: b'{' or b'['.
+    let mut stack: Vec<u8> = Vec::new();
+    let err = |what: &str, at: usize| Err(format!("not valid JSON: {what} at byte {at}"));
+    let ws = |i: &mut usize| {
+        while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\n' | b'\r') {
+            *i += 1;
+        }
+    };
+    // Expecting a value (after `[`, `,` in an array, `:`), or the value of the whole text.
+    'value: loop {
+        ws(&mut i);
+        if i >= b.len() {
+            return err("a value was expected", i);
+        }
+        match b[i] {
+            b'{' | b'[' => {
+                let open = b[i];
+                stack.push(open);
+                i += 1;
+                ws(&mut i);
+                let close = if open == b'{' { b'}' } else { b']' };
+                if i < b.len() && b[i] == close {
+                    stack.pop();
+                    i += 1;
+                } else if open == b'{' {
+                    // A key, then `:`, then a value.
+                    if i >= b.len() || b[i] != b'"' {
+                        return err("a key was expected", i);
+                    }
+                    let key = string(b, &mut i)?;
+                    each(&key);
+                    ws(&mut i);
+                    if i >= b.len() || b[i] != b':' {
+                        return err("':' was expected", i);
+                    }
+                    i += 1;
+                    continue 'value;
+                } else {
+                    continue 'value;
+                }
+            }
+            b'"' => {
+                let s = string(b, &mut i)?;
+                each(&s);
+            }
+            b't' if b[i..].starts_with(b"true") => i += 4,
+            b'f' if b[i..].starts_with(b"false") => i += 5,
+            b'n' if b[i..].starts_with(b"null") => i += 4,
+            b'-' | b'0'..=b'9' => number(b, &mut i)?,
+            _ => return err("a value was expected", i),
+        }
+        // After a value: close containers, or go on with `,`.
+        loop {
+            ws(&mut i);
+            let Some(&top) = stack.last() else {
+                return if i == b.len() { Ok(()) } else { err("trailing characters", i) };
+            };
+            if i >= b.len() {
+                return err("the text ends inside a container", i);
+            }
+            let close = if top == b'{' { b'}' } else { b']' };
+            if b[i] == close {
+                stack.pop();
+                i += 1;
+                continue;
+            }
+            if b[i] != b',' {
+                return err("',' or a closing bracket was expected", i);
+            }
+            i += 1;
+            if top == b'{' {
+                ws(&mut i);
+                if i >= b.len() || b[i] != b'"' {
+                    return err("a key was expected", i);
+                }
+                let key = string(b, &mut i)?;
+                each(&key);
+                ws(&mut i);
+                if i >= b.len() || b[i] != b':' {
+                    return err("':' was expected", i);
+                }
+                i += 1;
+            }
+            continue 'value;
+        }
+    }
+}
+
+/// A JSON string starting at `b[*i] == '"'`, unescaped; `*i` moves past it.
+fn string(b: &[u8], i: &mut usize) -> Result<String, String> {
+    let start = *i;
+    *i += 1;
+    let mut out: Vec<u8> = Vec::new();
+    let bad = |what: &str, at: usize| format!("not valid JSON: {what} at byte {at}");
+    loop {
+        let Some(&c) = b.get(*i) else { return Err(bad("an unterminated string", start)) };
+        match c {
+            b'"' => {
+                *i += 1;
+                return String::from_utf8(out).map_err(|_| bad("a string that is not UTF-8", start));
+            }
+            b'\\' => {
+                let e = *b.get(*i + 1).ok_or_else(|| bad("an unterminated escape", *i))?;
+                *i += 2;
+                match e {
+                    b'"' => out.push(b'"'),
+                    b'\\' => out.push(b'\\'),
+                    b'/' => out.push(b'/'),
+                    b'b' => out.push(8),
+                    b'f' => out.push(12),
+                    b'n' => out.push(b'\n'),
+                    b'r' => out.push(b'\r'),
+                    b't' => out.push(b'\t'),
+                    b'u' => {
+                        let hex = |at: usize| {
+                            b.get(at..at + 4)
+                                .and_then(|h| std::str::from_utf8(h).ok())
+                                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                                .ok_or_else(|| bad("a bad \\u escape", at))
+                        };
+                        let mut cp = hex(*i)?;
+                        *i += 4;
+                        if (0xD800..0xDC00).contains(&cp) && b.get(*i..*i + 2) == Some(b"\\u") {
+                            let lo = hex(*i + 2)?;
+                            if (0xDC00..0xE000).contains(&lo) {
+                                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                                *i += 6;
+                            }
+                        }
+                        // A lone surrogate is not text: refused, as serde_json and PostgreSQL do.
+                        let ch = char::from_u32(cp).ok_or_else(|| bad("a lone surrogate in a \\u escape", *i))?;
+                        out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+                    }
+                    _ => return Err(bad("an unknown escape", *i - 1)),
+                }
+            }
+            0..=0x1F => return Err(bad("a control character in a string", *i)),
+            _ => {
+                out.push(c);
+                *i += 1;
             }
         }
-        _ => {}
     }
+}
+
+/// A JSON number at `b[*i]`; `*i` moves past it.
+fn number(b: &[u8], i: &mut usize) -> Result<(), String> {
+    let start = *i;
+    let digits = |i: &mut usize| {
+        let s = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > s
+    };
+    if b[*i] == b'-' {
+        *i += 1;
+    }
+    if b.get(*i) == Some(&b'0') {
+        *i += 1;
+    } else if !digits(i) {
+        return Err(format!("not valid JSON: a bad number at byte {start}"));
+    }
+    if b.get(*i) == Some(&b'.') {
+        *i += 1;
+        if !digits(i) {
+            return Err(format!("not valid JSON: a bad number at byte {start}"));
+        }
+    }
+    if matches!(b.get(*i), Some(b'e') | Some(b'E')) {
+        *i += 1;
+        if matches!(b.get(*i), Some(b'+') | Some(b'-')) {
+            *i += 1;
+        }
+        if !digits(i) {
+            return Err(format!("not valid JSON: a bad number at byte {start}"));
+        }
+    }
+    Ok(())
 }
 
 /// References found by scanning text that is not valid JSON: each `published_modules/…` run up
@@ -294,8 +465,45 @@ mod props {
         }
 
         #[test]
-        fn any_text_is_read_without_a_panic(s in "\\\\PC{0,200}") {
+        fn any_text_is_read_without_a_panic(s in "\\PC{0,200}") {
             let _ = payload_refs(Some(&s));
         }
+
+        /// The scanner accepts exactly what serde_json accepts, and finds the same strings.
+        #[test]
+        fn the_scanner_agrees_with_serde_json(v in json(), junk in "[\\[\\]{}:,\"a0-9 .eE+-]{0,30}") {
+            let text = v.to_string();
+            let mut strings = Vec::new();
+            prop_assert!(scan_json(&text, |s| strings.push(s.to_string())).is_ok(), "{text}");
+            let mut expected = Vec::new();
+            fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+                match v {
+                    serde_json::Value::String(s) => out.push(s.clone()),
+                    serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                    serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| {
+                        out.push(k.clone());
+                        walk(x, out)
+                    }),
+                    _ => {}
+                }
+            }
+            walk(&v, &mut expected);
+            strings.sort();
+            expected.sort();
+            prop_assert_eq!(strings, expected);
+            let ours = scan_json(&junk, |_| {}).is_ok();
+            let theirs = serde_json::from_str::<serde::de::IgnoredAny>(&junk).is_ok();
+            prop_assert_eq!(ours, theirs, "{:?}", junk);
+        }
+    }
+
+    #[test]
+    fn a_valid_payload_ten_thousand_deep_is_read() {
+        let depth = 10_000;
+        let text =
+            format!("{}{{\"ui\": \"/media/published_modules/9/deep.json\"}}{}", "[".repeat(depth), "]".repeat(depth));
+        assert_eq!(payload_refs(Some(&text)), PayloadRefs::Known(vec!["published_modules/9/deep.json".into()]));
+        let broken = format!("{}1", "[".repeat(depth));
+        assert!(matches!(payload_refs(Some(&broken)), PayloadRefs::Unknown { .. }));
     }
 }
