@@ -319,13 +319,31 @@ impl Gather<'_> {
         q.push(format_args!(" FROM {} WHERE ", t.table));
         crate::db::push_rule(&mut q, &self.rules.preview_rule(), &t.table);
         q.push(format_args!(" AND ({bp} IS NOT NULL OR {bk} IS NOT NULL) ORDER BY {id}"));
+        // The key must read; any other column that does not is that session's failure alone.
         let rows = self
             .db
-            .read(&q, |r| Ok((r.text_req(0)?, r.text_req(1)?, r.text(2)?, r.text(3)?)))
+            .read(&q, |r| {
+                let rest = (|| Ok::<_, crate::db::DecodeError>((r.text_req(1)?, r.text(2)?, r.text(3)?)))();
+                Ok((r.text_req(0)?, rest))
+            })
             .await
             .map_err(|e| anyhow!("cannot read {}: {e:#}", t.table))?;
         let mut sessions = Vec::with_capacity(rows.len());
-        for (key, status, path, bkey) in rows {
+        for (key, rest) in rows {
+            let (status, path, bkey) = match rest {
+                Ok(r) => r,
+                Err(e) => {
+                    let unreadable = Some(format!("{} {}={key}: cannot read {e}", t.table.as_str(), id.as_str()));
+                    sessions.push(Session {
+                        key,
+                        status: String::new(),
+                        bundle_path: None,
+                        bundle_key: None,
+                        unreadable,
+                    });
+                    continue;
+                }
+            };
             let bundle_path = match path.filter(|s| !s.is_empty()) {
                 None => None,
                 Some(raw) => {
@@ -369,7 +387,7 @@ impl Gather<'_> {
                     Some((k, obj))
                 }
             };
-            sessions.push(Session { key, status, bundle_path, bundle_key });
+            sessions.push(Session { key, status, bundle_path, bundle_key, unreadable: None });
         }
         policy::previews(p, sessions, self.rules);
         Ok(())
@@ -448,13 +466,24 @@ impl Gather<'_> {
         q.push(format_args!(" AND {path} IS NOT NULL ORDER BY {id}"));
         let rows = self
             .db
-            .read(&q, |r| Ok((r.text_req(0)?, r.text_req(1)?, r.time_req(2)?)))
+            .read(&q, |r| {
+                let rest = (|| Ok::<_, crate::db::DecodeError>((r.text_req(1)?, r.time_req(2)?)))();
+                Ok((r.text_req(0)?, rest))
+            })
             .await
             .map_err(|e| anyhow!("cannot read {}: {e:#}", t.table))?;
+        let table = t.table.as_str().to_string();
         let repos = rows
             .into_iter()
-            .map(|(key, path, last_activity)| {
-                let rel = self.root.relativize(&path).map_err(|e| e.to_string());
+            .map(|(key, rest)| {
+                // A row whose path or time does not read is that repo's failure alone.
+                let (path, last_activity, rel) = match rest {
+                    Ok((path, at)) => {
+                        let rel = self.root.relativize(&path).map_err(|e| e.to_string());
+                        (path, at, rel)
+                    }
+                    Err(e) => (String::new(), self.rules.now, Err(format!("{table} id={key}: cannot read {e}"))),
+                };
                 let tree = match &rel {
                     Ok(rel) if matches!(self.root.stat(rel), Ok(Some(_))) => Some(tree_facts(&self.root.path_of(rel))),
                     _ => None,

@@ -176,6 +176,8 @@ pub struct Session {
     pub bundle_path: Option<(String, BundleDir)>,
     /// `bundle_key` as stored, and its facts.
     pub bundle_key: Option<(String, BundleObject)>,
+    /// Why the row could not be read (a column that does not decode): one failed item.
+    pub unreadable: Option<String>,
 }
 
 /// A bundle directory under DATA_DIR.
@@ -222,6 +224,19 @@ pub fn previews(p: &mut Plan, sessions: Vec<Session>, r: &Rules) {
     for s in sessions {
         p.scanned += 1;
         let row_target = format!("{} {}={}", t.table.as_str(), t.id.as_str(), s.key);
+        if let Some(why) = &s.unreadable {
+            let op = Op::NullColumns {
+                table: t.table.clone(),
+                key_column: t.id.clone(),
+                key: s.key.clone(),
+                columns: vec![t.bundle_path.clone(), t.bundle_key.clone()],
+                rule: Some(rule.clone()),
+            };
+            let mut it = Item::new(op, row_target, "a finished preview session", None);
+            it.refused = Some(why.clone());
+            p.units.push(tagged("previews", vec![it]));
+            continue;
+        }
         let reason = format!("preview {} is {} (or past expires_at + grace)", s.key, s.status);
         let mut items = Vec::new();
         let mut fresh = None;
@@ -558,6 +573,7 @@ mod tests {
             status: "expired".into(),
             bundle_path: dir.map(|d| (format!("previews/{key}"), d)),
             bundle_key: obj.map(|o| (format!("previews/{key}.zip"), o)),
+            unreadable: None,
         }
     }
 

@@ -151,6 +151,7 @@ mod worker_once {
         cleanup_disabled_changes_nothing_and_metrics_parse,
         older_logs_are_gzipped_in_place_before_they_are_deleted,
         names_that_are_not_utf8_are_deleted_audited_and_restored_exactly,
+        an_unreadable_row_fails_alone_and_the_cycle_goes_on,
     );
 }
 

@@ -343,3 +343,32 @@ pub async fn names_that_are_not_utf8_are_deleted_audited_and_restored_exactly(b:
     #[cfg(not(unix))]
     let _ = b;
 }
+
+pub async fn an_unreadable_row_fails_alone_and_the_cycle_goes_on(b: Backend) {
+    if b != Backend::Sqlite {
+        return; // only SQLite's text columns take bytes that are not UTF-8
+    }
+    let w = W::new(b, "unreadable").await;
+    let old = now() - Duration::days(3);
+    let good = w.dir("previews/good", old);
+    w.dir("previews/bad", old);
+    let o = ts(old);
+    w.ws.exec(&format!(
+        "INSERT INTO preview_sessions (id, status, created_at, updated_at, expires_at, bundle_path, bundle_key) VALUES \
+         ('good', 'expired', {o}, {o}, NULL, 'previews/good', NULL), \
+         ('bad', 'expired', {o}, {o}, NULL, 'previews/bad', NULL)"
+    ))
+    .await;
+    // The bad session's bundle_path holds bytes that are not UTF-8: it cannot be read as text.
+    w.ws.exec("UPDATE preview_sessions SET bundle_path = X'70FF' WHERE id = 'bad'").await;
+    let r = w.run(&["--tasks", "previews", "--json"], &[]);
+    r.expect(1);
+    assert!(!good.exists(), "the readable session is cleaned");
+    assert!(w.data.join("previews/bad").exists(), "the unreadable one is left");
+    let j = r.json();
+    let failed: Vec<&serde_json::Value> =
+        j["items"].as_array().unwrap().iter().filter(|i| i["outcome"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{}", r.stdout);
+    let err = failed[0]["error"].as_str().unwrap();
+    assert!(err.contains("preview_sessions id=bad") && err.contains("bundle_path") && err.contains("UTF-8"), "{err}");
+}
