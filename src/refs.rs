@@ -57,11 +57,7 @@ pub fn scan_json(text: &str, mut each: impl FnMut(&str)) -> Result<(), String> {
     // Open containers: b'{' or b'['.
     let mut stack: Vec<u8> = Vec::new();
     let err = |what: &str, at: usize| Err(format!("not valid JSON: {what} at byte {at}"));
-    let ws = |i: &mut usize| {
-        while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\n' | b'\r') {
-            *i += 1;
-        }
-    };
+    let ws = |i: &mut usize| skip_ws(b, i);
     // Expecting a value (after `[`, `,` in an array, `:`), or the value of the whole text.
     'value: loop {
         ws(&mut i);
@@ -79,17 +75,7 @@ pub fn scan_json(text: &str, mut each: impl FnMut(&str)) -> Result<(), String> {
                     stack.pop();
                     i += 1;
                 } else if open == b'{' {
-                    // A key, then `:`, then a value.
-                    if i >= b.len() || b[i] != b'"' {
-                        return err("a key was expected", i);
-                    }
-                    let key = string(b, &mut i)?;
-                    each(&key);
-                    ws(&mut i);
-                    if i >= b.len() || b[i] != b':' {
-                        return err("':' was expected", i);
-                    }
-                    i += 1;
+                    key(b, &mut i, &mut each)?;
                     continue 'value;
                 } else {
                     continue 'value;
@@ -125,21 +111,33 @@ pub fn scan_json(text: &str, mut each: impl FnMut(&str)) -> Result<(), String> {
             }
             i += 1;
             if top == b'{' {
-                ws(&mut i);
-                if i >= b.len() || b[i] != b'"' {
-                    return err("a key was expected", i);
-                }
-                let key = string(b, &mut i)?;
-                each(&key);
-                ws(&mut i);
-                if i >= b.len() || b[i] != b':' {
-                    return err("':' was expected", i);
-                }
-                i += 1;
+                key(b, &mut i, &mut each)?;
             }
             continue 'value;
         }
     }
+}
+
+/// Whitespace at `b[*i]`, skipped.
+fn skip_ws(b: &[u8], i: &mut usize) {
+    while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\n' | b'\r') {
+        *i += 1;
+    }
+}
+
+/// An object's key and its `:` (whitespace allowed around), the key handed to `each`.
+fn key(b: &[u8], i: &mut usize, each: &mut impl FnMut(&str)) -> Result<(), String> {
+    skip_ws(b, i);
+    if *i >= b.len() || b[*i] != b'"' {
+        return Err(format!("not valid JSON: a key was expected at byte {i}"));
+    }
+    each(&string(b, i)?);
+    skip_ws(b, i);
+    if *i >= b.len() || b[*i] != b':' {
+        return Err(format!("not valid JSON: ':' was expected at byte {i}"));
+    }
+    *i += 1;
+    Ok(())
 }
 
 /// A JSON string starting at `b[*i] == '"'`, unescaped; `*i` moves past it.

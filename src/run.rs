@@ -283,14 +283,7 @@ where
         Err(e) if crate::exit_codes::exit_for(&e) == Exit::Guard => {
             let mut plan = Plan::new(command, ctx.settings.now.value);
             let report = Report::aborted(&run_id, command, dry_run, &mut plan, &format!("{e:#}"));
-            ctx.notifier.finish(&summary(&report, &plan, Exit::Guard, clock.elapsed().as_secs_f64())).await;
-            chan.events.send(Event::Finished {
-                run_id: run_id.clone(),
-                status: "aborted".into(),
-                deleted: 0,
-                failed: 0,
-                bytes_reclaimed: 0,
-            });
+            aborted(ctx, chan, &report, &plan, clock).await;
             return Ok(Finished { exit: Exit::Guard, report, plan });
         }
         Err(e) => return Err(e),
@@ -334,8 +327,7 @@ where
         ctx.settings.max_delete_percent.as_ref().map(|s| s.value),
     ) {
         let report = Report::aborted(&run_id, command, dry_run, &mut plan, &f.message);
-        notified
-            .extend(ctx.notifier.finish(&summary(&report, &plan, Exit::Guard, clock.elapsed().as_secs_f64())).await);
+        notified.extend(aborted(ctx, chan, &report, &plan, clock).await);
         if let (true, Some(db)) = (audit, &db) {
             db.insert_run(&run_id, command, dry_run, started).await?;
             let totals = RunTotals {
@@ -346,13 +338,6 @@ where
             };
             db.finish_run(&run_id, Utc::now(), &totals).await?;
         }
-        chan.events.send(Event::Finished {
-            run_id: run_id.clone(),
-            status: "aborted".into(),
-            deleted: 0,
-            failed: 0,
-            bytes_reclaimed: 0,
-        });
         return Ok(Finished { exit: Exit::Guard, report, plan });
     }
 
@@ -420,6 +405,26 @@ where
         bytes_reclaimed: report.totals.bytes_reclaimed,
     });
     Ok(Finished { exit, report, plan })
+}
+
+/// A run a cap or guard stopped before anything was deleted: tell the notification targets
+/// and end the event stream; returns what the notifications did.
+async fn aborted(
+    ctx: &Ctx,
+    chan: &Channel,
+    report: &Report,
+    plan: &Plan,
+    clock: std::time::Instant,
+) -> Vec<crate::notify::Delivery> {
+    let done = ctx.notifier.finish(&summary(report, plan, Exit::Guard, clock.elapsed().as_secs_f64())).await;
+    chan.events.send(Event::Finished {
+        run_id: report.run_id.clone(),
+        status: "aborted".into(),
+        deleted: 0,
+        failed: 0,
+        bytes_reclaimed: 0,
+    });
+    done
 }
 
 /// Without a terminal a confirmation cannot be asked: refuse (exit 2) and say what to do.
