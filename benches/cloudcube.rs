@@ -66,8 +66,16 @@ fn main() {
         d.migrate().await.unwrap();
     });
     let mut t: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let have_rclone = Command::new("rclone").arg("version").output().is_ok();
+    if !have_rclone {
+        eprintln!("rclone is not installed (apt-get install -y rclone): its column is left out");
+    }
+    let contenders: Vec<&str> = ["object_store delete_stream", "sweep bulk-cloudcube", "rclone delete"]
+        .into_iter()
+        .filter(|c| have_rclone || *c != "rclone delete")
+        .collect();
     for rep in 0..reps {
-        for contender in ["object_store delete_stream", "sweep bulk-cloudcube", "rclone delete"] {
+        for &contender in &contenders {
             let bucket = format!("bench-{rep}-{}", contender.len());
             fill_cube(&s3.bucket(&bucket), n);
             let url = format!("{}/{bucket}/cube", s3.endpoint);
@@ -104,7 +112,15 @@ fn main() {
                 }),
             };
             assert_eq!(left(s3, &bucket), 0, "{contender} deleted everything");
-            println!("rep {rep}: {contender:<30} {:>7.2} s", d.as_secs_f64());
+            // Counted on the server: keys per DeleteObjects request, and single DELETEs.
+            let req = s3.requests(&bucket);
+            let (lo, hi) = (req.delete_objects.iter().min().copied(), req.delete_objects.iter().max().copied());
+            println!(
+                "rep {rep}: {contender:<30} {:>7.2} s   {} DeleteObjects (keys {lo:?}..{hi:?}), {} DeleteObject",
+                d.as_secs_f64(),
+                req.delete_objects.len(),
+                req.delete_object
+            );
             t.entry(contender).or_default().push(d.as_secs_f64());
         }
     }
