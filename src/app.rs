@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Restore(a) => return commands::restore::run(&ctx, &a).await,
         Command::Demo(a) => return crate::demo::run(&ctx, &a).await,
         Command::Status(a) => return crate::status::run(ctx, &a).await,
+        Command::Recover(a) => return commands::recover::run(&ctx, &a).await,
         Command::CleanupAttachments(a) => RunRequest::CleanupAttachments(a),
         Command::PruneModules(a) => RunRequest::PruneModules(a),
         Command::CleanupUiFiles(a) => RunRequest::CleanupUiFiles(a),

@@ -217,6 +217,11 @@ pub enum Command {
     /// the last 24 hours and 30 days; with --preview, what a dry run would delete now. Deletes
     /// nothing. With --json, one JSON array.
     Status(StatusArgs),
+
+    /// Settle what runs killed mid-way left behind (the next run of a command does it too):
+    /// each run still marked running has the deletions it intended checked against what is
+    /// there, and is marked interrupted with its real counts. Deletes nothing.
+    Recover(RecoverArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -391,6 +396,13 @@ fn parse_age(s: &str) -> Result<chrono::Duration, String> {
 }
 
 #[derive(Debug, Args, Clone, Default)]
+pub struct RecoverArgs {
+    /// Only this command's runs (default: every command's)
+    #[arg(long, value_name = "NAME")]
+    pub command: Option<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
 pub struct StatusArgs {
     /// Also dry-run each command now and show what it would delete (commands that are not
     /// configured say why)
@@ -420,6 +432,7 @@ impl Command {
             Command::Apply(_) => "apply",
             Command::Demo(_) => "demo",
             Command::Status(_) => "status",
+            Command::Recover(_) => "recover",
         }
     }
 }

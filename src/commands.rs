@@ -12,6 +12,7 @@ pub mod cleanup_ops;
 pub mod cleanup_ui_files;
 pub mod migrate;
 pub mod prune_modules;
+pub mod recover;
 pub mod restore;
 pub mod worker_once;
 

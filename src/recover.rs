@@ -29,9 +29,7 @@ pub struct Settled {
 
 /// Settle every dead run of `command` (call only while holding its run lock).
 pub async fn settle_dead_runs(db: &Db, command: &str, res: &Resources) -> Result<Vec<Settled>> {
-    let mut q = db.sql();
-    q.push("SELECT id FROM cleanup_runs WHERE command = ").bind(command).push(" AND status = 'running'");
-    let dead = db.read(&q, |r| r.text_req(0)).await.context("cannot look for interrupted runs")?;
+    let dead = dead_runs(db, command).await?;
     let mut out = Vec::new();
     for run_id in dead {
         let s = settle(db, &run_id, res).await.with_context(|| format!("cannot settle interrupted run {run_id}"))?;
@@ -45,6 +43,13 @@ pub async fn settle_dead_runs(db: &Db, command: &str, res: &Resources) -> Result
         out.push(s);
     }
     Ok(out)
+}
+
+/// The runs of `command` still marked `running` (dead ones, when its run lock is held).
+pub async fn dead_runs(db: &Db, command: &str) -> Result<Vec<String>> {
+    let mut q = db.sql();
+    q.push("SELECT id FROM cleanup_runs WHERE command = ").bind(command).push(" AND status = 'running'");
+    db.read(&q, |r| r.text_req(0)).await.context("cannot look for interrupted runs")
 }
 
 /// Settle one run: its intents against what is there, then mark it `interrupted` with the counts

@@ -200,3 +200,34 @@ pub async fn a_crash_around_object_deletion_is_settled_by_the_next_run(b: Backen
         assert_eq!(ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'interrupted'").await, 1, "{point}");
     }
 }
+
+/// `sweep recover` settles a dead run without a new run of its command.
+pub async fn recover_settles_a_dead_run_on_demand(b: Backend) {
+    let ws = Ws::new(b, true).await;
+    for i in 1..=20u32 {
+        ws.file(&format!("att/{i}.jpg"), 10, old_file_time());
+        row(&ws, i, Some(&format!("att/{i}.jpg")), false, Some(at(NOW) - Duration::days(60))).await;
+    }
+    let args = ["--now", NOW, "cleanup-attachments", "--batch-size", "10"];
+    let crashed = ws.sweep_env(&args, &[("SWEEP_FAILPOINT", "after-local@1")]);
+    assert_eq!(crashed.code, -1, "{}", crashed.stderr);
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'running'").await, 1);
+    assert!(ws.count("SELECT count(*) FROM cleanup_audit WHERE outcome = 'intent'").await > 0);
+    let dry = ws.sweep(&["--dry-run", "recover", "--json"]);
+    dry.expect(0);
+    assert!(dry.stdout.contains("would_settle"), "{}", dry.stdout);
+    assert_eq!(
+        ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'running'").await,
+        1,
+        "a dry run changes nothing"
+    );
+    let r = ws.sweep(&["recover", "--command", "cleanup-attachments", "--json"]);
+    r.expect(0);
+    let v = r.json();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{}", r.stdout);
+    assert_eq!(v[0]["deleted"], 10, "the first batch's files were gone: {}", r.stdout);
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'running'").await, 0);
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_runs WHERE status = 'interrupted'").await, 1);
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_audit WHERE outcome = 'intent'").await, 0);
+    ws.sweep(&["recover", "--command", "nope"]).expect(2);
+}

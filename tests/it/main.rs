@@ -84,6 +84,7 @@ mod crash_safety {
         kill_9_at_any_instant_leaves_an_audit_that_matches_once_the_next_run_starts,
         a_crash_at_every_point_of_a_batch_is_settled_by_the_next_run,
         a_crash_around_object_deletion_is_settled_by_the_next_run,
+        recover_settles_a_dead_run_on_demand,
     );
 }
 
