@@ -39,7 +39,8 @@ impl Ident {
 }
 
 impl fmt::Display for Ident {
-    /// The quoted form, safe to put in SQL on PostgreSQL and SQLite.
+    /// The quoted form, safe to put in SQL on PostgreSQL, SQLite, and MySQL (whose sessions sweep
+    /// opens with ANSI_QUOTES).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let quoted: Vec<String> = self.0.split('.').map(|p| format!("\"{p}\"")).collect();
         f.write_str(&quoted.join("."))

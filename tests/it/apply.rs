@@ -1,5 +1,5 @@
 //! `--plan-out` → `sweep apply`, `--backup-to` and `restore` of objects, through the real
-//! binary on PostgreSQL and SQLite, with real files and the S3-protocol server.
+//! binary on PostgreSQL, SQLite and MariaDB, with real files and the S3-protocol server.
 
 use crate::attachments::{old_file_time, row, row_exists, targets, uuid, NOW};
 use crate::support::*;

@@ -1,4 +1,4 @@
-//! `cleanup-attachments` end to end through the real binary, on PostgreSQL and SQLite, with
+//! `cleanup-attachments` end to end through the real binary, on PostgreSQL, SQLite and MariaDB, with
 //! real files and the S3-protocol server. Each scenario checks what must go and what must stay.
 
 use crate::support::*;

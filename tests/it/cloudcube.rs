@@ -1,5 +1,5 @@
 //! `bulk-cloudcube` (seed 003) through the real binary against the S3-protocol server, on
-//! PostgreSQL and SQLite. Each scenario checks what must go and what must stay.
+//! PostgreSQL, SQLite and MariaDB. Each scenario checks what must go and what must stay.
 
 use crate::support::*;
 use chrono::{DateTime, Duration, Utc};

@@ -1,4 +1,4 @@
-//! `cleanup-ops` (seed 002) through the real binary, on PostgreSQL and SQLite, with real files.
+//! `cleanup-ops` (seed 002) through the real binary, on PostgreSQL, SQLite and MariaDB, with real files.
 
 use crate::support::*;
 use chrono::{DateTime, Duration, Utc};

@@ -1,6 +1,6 @@
 //! For every command: review a plan (a dry run with --plan-out), apply it with backups, check
 //! that exactly the reviewed items went, then restore the run and check that every file,
-//! object and row is back as it was. On PostgreSQL and SQLite, through the real binary.
+//! object and row is back as it was. On PostgreSQL, SQLite and MariaDB, through the real binary.
 
 use crate::attachments::targets;
 use crate::support::*;

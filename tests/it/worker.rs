@@ -1,4 +1,4 @@
-//! `worker-once` (seed 004) through the real binary, on PostgreSQL and SQLite, with real files
+//! `worker-once` (seed 004) through the real binary, on PostgreSQL, SQLite and MariaDB, with real files
 //! and the S3-protocol server. Every rule of the seed's checklist (§12) has a scenario.
 
 use crate::support::*;
