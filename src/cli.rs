@@ -214,8 +214,9 @@ pub enum Command {
     Demo(DemoArgs),
 
     /// Per command: its last run (status and counts), its last success, what it reclaimed in
-    /// the last 24 hours and 30 days; with --preview, what a dry run would delete now. Deletes
-    /// nothing. With --json, one JSON array.
+    /// the last 24 hours and 30 days; with --preview, what a dry run would delete now; each
+    /// [[schedule]] entry's next run, and OVERDUE when no success came within the schedule.
+    /// Deletes nothing. With --json, one JSON array. --now: as of another instant.
     Status(StatusArgs),
 
     /// Settle what runs killed mid-way left behind (the next run of a command does it too):
@@ -433,6 +434,21 @@ impl Command {
             Command::Demo(_) => "demo",
             Command::Status(_) => "status",
             Command::Recover(_) => "recover",
+        }
+    }
+}
+
+/// Check a `[[schedule]]` entry's arguments the way its command line would parse them, so a
+/// typo is refused when the config loads, not at 02:00.
+pub fn check_command_args(command: &str, args: &[String]) -> anyhow::Result<()> {
+    let argv = ["sweep", command].into_iter().map(String::from).chain(args.iter().cloned());
+    match Cli::try_parse_from(argv) {
+        Ok(cli) if cli.command.name() == command => Ok(()),
+        Ok(cli) => anyhow::bail!("they name another command ({})", cli.command.name()),
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid").trim_start_matches("error: ");
+            anyhow::bail!("{first}")
         }
     }
 }

@@ -163,6 +163,9 @@ pub struct RawConfig {
     /// `[[notify]]`: where to tell that a run started, succeeded or failed.
     #[serde(default)]
     pub notify: Vec<RawNotify>,
+    /// `[[schedule]]`: when each command runs by itself under `sweep serve`.
+    #[serde(default)]
+    pub schedule: Vec<crate::schedule::RawSchedule>,
 }
 
 /// One `[[notify]]` target.
@@ -920,6 +923,16 @@ mod tests {
         assert_eq!(raw.worker.tmp_dir_ttl_minutes, Some(60));
         assert_eq!(raw.cloudcube.retention_days, Some(5));
         assert_eq!(raw.ops.backup_retention_days, Some(7));
+        // The example schedules (seeds 002 and 004) are valid entries, arguments included.
+        let schedules = crate::schedule::Schedule::load(
+            &raw.schedule,
+            &crate::history::COMMANDS,
+            &crate::cli::check_command_args,
+            "example",
+        )
+        .unwrap();
+        assert_eq!(schedules.len(), 4);
+        assert_eq!(schedules[1].name, "worker-light");
         // The table sections name only real columns.
         let f = "example";
         TableSpec::load(

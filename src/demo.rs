@@ -60,7 +60,10 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
             "# sweep demo workspace: every key is documented in config/sweep.example.toml\n\
              [database]\nurl = \"{url}\"\n\n[paths]\nmedia_root = \"{}\"\ndata_dir = \"{}\"\nops_dir = \"{}\"\n\n[attachments]\ndays = 30\nbatch_size = 100\n\n\
              [published_modules]\nkeep_latest = 3\n\n[worker]\npreviews_store = \"file://{}\"\nstale_repos_enabled = true\n\n\
-             [cloudcube]\nstore = \"file://{}\"\nretention_days = 5\n",
+             [cloudcube]\nstore = \"file://{}\"\nretention_days = 5\n\n\
+             # seed 004's cycles: shown by `sweep status`, run by `sweep serve`\n\
+             [[schedule]]\nname = \"worker-light\"\ncommand = \"worker-once\"\nargs = [\"--tasks\", \"tmp,previews\"]\ncron = \"*/10 * * * *\"\n\n\
+             [[schedule]]\nname = \"worker-deep\"\ncommand = \"worker-once\"\nargs = [\"--tasks\", \"objects,logs\"]\ncron = \"0 */6 * * *\"\n",
             media.display(),
             data.display(),
             dir.join("ops").display(),
@@ -122,6 +125,14 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
             "With SWEEP_HEALTHCHECKS_URL set, each run pings <url>/start?rid=<run id>, then <url>?rid=… on success or <url>/<exit code>?rid=…"
         );
     }
+
+    println!("\n=== schedules ([[schedule]] in {}) ===", config.display());
+    let now = chrono::Utc::now();
+    for s in &demo_ctx.schedules {
+        let next = s.next_after(now).map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into());
+        println!("  {:<13} {} {:<28} \"{}\" {}  next {next}", s.name, s.command, s.args.join(" "), s.expression, s.tz);
+    }
+    println!("  (`sweep status` shows them with each command's last run, and OVERDUE when a success is missing)");
 
     let cfg = config.display();
     println!("\nNext, try:");

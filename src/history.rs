@@ -29,6 +29,8 @@ pub struct History {
     pub command: String,
     pub last_run: Option<LastRun>,
     pub last_success: Option<DateTime<Utc>>,
+    /// The first real run on record: what a schedule is measured from before any success.
+    pub first_run: Option<DateTime<Utc>>,
     pub deleted_24h: i64,
     pub reclaimed_24h: i64,
     pub reclaimed_30d: i64,
@@ -63,6 +65,10 @@ pub async fn read(db: &Db, now: DateTime<Utc>) -> Result<Vec<History>> {
         q.push("SELECT max(finished_at) FROM cleanup_runs WHERE command = ").bind(command);
         q.push(" AND status = 'success' AND dry_run = ").bind(false);
         let last_success = db.read(&q, |r| r.time(0)).await?.into_iter().next().flatten();
+        let mut q = db.sql();
+        q.push("SELECT min(started_at) FROM cleanup_runs WHERE command = ").bind(command);
+        q.push(" AND dry_run = ").bind(false);
+        let first_run = db.read(&q, |r| r.time(0)).await?.into_iter().next().flatten();
         let sums = |since: Option<DateTime<Utc>>| {
             let mut q = db.sql();
             q.push("SELECT ")
@@ -89,6 +95,7 @@ pub async fn read(db: &Db, now: DateTime<Utc>) -> Result<Vec<History>> {
             command: command.to_string(),
             last_run,
             last_success,
+            first_run,
             deleted_24h,
             reclaimed_24h,
             reclaimed_30d,

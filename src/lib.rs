@@ -32,6 +32,7 @@ pub mod reference;
 pub mod refs;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod status;
 pub mod store;
 

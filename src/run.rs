@@ -18,6 +18,7 @@ use crate::notify::{Notifier, Summary};
 use crate::plan::Plan;
 use crate::planfile;
 use crate::report::Report;
+use crate::schedule::Schedule;
 use crate::store::object::NamedStore;
 use crate::store::Resources;
 use anyhow::{Context, Result};
@@ -35,6 +36,8 @@ pub struct Ctx {
     pub backup: Option<Backup>,
     /// Who to tell about runs (`[[notify]]`, `SWEEP_NOTIFY_URL`, `SWEEP_HEALTHCHECKS_URL`).
     pub notifier: Notifier,
+    /// `[[schedule]]` entries, checked (command, arguments, cron, time zone).
+    pub schedules: Vec<Schedule>,
 }
 
 impl Ctx {
@@ -56,7 +59,14 @@ impl Ctx {
             (None, None) => None,
         };
         let notifier = Notifier::load(&settings.raw.notify, &ProcessEnv, &settings.file_name)?;
-        Ok(Ctx { global, settings, backup, notifier })
+        let schedules = Schedule::load(
+            &settings.raw.schedule,
+            &crate::history::COMMANDS,
+            &crate::cli::check_command_args,
+            &settings.file_name,
+        )
+        .map_err(|e| Fatal::usage(format!("{e:#}")))?;
+        Ok(Ctx { global, settings, backup, notifier, schedules })
     }
 
     /// A plain environment variable (an empty value counts as unset), for the few settings that
@@ -70,6 +80,18 @@ impl Ctx {
         let mut rows = self.settings.show();
         for (i, n) in self.notifier.describe().into_iter().enumerate() {
             rows.push((format!("notify[{i}]"), n, "[[notify]] / SWEEP_NOTIFY_URL / SWEEP_HEALTHCHECKS_URL".into()));
+        }
+        for s in &self.schedules {
+            let what = format!(
+                "{} {}{} at \"{}\" ({}){}",
+                s.command,
+                s.args.join(" "),
+                if s.dry_run { " (dry run)" } else { "" },
+                s.expression,
+                s.tz,
+                if s.catch_up { ", catch-up" } else { "" }
+            );
+            rows.push((format!("schedule[{}]", s.name), what, "[[schedule]]".into()));
         }
         rows.extend(command_rows);
         let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(10);

@@ -1,6 +1,7 @@
 //! `sweep status`: one screen (or `--json`) per command: its last run and status, its last
 //! success, what it reclaimed in the last 24 hours and 30 days, and with `--preview` what a dry
-//! run would delete now (through the run API, as any run).
+//! run would delete now (through the run API, as any run); and each `[[schedule]]` entry of the
+//! command: its next run, and whether it is overdue.
 
 use crate::cli::{
     BulkCloudcubeArgs, CleanupAttachmentsArgs, CleanupOpsArgs, CleanupUiFilesArgs, PruneModulesArgs, StatusArgs,
@@ -14,6 +15,35 @@ use crate::run::{Ctx, Ran};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
+
+/// A `[[schedule]]` entry as `status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+struct ScheduleStatus {
+    name: String,
+    cron: String,
+    tz: String,
+    args: Vec<String>,
+    dry_run: bool,
+    next_run: Option<DateTime<Utc>>,
+    /// No success within what the schedule allows (dry-run entries leave no record: never).
+    overdue: bool,
+}
+
+fn schedules_of(ctx: &Ctx, h: &History, now: DateTime<Utc>) -> Vec<ScheduleStatus> {
+    ctx.schedules
+        .iter()
+        .filter(|s| s.command == h.command)
+        .map(|s| ScheduleStatus {
+            name: s.name.clone(),
+            cron: s.expression.clone(),
+            tz: s.tz.to_string(),
+            args: s.args.clone(),
+            dry_run: s.dry_run,
+            next_run: s.next_after(now),
+            overdue: !s.dry_run && s.overdue(h.last_success.or(h.first_run), now),
+        })
+        .collect()
+}
 
 /// What a dry run would do now.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -30,7 +60,8 @@ pub async fn run(ctx: Ctx, a: &StatusArgs) -> Result<Exit> {
     }
     let db = ctx.connect().await?;
     crate::run::require_audit_tables(&db).await?;
-    let now = Utc::now();
+    // As of `--now` when given: how a schedule will look later (or looked before).
+    let now = ctx.settings.now.value;
     let rows = history::read(&db, now).await?;
     db.close().await;
     let mut previews = Vec::new();
@@ -50,8 +81,11 @@ pub async fn run(ctx: Ctx, a: &StatusArgs) -> Result<Exit> {
             .enumerate()
             .map(|(i, h)| {
                 let mut v = serde_json::to_value(h).unwrap_or_default();
-                if let (Some(o), Some(p)) = (v.as_object_mut(), previews.get(i)) {
-                    o.insert("preview".into(), serde_json::to_value(p).unwrap_or_default());
+                if let Some(o) = v.as_object_mut() {
+                    if let Some(p) = previews.get(i) {
+                        o.insert("preview".into(), serde_json::to_value(p).unwrap_or_default());
+                    }
+                    o.insert("schedules".into(), serde_json::to_value(schedules_of(&ctx, h, now)).unwrap_or_default());
                 }
                 v
             })
@@ -60,7 +94,7 @@ pub async fn run(ctx: Ctx, a: &StatusArgs) -> Result<Exit> {
         return Ok(Exit::Success);
     }
     for (i, h) in rows.iter().enumerate() {
-        print_one(h, previews.get(i), now);
+        print_one(h, previews.get(i), &schedules_of(&ctx, h, now), now);
     }
     Ok(Exit::Success)
 }
@@ -74,7 +108,16 @@ fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-fn print_one(h: &History, p: Option<&Preview>, now: DateTime<Utc>) {
+fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let m = (t - now).num_minutes();
+    match m {
+        m if m < 120 => format!("{m} min"),
+        m if m < 48 * 60 => format!("{} h", m / 60),
+        m => format!("{} days", m / (24 * 60)),
+    }
+}
+
+fn print_one(h: &History, p: Option<&Preview>, schedules: &[ScheduleStatus], now: DateTime<Utc>) {
     println!("{}", h.command);
     match &h.last_run {
         None => println!("  last run      never"),
@@ -108,7 +151,23 @@ fn print_one(h: &History, p: Option<&Preview>, now: DateTime<Utc>) {
             ),
         }
     }
-    println!("  schedule      none configured (schedules come with `sweep serve`)");
+    if schedules.is_empty() {
+        println!("  schedule      none configured ([[schedule]] in the config)");
+    }
+    for s in schedules {
+        let next = match s.next_run {
+            Some(t) => format!("next {} (in {})", t.to_rfc3339(), until(t, now)),
+            None => "no next run".into(),
+        };
+        println!(
+            "  schedule      {}: \"{}\" {}{}  {next}{}",
+            s.name,
+            s.cron,
+            s.tz,
+            if s.dry_run { " dry run" } else { "" },
+            if s.overdue { "  OVERDUE: no success within the schedule" } else { "" }
+        );
+    }
 }
 
 /// A dry run of `command` with its default arguments.

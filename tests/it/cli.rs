@@ -137,6 +137,13 @@ fn demo_builds_a_workspace_and_dry_runs_it() {
         "{}",
         r.stdout
     );
+    // Seed 004's schedules, with their next runs.
+    assert!(
+        r.stdout.contains("worker-light  worker-once --tasks tmp,previews")
+            && r.stdout.contains("\"0 */6 * * *\" UTC  next "),
+        "{}",
+        r.stdout
+    );
     assert!(d.path().join("ws/media/attachments/2026/08/fern-close-up.jpg").exists(), "a dry run deletes nothing");
     // Running it again rebuilds the workspace; a foreign directory is refused.
     sweep_in(d.path(), &["demo", "ws"], &[]).expect(0);

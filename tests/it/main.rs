@@ -106,6 +106,7 @@ mod notifications {
 mod status_and_metrics {
     on_all!(status:
         status_and_metrics_say_when_each_command_last_succeeded,
+        status_shows_each_schedule_next_run_and_when_it_is_overdue,
     );
 }
 
