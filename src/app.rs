@@ -5,27 +5,11 @@
 use crate::cli::{Cli, Command};
 use crate::commands::{self, RunRequest};
 use crate::exit_codes::Exit;
-use crate::notify::{Notifier, Summary};
+use crate::notify::Notifier;
 use crate::run::{Ctx, Ran};
 use anyhow::Result;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// Tell the notification targets that a run could not run at all (a bad config, an
-/// unreachable database, a held lock): the alert operators need most.
-async fn notify_failure(notifier: &Notifier, command: &str, run_id: &str, e: &anyhow::Error) {
-    let exit = crate::exit_codes::exit_for(e);
-    let s = Summary {
-        command: command.into(),
-        run_id: run_id.into(),
-        status: "failure".into(),
-        exit_code: exit as i32,
-        host: crate::notify::host(),
-        message: format!("{e:#}"),
-        ..Default::default()
-    };
-    notifier.finish(&s).await;
-}
 
 /// Run the parsed command line.
 pub async fn run(cli: Cli) -> Result<Exit> {
@@ -35,7 +19,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Err(e) => {
             // The config may be what is wrong: the environment's targets are still told.
             let n = Notifier::from_env(&crate::config::ProcessEnv);
-            notify_failure(&n, command, &crate::run::new_run_id(), &e).await;
+            n.failure(command, &crate::run::new_run_id(), &e).await;
             return Err(e);
         }
     };
@@ -71,7 +55,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
     let ran = match ran {
         Ok(r) => r,
         Err(e) => {
-            notify_failure(&ctx.notifier, command, &run_id, &e).await;
+            ctx.notifier.failure(command, &run_id, &e).await;
             return Err(e);
         }
     };

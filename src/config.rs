@@ -926,7 +926,7 @@ mod tests {
         // The example schedules (seeds 002 and 004) are valid entries, arguments included.
         let schedules = crate::schedule::Schedule::load(
             &raw.schedule,
-            &crate::history::COMMANDS,
+            &["cleanup-ops", "worker-once"],
             &crate::cli::check_command_args,
             "example",
         )

@@ -33,6 +33,7 @@ pub mod refs;
 pub mod report;
 pub mod run;
 pub mod schedule;
+pub mod scheduler;
 pub mod status;
 pub mod store;
 

@@ -184,6 +184,21 @@ impl Notifier {
     }
 
     /// Tell the targets that want this run's outcome.
+    /// Tell the targets that a run could not run at all (a bad config, an unreachable
+    /// database, a held lock): the alert operators need most.
+    pub async fn failure(&self, command: &str, run_id: &str, e: &anyhow::Error) -> Vec<Delivery> {
+        let s = Summary {
+            command: command.into(),
+            run_id: run_id.into(),
+            status: "failure".into(),
+            exit_code: crate::exit_codes::exit_for(e) as i32,
+            host: host(),
+            message: format!("{e:#}"),
+            ..Default::default()
+        };
+        self.finish(&s).await
+    }
+
     pub async fn finish(&self, s: &Summary) -> Vec<Delivery> {
         self.send(When::of_status(&s.status), s).await
     }

@@ -280,7 +280,6 @@ where
     let RunSpec { command, config_rows, db, res, dry_run, backup, confirm, reviewed_plan } = spec;
     let run_id = chan.run_id.clone();
     let clock = std::time::Instant::now();
-    let mut notified = ctx.notifier.start(command, &run_id).await;
     if !dry_run {
         if let Some(db) = &db {
             require_audit_tables(db).await?;
@@ -291,6 +290,9 @@ where
         (Some(db), false) => Some(lock::acquire(db, command).await?),
         _ => None,
     };
+    // Started once the lock is ours: a run that finds it held (a scheduled slot that is
+    // skipped) never opens a `/start` it would not close.
+    let mut notified = ctx.notifier.start(command, &run_id).await;
     tracing::info!(target: "cleanup", "Starting {command} (dry_run={dry_run}, now={})", ctx.settings.now.value.to_rfc3339());
     // Holding the lock, settle what a dead run of this command left (intents, `running`).
     if let (Some(db), Some(_)) = (&db, &held) {

@@ -114,6 +114,7 @@ mod run_api_events_and_cancel {
     on_all!(run_api:
         a_started_run_reports_planned_items_batches_and_its_end,
         a_cancelled_run_stops_between_batches_and_its_audit_matches,
+        a_scheduled_slot_runs_through_the_run_api_and_is_skipped_on_a_held_lock,
     );
 }
 

@@ -84,3 +84,67 @@ pub async fn a_cancelled_run_stops_between_batches_and_its_audit_matches(b: Back
     assert_eq!(status, 1, "the run is recorded as partial");
     assert!(row_survives(&ws, 9999).await);
 }
+
+fn entry(name: &str, args: &[&str], dry_run: bool) -> sweep::schedule::Schedule {
+    let raw = sweep::schedule::RawSchedule {
+        name: Some(name.into()),
+        command: "cleanup-attachments".into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        cron: "*/10 * * * *".into(),
+        tz: None,
+        dry_run,
+        catch_up: false,
+    };
+    sweep::schedule::Schedule::load(&[raw], &["cleanup-attachments"], &sweep::cli::check_command_args, "test")
+        .unwrap()
+        .remove(0)
+}
+
+/// A scheduled slot is a normal run through the run API; a slot that finds its command's lock
+/// held (a run still going, another `serve` that took the slot) is skipped and recorded, not
+/// queued; a dry-run entry deletes nothing and records nothing.
+pub async fn a_scheduled_slot_runs_through_the_run_api_and_is_skipped_on_a_held_lock(b: Backend) {
+    let ws = Ws::new(b, true).await;
+    attachments(&ws, 3).await;
+    let base = ctx(&ws);
+    let slot = chrono::Utc::now();
+    let real = entry("nightly", &["--days", "30", "--batch-size", "2"], false);
+
+    // Another run holds the lock: the slot is skipped, with a finished record saying why.
+    let db = ws.db().await;
+    let held = sweep::db::lock::acquire(&db, "cleanup-attachments").await.unwrap();
+    let r = sweep::scheduler::run_slot(&base, &real, slot).await;
+    assert_eq!(r.status, "skipped", "{r:?}");
+    assert_eq!(r.exit_code, 75, "{r:?}");
+    assert!(r.message.as_deref().unwrap_or("").contains("holds the lock"), "{r:?}");
+    let details = match b {
+        Backend::Postgres => "CAST(details AS TEXT)",
+        Backend::MySql => "CAST(details AS CHAR)",
+        Backend::Sqlite => "details",
+    };
+    let rows = ws.text_rows(&format!("SELECT status, {details} FROM cleanup_runs WHERE id = '{}'", r.run_id)).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0][0].as_deref(), Some("skipped"));
+    assert!(rows[0][1].as_deref().unwrap_or("").contains("nightly"), "{rows:?}");
+    assert_eq!(ws.count("SELECT count(*) FROM forum_attachment").await, 4, "nothing ran");
+    drop(held);
+    db.close().await;
+
+    // A dry-run entry decides and deletes nothing, and leaves no run record.
+    let before = ws.count("SELECT count(*) FROM cleanup_runs").await;
+    let r = sweep::scheduler::run_slot(&base, &entry("preview", &[], true), slot).await;
+    assert_eq!((r.status.as_str(), r.exit_code), ("success", 0), "{r:?}");
+    assert_eq!(ws.count("SELECT count(*) FROM forum_attachment").await, 4);
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_runs").await, before);
+
+    // The lock is free: the slot runs for real, with its arguments, audited.
+    let r = sweep::scheduler::run_slot(&base, &real, slot).await;
+    assert_eq!((r.status.as_str(), r.exit_code), ("success", 0), "{r:?}");
+    assert_eq!(ws.count("SELECT count(*) FROM forum_attachment").await, 1, "three old rows gone");
+    assert!(row_survives(&ws, 9999).await, "the active attachment stays");
+    assert_eq!(
+        ws.count(&format!("SELECT count(*) FROM cleanup_runs WHERE id = '{}' AND status = 'success'", r.run_id)).await,
+        1
+    );
+    assert_eq!(ws.count(&format!("SELECT count(*) FROM cleanup_audit WHERE run_id = '{}'", r.run_id)).await, 6);
+}
