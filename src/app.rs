@@ -29,13 +29,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Demo(a) => return crate::demo::run(&ctx, &a).await,
         Command::Status(a) => return crate::status::run(ctx, &a).await,
         Command::Recover(a) => return commands::recover::run(&ctx, &a).await,
-        Command::CleanupAttachments(a) => RunRequest::CleanupAttachments(a),
-        Command::PruneModules(a) => RunRequest::PruneModules(a),
-        Command::CleanupUiFiles(a) => RunRequest::CleanupUiFiles(a),
-        Command::WorkerOnce(a) => RunRequest::WorkerOnce(a),
-        Command::BulkCloudcube(a) => RunRequest::BulkCloudcube(a),
-        Command::CleanupOps(a) => RunRequest::CleanupOps(a),
-        Command::Apply(a) => RunRequest::Apply(a),
+        run => RunRequest::of(run).expect("every other command is a run"),
     };
     let ctx = Arc::new(ctx);
     let handle = commands::start(ctx.clone(), request);

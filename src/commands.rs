@@ -17,8 +17,8 @@ pub mod restore;
 pub mod worker_once;
 
 use crate::cli::{
-    ApplyArgs, BulkCloudcubeArgs, CleanupAttachmentsArgs, CleanupOpsArgs, CleanupUiFilesArgs, PruneModulesArgs,
-    WorkerOnceArgs,
+    ApplyArgs, BulkCloudcubeArgs, CleanupAttachmentsArgs, CleanupOpsArgs, CleanupUiFilesArgs, Command,
+    PruneModulesArgs, WorkerOnceArgs,
 };
 use crate::run::{Channel, Ctx, Ran, RunHandle};
 use std::sync::Arc;
@@ -33,6 +33,25 @@ pub enum RunRequest {
     BulkCloudcube(BulkCloudcubeArgs),
     WorkerOnce(WorkerOnceArgs),
     Apply(ApplyArgs),
+}
+
+impl RunRequest {
+    /// The run a parsed command line stands for; `None` for commands that are not runs
+    /// (`migrate`, `restore`, `status`, …).
+    pub fn of(command: Command) -> Option<RunRequest> {
+        Some(match command {
+            Command::CleanupAttachments(a) => RunRequest::CleanupAttachments(a),
+            Command::PruneModules(a) => RunRequest::PruneModules(a),
+            Command::CleanupUiFiles(a) => RunRequest::CleanupUiFiles(a),
+            Command::WorkerOnce(a) => RunRequest::WorkerOnce(a),
+            Command::BulkCloudcube(a) => RunRequest::BulkCloudcube(a),
+            Command::CleanupOps(a) => RunRequest::CleanupOps(a),
+            Command::Apply(a) => RunRequest::Apply(a),
+            Command::Migrate | Command::Restore(_) | Command::Demo(_) | Command::Status(_) | Command::Recover(_) => {
+                return None
+            }
+        })
+    }
 }
 
 /// How many events a watcher may fall behind by before it loses the oldest.

@@ -4,7 +4,7 @@
 //! the same database that took this slot) is *skipped*, not queued: it is recorded in
 //! `cleanup_runs` with status `skipped` and tells no notification target, since nothing failed.
 
-use crate::cli::{Cli, Command};
+use crate::cli::Cli;
 use crate::commands::{start, RunRequest};
 use crate::exit_codes::{exit_for, Exit};
 use crate::run::{new_run_id, Ctx, Ran};
@@ -34,15 +34,10 @@ pub struct SlotRun {
 pub fn request_for(s: &Schedule) -> Result<RunRequest> {
     let argv = ["sweep", s.command.as_str()].into_iter().map(String::from).chain(s.args.iter().cloned());
     let cli = Cli::try_parse_from(argv)?;
-    Ok(match cli.command {
-        Command::CleanupAttachments(a) => RunRequest::CleanupAttachments(a),
-        Command::PruneModules(a) => RunRequest::PruneModules(a),
-        Command::CleanupUiFiles(a) => RunRequest::CleanupUiFiles(a),
-        Command::WorkerOnce(a) => RunRequest::WorkerOnce(a),
-        Command::BulkCloudcube(a) => RunRequest::BulkCloudcube(a),
-        Command::CleanupOps(a) => RunRequest::CleanupOps(a),
-        other => bail!("`{}` cannot be scheduled", other.name()),
-    })
+    match RunRequest::of(cli.command) {
+        Some(RunRequest::Apply(_)) | None => bail!("`{}` cannot be scheduled", s.command),
+        Some(r) => Ok(r),
+    }
 }
 
 /// Run one slot of `s` with the server's settings (`base`), as a dry run when the entry (or

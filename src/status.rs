@@ -99,22 +99,17 @@ pub async fn run(ctx: Ctx, a: &StatusArgs) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let m = (now - t).num_minutes();
-    match m {
-        m if m < 120 => format!("{m} min ago"),
-        m if m < 48 * 60 => format!("{} h ago", m / 60),
-        m => format!("{} days ago", m / (24 * 60)),
-    }
-}
-
-fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let m = (t - now).num_minutes();
-    match m {
+/// A span of time as a person reads it: `42 min`, `5 h`, `3 days`.
+fn span(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    match (to - from).num_minutes() {
         m if m < 120 => format!("{m} min"),
         m if m < 48 * 60 => format!("{} h", m / 60),
         m => format!("{} days", m / (24 * 60)),
     }
+}
+
+fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    format!("{} ago", span(t, now))
 }
 
 fn print_one(h: &History, p: Option<&Preview>, schedules: &[ScheduleStatus], now: DateTime<Utc>) {
@@ -156,7 +151,7 @@ fn print_one(h: &History, p: Option<&Preview>, schedules: &[ScheduleStatus], now
     }
     for s in schedules {
         let next = match s.next_run {
-            Some(t) => format!("next {} (in {})", t.to_rfc3339(), until(t, now)),
+            Some(t) => format!("next {} (in {})", t.to_rfc3339(), span(now, t)),
             None => "no next run".into(),
         };
         println!(
