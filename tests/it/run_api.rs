@@ -106,7 +106,19 @@ fn entry(name: &str, args: &[&str], dry_run: bool) -> sweep::schedule::Schedule 
 pub async fn a_scheduled_slot_runs_through_the_run_api_and_is_skipped_on_a_held_lock(b: Backend) {
     let ws = Ws::new(b, true).await;
     attachments(&ws, 3).await;
-    let base = ctx(&ws);
+    // A healthchecks check hears every event of every run.
+    let hc = crate::notify::Receiver::start(200, 0);
+    let cfg = ws.dir.path().join("hc.toml");
+    std::fs::write(&cfg, format!("[[notify]]\nkind = \"healthchecks\"\nurl = \"{}/check\"\n", hc.url)).unwrap();
+    let global = GlobalArgs {
+        database_url: Some(ws.url.clone()),
+        media_root: Some(ws.media.clone()),
+        config: Some(cfg),
+        quiet: 1,
+        ..Default::default()
+    };
+    let base = Ctx::new(global.clone()).unwrap();
+    let paths = || hc.heard().into_iter().map(|h| h.path).collect::<Vec<_>>();
     let slot = chrono::Utc::now();
     let real = entry("nightly", &["--days", "30", "--batch-size", "2"], false);
 
@@ -127,6 +139,7 @@ pub async fn a_scheduled_slot_runs_through_the_run_api_and_is_skipped_on_a_held_
     assert_eq!(rows[0][0].as_deref(), Some("skipped"));
     assert!(rows[0][1].as_deref().unwrap_or("").contains("nightly"), "{rows:?}");
     assert_eq!(ws.count("SELECT count(*) FROM forum_attachment").await, 4, "nothing ran");
+    assert_eq!(paths(), Vec::<String>::new(), "a skipped slot opens no check and fails none");
     drop(held);
     db.close().await;
 
@@ -147,4 +160,15 @@ pub async fn a_scheduled_slot_runs_through_the_run_api_and_is_skipped_on_a_held_
         1
     );
     assert_eq!(ws.count(&format!("SELECT count(*) FROM cleanup_audit WHERE run_id = '{}'", r.run_id)).await, 6);
+
+    // A database that cannot be reached: the slot fails, and the check hears it without a start.
+    let before = paths().len();
+    let down =
+        Ctx::new(GlobalArgs { database_url: Some("postgres://sweep@127.0.0.1:1/none".into()), ..global }).unwrap();
+    let r = sweep::scheduler::run_slot(&down, &real, slot).await;
+    assert_eq!(r.status, "failure", "{r:?}");
+    assert!(r.message.as_deref().unwrap_or("").contains("127.0.0.1:1"), "{r:?}");
+    let after: Vec<String> = paths().split_off(before);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].starts_with(&format!("/check/{}?rid=", r.exit_code)), "{after:?}");
 }
