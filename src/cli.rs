@@ -438,12 +438,12 @@ impl Command {
     }
 }
 
-/// Check a `[[schedule]]` entry's arguments the way its command line would parse them, so a
-/// typo is refused when the config loads, not at 02:00.
-pub fn check_command_args(command: &str, args: &[String]) -> anyhow::Result<()> {
+/// A command and its arguments (a `[[schedule]]` entry's) parsed the way its command line would
+/// be, so a typo is refused when the config loads, not at 02:00.
+pub fn parse_command(command: &str, args: &[String]) -> anyhow::Result<Command> {
     let argv = ["sweep", command].into_iter().map(String::from).chain(args.iter().cloned());
     match Cli::try_parse_from(argv) {
-        Ok(cli) if cli.command.name() == command => Ok(()),
+        Ok(cli) if cli.command.name() == command => Ok(cli.command),
         Ok(cli) => anyhow::bail!("they name another command ({})", cli.command.name()),
         Err(e) => {
             let text = e.to_string();
@@ -451,4 +451,9 @@ pub fn check_command_args(command: &str, args: &[String]) -> anyhow::Result<()> 
             anyhow::bail!("{first}")
         }
     }
+}
+
+/// [`parse_command`], for checking only.
+pub fn check_command_args(command: &str, args: &[String]) -> anyhow::Result<()> {
+    parse_command(command, args).map(drop)
 }

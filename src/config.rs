@@ -929,6 +929,7 @@ mod tests {
             &["cleanup-ops", "worker-once"],
             &crate::cli::check_command_args,
             "example",
+            chrono::Utc::now(),
         )
         .unwrap();
         assert_eq!(schedules.len(), 4);

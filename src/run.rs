@@ -64,6 +64,7 @@ impl Ctx {
             &crate::history::COMMANDS,
             &crate::cli::check_command_args,
             &settings.file_name,
+            settings.now.value,
         )
         .map_err(|e| Fatal::usage(format!("{e:#}")))?;
         Ok(Ctx { global, settings, backup, notifier, schedules })

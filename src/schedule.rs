@@ -58,12 +58,14 @@ pub struct Schedule {
 impl Schedule {
     /// Check every entry: a known command, arguments that command accepts, a cron expression
     /// that parses, a time zone that exists, and names that are unique. `check_args` parses a
-    /// command's arguments the way its command line would (the caller owns the CLI).
+    /// command's arguments the way its command line would (the caller owns the CLI); `now` is
+    /// where "never fires" is judged from.
     pub fn load(
         raw: &[RawSchedule],
         commands: &[&str],
         check_args: &dyn Fn(&str, &[String]) -> Result<()>,
         file: &str,
+        now: DateTime<Utc>,
     ) -> Result<Vec<Schedule>> {
         let mut out: Vec<Schedule> = Vec::new();
         for (i, r) in raw.iter().enumerate() {
@@ -96,7 +98,7 @@ impl Schedule {
                 cron,
             };
             // An expression that can never fire (`0 0 30 2 *`) is a mistake, not a schedule.
-            if s.next_after(Utc::now()).is_none() {
+            if s.next_after(now).is_none() {
                 bail!("{at}: cron {:?} never fires", r.cron);
             }
             out.push(s);
@@ -202,7 +204,9 @@ mod tests {
     }
 
     fn one(r: RawSchedule) -> Schedule {
-        Schedule::load(&[r], &["worker-once", "cleanup-attachments"], &any_args, "t.toml").unwrap().remove(0)
+        Schedule::load(&[r], &["worker-once", "cleanup-attachments"], &any_args, "t.toml", at("2026-11-29T00:00:00Z"))
+            .unwrap()
+            .remove(0)
     }
 
     #[test]
@@ -223,8 +227,11 @@ mod tests {
 
     #[test]
     fn bad_entries_are_refused_with_the_entry_and_the_fix() {
-        let load =
-            |r: RawSchedule| Schedule::load(&[r], &["worker-once"], &any_args, "sweep.toml").unwrap_err().to_string();
+        let load = |r: RawSchedule| {
+            Schedule::load(&[r], &["worker-once"], &any_args, "sweep.toml", at("2026-11-29T00:00:00Z"))
+                .unwrap_err()
+                .to_string()
+        };
         let e = load(raw("clean-everything", "0 2 * * *"));
         assert!(e.contains("#1 in sweep.toml") && e.contains("unknown command") && e.contains("worker-once"), "{e}");
         let e = load(raw("worker-once", "every day at 2"));
@@ -240,6 +247,7 @@ mod tests {
             &["worker-once"],
             &any_args,
             "sweep.toml",
+            at("2026-11-29T00:00:00Z"),
         )
         .unwrap_err()
         .to_string();
@@ -248,7 +256,9 @@ mod tests {
             |_: &str, a: &[String]| if a.is_empty() { Ok(()) } else { Err(anyhow!("unexpected argument {}", a[0])) };
         let mut r = raw("worker-once", "0 2 * * *");
         r.args = vec!["--typo".into()];
-        let e = Schedule::load(&[r], &["worker-once"], &refuse, "sweep.toml").unwrap_err().to_string();
+        let e = Schedule::load(&[r], &["worker-once"], &refuse, "sweep.toml", at("2026-11-29T00:00:00Z"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("args for worker-once") && e.contains("--typo"), "{e}");
     }
 

@@ -4,14 +4,13 @@
 //! the same database that took this slot) is *skipped*, not queued: it is recorded in
 //! `cleanup_runs` with status `skipped` and tells no notification target, since nothing failed.
 
-use crate::cli::Cli;
+use crate::cli::parse_command;
 use crate::commands::{start, RunRequest};
 use crate::exit_codes::{exit_for, Exit};
 use crate::run::{new_run_id, Ctx, Ran};
 use crate::schedule::Schedule;
 use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
-use clap::Parser;
 use std::sync::Arc;
 
 /// What became of one slot.
@@ -32,9 +31,7 @@ pub struct SlotRun {
 /// The run request an entry stands for: its command and arguments, parsed as the command line
 /// would (they were checked when the config loaded).
 pub fn request_for(s: &Schedule) -> Result<RunRequest> {
-    let argv = ["sweep", s.command.as_str()].into_iter().map(String::from).chain(s.args.iter().cloned());
-    let cli = Cli::try_parse_from(argv)?;
-    match RunRequest::of(cli.command) {
+    match RunRequest::of(parse_command(&s.command, &s.args)?) {
         Some(RunRequest::Apply(_)) | None => bail!("`{}` cannot be scheduled", s.command),
         Some(r) => Ok(r),
     }

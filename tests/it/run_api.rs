@@ -95,9 +95,15 @@ fn entry(name: &str, args: &[&str], dry_run: bool) -> sweep::schedule::Schedule 
         dry_run,
         catch_up: false,
     };
-    sweep::schedule::Schedule::load(&[raw], &["cleanup-attachments"], &sweep::cli::check_command_args, "test")
-        .unwrap()
-        .remove(0)
+    sweep::schedule::Schedule::load(
+        &[raw],
+        &["cleanup-attachments"],
+        &sweep::cli::check_command_args,
+        "test",
+        chrono::Utc::now(),
+    )
+    .unwrap()
+    .remove(0)
 }
 
 /// A scheduled slot is a normal run through the run API; a slot that finds its command's lock
