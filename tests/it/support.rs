@@ -23,30 +23,20 @@ pub const UNDELETABLE: &str = "undeletable";
 /// lost, as with a connection reset), and one is answered 300 ms late.
 pub const FAULTY: &str = "faulty-";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Postgres,
-    Sqlite,
-    /// MariaDB, standing for MySQL 8 and MariaDB 10.11+.
-    MySql,
+/// The database engines, as sweep names them (`name()` is what a plan records).
+pub use sweep::db::Backend;
+
+/// A short tag, to keep buckets and names apart between backends.
+pub trait Tag {
+    fn tag(self) -> &'static str;
 }
 
-impl Backend {
-    /// A short tag, to keep buckets and names apart between backends.
-    pub fn tag(self) -> &'static str {
+impl Tag for Backend {
+    fn tag(self) -> &'static str {
         match self {
             Backend::Postgres => "pg",
             Backend::Sqlite => "lite",
             Backend::MySql => "my",
-        }
-    }
-
-    /// The backend's name in plans and reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Postgres => "postgres",
-            Backend::Sqlite => "sqlite",
-            Backend::MySql => "mysql",
         }
     }
 }
