@@ -358,25 +358,20 @@ impl Db {
     /// Run a query and read every row.
     pub async fn fetch_all(&self, q: &Sql) -> Result<Vec<Row>, sqlx::Error> {
         use row::Inner;
+        macro_rules! all {
+            ($p:expr, $b:ident, $inner:ident) => {
+                bind_args!(sqlx::query(&q.text), &q.args, $b)
+                    .fetch_all($p)
+                    .await?
+                    .into_iter()
+                    .map(|r| Row(Inner::$inner(r)))
+                    .collect()
+            };
+        }
         Ok(match &self.pool {
-            Pool::Pg(p) => bind_args!(sqlx::query(&q.text), &q.args, Postgres)
-                .fetch_all(p)
-                .await?
-                .into_iter()
-                .map(|r| Row(Inner::Pg(r)))
-                .collect(),
-            Pool::Sqlite(p) => bind_args!(sqlx::query(&q.text), &q.args, Sqlite)
-                .fetch_all(p)
-                .await?
-                .into_iter()
-                .map(|r| Row(Inner::Sqlite(r)))
-                .collect(),
-            Pool::My(p) => bind_args!(sqlx::query(&q.text), &q.args, MySql)
-                .fetch_all(p)
-                .await?
-                .into_iter()
-                .map(|r| Row(Inner::My(r)))
-                .collect(),
+            Pool::Pg(p) => all!(p, Postgres, Pg),
+            Pool::Sqlite(p) => all!(p, Sqlite, Sqlite),
+            Pool::My(p) => all!(p, MySql, My),
         })
     }
 
