@@ -280,6 +280,11 @@ impl Plan {
         }
     }
 
+    /// Keep `target` (of `kind`) and say why: it is listed in the report, never deleted.
+    pub fn keep(&mut self, kind: Kind, target: impl Into<String>, reason: impl Into<String>) {
+        self.kept.push(Kept { kind, target: target.into(), reason: reason.into() });
+    }
+
     /// Where the trailing empty-directory units start: those run after every other unit.
     pub fn empty_dirs_start(&self) -> usize {
         let tail = self.units.iter().rev().take_while(|u| u.is_empty_dir()).count();

@@ -4,7 +4,7 @@
 //! and extracted audio once all its clips are completed.
 
 use super::is_protected;
-use crate::plan::{Fingerprint, Item, Kept, Kind, Op, Plan, Unit};
+use crate::plan::{Fingerprint, Item, Kind, Op, Plan, Unit};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 
@@ -73,7 +73,7 @@ pub fn decide(o: &Listed, keep: &Preserved, r: &Rules) -> Decision {
 pub fn object(p: &mut Plan, o: Listed, target: String, keep: &Preserved, r: &Rules, fingerprint: Option<Fingerprint>) {
     p.scanned += 1;
     match decide(&o, keep, r) {
-        Decision::Keep(why) => p.kept.push(Kept { kind: Kind::Object, target, reason: why }),
+        Decision::Keep(why) => p.keep(Kind::Object, target, why),
         Decision::Delete(reason) => {
             let mut it = Item::new(Op::DeleteObject { store: "cube".into(), key: o.key }, target, reason, Some(o.size));
             it.fingerprint = fingerprint;
@@ -139,7 +139,7 @@ pub fn job(j: Job, r: &Rules) -> Result<Plan, String> {
                 p.units.push(Unit::new(vec![it]));
             }
             JobObject::Present { modified, .. } if modified > r.now - Duration::minutes(r.grace_minutes) => {
-                p.kept.push(Kept { kind: Kind::Object, target, reason: "modified within the grace period".into() });
+                p.keep(Kind::Object, target, "modified within the grace period");
             }
             state => {
                 let size = match state {

@@ -4,7 +4,7 @@
 
 use super::is_protected;
 use crate::ident::Ident;
-use crate::plan::{Item, Kept, Kind, Op, Plan, RowRule, Unit};
+use crate::plan::{Item, Kind, Op, Plan, RowRule, Unit};
 use chrono::{DateTime, Duration, Utc};
 
 pub const COMMAND: &str = "cleanup-attachments";
@@ -80,15 +80,11 @@ pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
         p.scanned += 1;
         if c.deleted_at > cutoff {
             // The query selects only rows past the cutoff; a row read otherwise stays.
-            p.kept.push(Kept {
-                kind: Kind::Row,
-                target: row_target(&c.key),
-                reason: format!(
-                    "soft-deleted at {}, after the cutoff {}",
-                    c.deleted_at.to_rfc3339(),
-                    cutoff.to_rfc3339()
-                ),
-            });
+            p.keep(
+                Kind::Row,
+                row_target(&c.key),
+                format!("soft-deleted at {}, after the cutoff {}", c.deleted_at.to_rfc3339(), cutoff.to_rfc3339()),
+            );
             continue;
         }
         // The row's snapshot is taken by the DELETE itself (RETURNING): exactly what was deleted.
@@ -139,32 +135,24 @@ pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
                 p.units.push(Unit::new(vec![f, row]));
             }
             _ if is_protected(&image, &rules.protected) => {
-                p.kept.push(Kept {
+                p.keep(
                     kind,
-                    target: file_item(None, String::new()).target,
-                    reason: format!("under a protected prefix ({})", rules.protected.join(", ")),
-                });
-                p.kept.push(Kept {
-                    kind: Kind::Row,
-                    target: row_target(&c.key),
-                    reason: "its file is protected".into(),
-                });
+                    file_item(None, String::new()).target,
+                    format!("under a protected prefix ({})", rules.protected.join(", ")),
+                );
+                p.keep(Kind::Row, row_target(&c.key), "its file is protected");
             }
             FileFacts::Present { modified, .. } if *modified > rules.grace_cutoff() => {
-                p.kept.push(Kept {
+                p.keep(
                     kind,
-                    target: file_item(None, String::new()).target,
-                    reason: format!(
+                    file_item(None, String::new()).target,
+                    format!(
                         "modified {}, within the grace period of {} minutes",
                         modified.to_rfc3339(),
                         rules.grace_minutes
                     ),
-                });
-                p.kept.push(Kept {
-                    kind: Kind::Row,
-                    target: row_target(&c.key),
-                    reason: "its file is within the grace period".into(),
-                });
+                );
+                p.keep(Kind::Row, row_target(&c.key), "its file is within the grace period");
             }
             FileFacts::Present { bytes, .. } => {
                 let f = file_item(

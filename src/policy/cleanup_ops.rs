@@ -4,7 +4,7 @@
 //! older than their retention are pruned.
 
 use super::is_protected;
-use crate::plan::{Item, Kept, Kind, Op, Plan, Unit};
+use crate::plan::{Item, Kind, Op, Plan, Unit};
 use chrono::{DateTime, Duration, Utc};
 
 pub const COMMAND: &str = "cleanup-ops";
@@ -105,11 +105,11 @@ pub fn plan(files: impl Iterator<Item = OpsFile>, policies: &[Policy], m: &Class
             Ok(rel) => rel,
             Err(shown) => {
                 p.scanned += 1;
-                p.kept.push(Kept {
-                    kind: Kind::File,
-                    target: format!("ops:{shown}"),
-                    reason: "its name is not valid UTF-8: no policy pattern can match it; left alone".into(),
-                });
+                p.keep(
+                    Kind::File,
+                    format!("ops:{shown}"),
+                    "its name is not valid UTF-8: no policy pattern can match it; left alone",
+                );
                 continue;
             }
         };
@@ -142,7 +142,7 @@ pub fn plan(files: impl Iterator<Item = OpsFile>, policies: &[Policy], m: &Class
             continue;
         };
         let Some(pol) = policy(data_type) else {
-            p.kept.push(Kept { kind: Kind::File, target, reason: format!("no {data_type} row in cleanup_policies") });
+            p.keep(Kind::File, target, format!("no {data_type} row in cleanup_policies"));
             continue;
         };
         let cutoff = rules.now - Duration::days(pol.retention_days);
@@ -158,7 +158,7 @@ pub fn plan(files: impl Iterator<Item = OpsFile>, policies: &[Policy], m: &Class
             None
         };
         match why_kept {
-            Some(reason) => p.kept.push(Kept { kind: Kind::File, target, reason }),
+            Some(reason) => p.keep(Kind::File, target, reason),
             None => {
                 let mut reason =
                     format!("{data_type}: modified {} (older than {} days)", modified.to_rfc3339(), pol.retention_days);

@@ -7,7 +7,7 @@
 //! asked for their size and age.
 
 use super::is_protected;
-use crate::plan::{Item, Kept, Kind, Op, Plan, Unit};
+use crate::plan::{Item, Kind, Op, Plan, Unit};
 use crate::refs::{RefSet, MARKER};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashSet;
@@ -54,11 +54,11 @@ pub fn plan(
             Ok(rel) => rel,
             Err(shown) => {
                 hold(&shown);
-                p.kept.push(Kept {
-                    kind: Kind::File,
-                    target: format!("media:{shown}"),
-                    reason: "its name is not valid UTF-8, so no payload can reference it; left alone".into(),
-                });
+                p.keep(
+                    Kind::File,
+                    format!("media:{shown}"),
+                    "its name is not valid UTF-8, so no payload can reference it; left alone",
+                );
                 continue;
             }
         };
@@ -109,32 +109,28 @@ fn decide(
 ) {
     {
         if is_protected(&rel, &rules.protected) {
-            p.kept.push(Kept {
-                kind: Kind::File,
-                target,
-                reason: format!("under a protected prefix ({})", rules.protected.join(", ")),
-            });
+            p.keep(Kind::File, target, format!("under a protected prefix ({})", rules.protected.join(", ")));
             return;
         }
         if let Some(prefix) = rules.unknown_prefixes.iter().find(|pre| rel.starts_with(pre.as_str())) {
-            p.kept.push(Kept {
-                kind: Kind::File,
+            p.keep(
+                Kind::File,
                 target,
-                reason: format!("a row with an unreadable payload might reference files under {prefix}"),
-            });
+                format!("a row with an unreadable payload might reference files under {prefix}"),
+            );
             return;
         }
         match modified(&rel) {
             None => {} // gone since the walk
-            Some((_, m)) if m > grace_cutoff => p.kept.push(Kept {
-                kind: Kind::File,
+            Some((_, m)) if m > grace_cutoff => p.keep(
+                Kind::File,
                 target,
-                reason: format!(
+                format!(
                     "unreferenced, but modified {} (within the {}-minute grace period)",
                     m.to_rfc3339(),
                     rules.grace_minutes
                 ),
-            }),
+            ),
             Some((bytes, _)) => p.units.push(Unit::new(vec![Item::new(
                 Op::DeleteFile { root: "media".into(), path: rel },
                 target,

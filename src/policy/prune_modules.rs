@@ -132,15 +132,11 @@ pub fn plan(
                 false
             }
             Some(_) if is_protected(f, &rules.protected) => {
-                p.kept.push(Kept { kind: Kind::File, target, reason: "under a protected prefix".into() });
+                p.keep(Kind::File, target, "under a protected prefix");
                 false
             }
             Some(FileState::Present { modified, .. }) if *modified > grace_cutoff => {
-                p.kept.push(Kept {
-                    kind: Kind::File,
-                    target,
-                    reason: format!("modified within the {}-minute grace period", rules.grace_minutes),
-                });
+                p.keep(Kind::File, target, format!("modified within the {}-minute grace period", rules.grace_minutes));
                 false
             }
             Some(FileState::Present { .. }) => true,

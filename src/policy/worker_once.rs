@@ -6,7 +6,7 @@
 
 use super::is_protected;
 use crate::ident::Ident;
-use crate::plan::{Item, Kept, Kind, Op, Plan, RowGuard, RowRule, Unit};
+use crate::plan::{Item, Kind, Op, Plan, RowGuard, RowRule, Unit};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashSet;
 
@@ -116,38 +116,26 @@ pub fn tmp(p: &mut Plan, entries: Vec<TmpEntry>, active: &[String], r: &Rules) {
         let name = match e.name {
             Ok(n) => n,
             Err(shown) => {
-                p.kept.push(Kept {
-                    kind: Kind::Dir,
-                    target: format!("data:tmp/{shown}"),
-                    reason: "its name is not valid UTF-8: left alone".into(),
-                });
+                p.keep(Kind::Dir, format!("data:tmp/{shown}"), "its name is not valid UTF-8: left alone");
                 continue;
             }
         };
         let rel = format!("tmp/{name}");
         let target = format!("data:{rel}");
         if e.kind == EntryKind::Other {
-            p.kept.push(Kept {
-                kind: Kind::File,
-                target,
-                reason: "not a directory (the tmp task removes directories)".into(),
-            });
+            p.keep(Kind::File, target, "not a directory (the tmp task removes directories)");
             continue;
         }
         if let Some(job) = active.iter().find(|a| **a == rel || a.starts_with(&format!("{rel}/"))) {
-            p.kept.push(Kept {
-                kind: Kind::Dir,
-                target,
-                reason: format!("working directory of a pending/running job ({job})"),
-            });
+            p.keep(Kind::Dir, target, format!("working directory of a pending/running job ({job})"));
             continue;
         }
         if e.tree.newest > cutoff {
-            p.kept.push(Kept {
-                kind: Kind::Dir,
+            p.keep(
+                Kind::Dir,
                 target,
-                reason: format!("modified {} (within {} minutes)", e.tree.newest.to_rfc3339(), r.tmp_dir_ttl_minutes),
-            });
+                format!("modified {} (within {} minutes)", e.tree.newest.to_rfc3339(), r.tmp_dir_ttl_minutes),
+            );
             continue;
         }
         let what = if e.kind == EntryKind::Symlink { "symlink (removed as a link)" } else { "directory" };
@@ -293,7 +281,7 @@ pub fn previews(p: &mut Plan, sessions: Vec<Session>, r: &Rules) {
             items.push(it);
         }
         if let Some(why) = fresh {
-            p.kept.push(Kept { kind: Kind::Row, target: row_target, reason: why });
+            p.keep(Kind::Row, row_target, why);
             continue;
         }
         let mut refs = Item::new(
@@ -350,14 +338,14 @@ pub fn object(p: &mut Plan, o: Listed, refs: &HashSet<String>, r: &Rules) -> boo
     }
     let cutoff = r.now - Duration::hours(r.preview_bundle_ttl_hours).max(r.grace);
     if is_protected(&o.key, &r.protected) {
-        p.kept.push(Kept { kind: Kind::Object, target: o.target, reason: "under a protected prefix".into() });
+        p.keep(Kind::Object, o.target, "under a protected prefix");
         false
     } else if o.modified > cutoff {
-        p.kept.push(Kept {
-            kind: Kind::Object,
-            target: o.target,
-            reason: format!("unreferenced but younger than PREVIEW_BUNDLE_TTL_HOURS ({}h)", r.preview_bundle_ttl_hours),
-        });
+        p.keep(
+            Kind::Object,
+            o.target,
+            format!("unreferenced but younger than PREVIEW_BUNDLE_TTL_HOURS ({}h)", r.preview_bundle_ttl_hours),
+        );
         false
     } else {
         p.units.push(tagged(
@@ -393,21 +381,13 @@ pub fn logs(p: &mut Plan, files: impl Iterator<Item = LogFile>, r: &Rules) {
         let inside = match f.inside {
             Ok(i) => i,
             Err(shown) => {
-                p.kept.push(Kept {
-                    kind: Kind::File,
-                    target: format!("data:logs/{shown}"),
-                    reason: "its name is not valid UTF-8: left alone".into(),
-                });
+                p.keep(Kind::File, format!("data:logs/{shown}"), "its name is not valid UTF-8: left alone");
                 continue;
             }
         };
         let rel = format!("logs/{inside}");
         if r.log_keep.is_match(&inside) {
-            p.kept.push(Kept {
-                kind: Kind::File,
-                target: format!("data:{rel}"),
-                reason: "matches worker.log_keep (not a debug log)".into(),
-            });
+            p.keep(Kind::File, format!("data:{rel}"), "matches worker.log_keep (not a debug log)");
             continue;
         }
         if f.modified > cutoff {
@@ -484,11 +464,7 @@ pub fn repos(p: &mut Plan, rows: Vec<Repo>, r: &Rules) {
                 if let Some(tree) = repo.tree {
                     it.bytes = Some(tree.bytes);
                     if tree.newest > r.now - r.grace {
-                        p.kept.push(Kept {
-                            kind: Kind::Dir,
-                            target: it.target,
-                            reason: "modified within the grace period".into(),
-                        });
+                        p.keep(Kind::Dir, it.target, "modified within the grace period");
                         continue;
                     }
                 }
