@@ -10,6 +10,29 @@ fn now() -> DateTime<Utc> {
     at(NOW)
 }
 
+/// A cube in `bucket` of the shared S3 server, as of `NOW`: one processing job
+/// whose upload (`cube/uploads/keep.mp4`) must survive, and `n` nine-day-old objects
+/// `cube/tmp/{i}.bin` to delete. Returns the environment that points `bulk-cloudcube` at it.
+pub async fn old_cube(ws: &Ws, bucket: &str, n: usize) -> Vec<(&'static str, String)> {
+    let now = now();
+    let s3 = S3Server::shared();
+    s3.bucket(bucket);
+    ws.exec(&format!(
+        "INSERT INTO viral_clips_job (id, status, original_file_key, extracted_audio_key, created_at) VALUES (1, 'processing', 'uploads/keep.mp4', NULL, {})",
+        ts(now - Duration::days(30))
+    ))
+    .await;
+    s3.put(bucket, "cube/uploads/keep.mp4", 10, now - Duration::days(9));
+    for i in 0..n {
+        s3.put(bucket, &format!("cube/tmp/{i}.bin"), 10, now - Duration::days(9));
+    }
+    vec![
+        ("CLOUDCUBE_URL", format!("{}/{bucket}/cube", s3.endpoint)),
+        ("CLOUDCUBE_ACCESS_KEY_ID", S3_ACCESS.into()),
+        ("CLOUDCUBE_SECRET_ACCESS_KEY", S3_SECRET.into()),
+    ]
+}
+
 struct Cube {
     ws: Ws,
     bucket: String,

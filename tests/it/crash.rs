@@ -164,23 +164,9 @@ pub async fn a_crash_around_object_deletion_is_settled_by_the_next_run(b: Backen
         let ws = Ws::new(b, true).await;
         let s3 = S3Server::shared();
         let bucket = format!("crash-{}-{}", point.replace('-', ""), b.tag());
-        s3.bucket(&bucket);
-        ws.exec(&format!(
-            "INSERT INTO viral_clips_job (id, status, original_file_key, extracted_audio_key, created_at) VALUES (1, 'processing', 'uploads/keep.mp4', NULL, {})",
-            ts(at(NOW) - Duration::days(30))
-        ))
-        .await;
-        s3.put(&bucket, "cube/uploads/keep.mp4", 10, at(NOW) - Duration::days(9));
         let n = 25;
-        for i in 0..n {
-            s3.put(&bucket, &format!("cube/tmp/{i}.bin"), 10, at(NOW) - Duration::days(9));
-        }
-        let url = format!("{}/{bucket}/cube", s3.endpoint);
-        let env = [
-            ("CLOUDCUBE_URL", url.as_str()),
-            ("CLOUDCUBE_ACCESS_KEY_ID", S3_ACCESS),
-            ("CLOUDCUBE_SECRET_ACCESS_KEY", S3_SECRET),
-        ];
+        let env = crate::cloudcube::old_cube(&ws, &bucket, n).await;
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut crash_env = env.to_vec();
         let fp = format!("{point}@1");
         crash_env.push(("SWEEP_FAILPOINT", &fp));

@@ -10,23 +10,10 @@ pub async fn bulk_cloudcube_with_backups_to_s3_absorbs_a_flaky_endpoint(b: Backe
     let ws = Ws::new(b, true).await;
     let s3 = S3Server::shared();
     let (cube, backup) = (format!("{FAULTY}cube-{}", b.tag()), format!("{FAULTY}backup-{}", b.tag()));
-    s3.bucket(&cube);
     s3.bucket(&backup);
-    ws.exec(&format!(
-        "INSERT INTO viral_clips_job (id, status, original_file_key, extracted_audio_key, created_at) VALUES (1, 'processing', 'uploads/keep.mp4', NULL, {})",
-        ts(at(NOW) - Duration::days(30))
-    ))
-    .await;
-    s3.put(&cube, "cube/uploads/keep.mp4", 10, at(NOW) - Duration::days(9));
     let n = 60;
-    for i in 0..n {
-        s3.put(&cube, &format!("cube/tmp/{i}.bin"), 10, at(NOW) - Duration::days(9));
-    }
-    let url = format!("{}/{cube}/cube", s3.endpoint);
     let mut env = s3.env();
-    env.push(("CLOUDCUBE_URL", url));
-    env.push(("CLOUDCUBE_ACCESS_KEY_ID", S3_ACCESS.into()));
-    env.push(("CLOUDCUBE_SECRET_ACCESS_KEY", S3_SECRET.into()));
+    env.extend(crate::cloudcube::old_cube(&ws, &cube, n).await);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let to = format!("s3://{backup}/sweep");
     let r = ws.sweep_env(&["--now", NOW, "--backup-to", &to, "bulk-cloudcube", "--json"], &env);
