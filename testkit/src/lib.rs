@@ -63,3 +63,17 @@ pub(crate) fn as_user(root: bool, user: &str, bin: &std::path::Path) -> Command 
         Command::new(bin)
     }
 }
+
+/// A shell that runs `bin` (as `user` when we run as root) with the arguments the caller adds,
+/// and, when its stdin closes (our end of the pipe, however the test process exits), runs `stop`
+/// (shell text that signals the server), waits for the server and removes `dir`.
+pub(crate) fn supervised(root: bool, user: &str, bin: &std::path::Path, stop: &str, dir: &std::path::Path) -> Command {
+    let script = format!("\"$@\" & pid=$!; cat >/dev/null; {stop}; wait $pid; rm -rf '{}'", dir.display());
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script).arg("sh");
+    if root {
+        cmd.args(["runuser", "-u", user, "--"]);
+    }
+    cmd.arg(bin);
+    cmd
+}

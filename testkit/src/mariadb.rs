@@ -7,7 +7,7 @@
 //! removes its directory when our end of its stdin closes, however the test process exits.
 //! sweep connects as a user with a password over TCP, as it would in production.
 
-use crate::{as_user, find_bin, free_port, server_dir};
+use crate::{as_user, find_bin, free_port, server_dir, supervised};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,18 +66,9 @@ impl MariaDb {
         }
         let port = free_port();
         let pid_file = dir.join("mariadbd.pid");
-        let script = format!(
-            "\"$@\" & pid=$!; cat >/dev/null; kill -TERM $(cat '{pid}' 2>/dev/null || echo $pid) 2>/dev/null; wait $pid; rm -rf '{dir}'",
-            pid = pid_file.display(),
-            dir = dir.display()
-        );
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(script).arg("sh");
-        if root {
-            cmd.args(["runuser", "-u", "mysql", "--"]);
-        }
-        cmd.arg(&server)
-            .arg("--no-defaults")
+        let stop = format!("kill -TERM $(cat '{}' 2>/dev/null || echo $pid) 2>/dev/null", pid_file.display());
+        let mut cmd = supervised(root, "mysql", &server, &stop, &dir);
+        cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", dir.join("sock").display()))
             .arg(format!("--pid-file={}", pid_file.display()))

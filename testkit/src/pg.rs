@@ -6,7 +6,7 @@
 //! that stops it (and removes its directory) when our end of its stdin closes, which happens
 //! whenever the test process exits, however it exits.
 
-use crate::{as_user, free_port, server_dir};
+use crate::{as_user, free_port, server_dir, supervised};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,19 +62,12 @@ impl PgCluster {
         }
         let port = free_port();
         // SIGINT goes to the postmaster itself (runuser does not pass it on): a fast shutdown.
-        let script = format!(
-            "\"$@\" & pid=$!; cat >/dev/null; pm=$(head -n1 '{data}/postmaster.pid' 2>/dev/null); \
-             kill -INT ${{pm:-$pid}} 2>/dev/null; wait $pid; rm -rf '{dir}'",
-            data = dir.join("data").display(),
-            dir = dir.display()
+        let stop = format!(
+            "pm=$(head -n1 '{}/postmaster.pid' 2>/dev/null); kill -INT ${{pm:-$pid}} 2>/dev/null",
+            dir.join("data").display()
         );
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(script).arg("sh");
-        if root {
-            cmd.args(["runuser", "-u", "postgres", "--"]);
-        }
-        cmd.arg(&postgres)
-            .arg("-D")
+        let mut cmd = supervised(root, "postgres", &postgres, &stop, &dir);
+        cmd.arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
             .arg(&dir)
