@@ -29,6 +29,8 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         Command::Demo(a) => return crate::demo::run(&ctx, &a).await,
         Command::Status(a) => return crate::status::run(ctx, &a).await,
         Command::Recover(a) => return commands::recover::run(&ctx, &a).await,
+        Command::Serve(a) => return crate::serve::run(ctx, a).await,
+        Command::Token(a) => return commands::token::run(&ctx, &a).await,
         run => RunRequest::of(run).expect("every other command is a run"),
     };
     let ctx = Arc::new(ctx);

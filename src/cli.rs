@@ -24,7 +24,7 @@ pub struct Cli {
 }
 
 /// Options every subcommand takes, before or after its name.
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone, Default, PartialEq)]
 pub struct GlobalArgs {
     /// Database: postgres://user@host/db, mysql://user@host/db or sqlite://path [env: DATABASE_URL]
     #[arg(long, global = true, value_name = "URL")]
@@ -223,6 +223,76 @@ pub enum Command {
     /// each run still marked running has the deletions it intended checked against what is
     /// there, and is marked interrupted with its real counts. Deletes nothing.
     Recover(RecoverArgs),
+
+    /// Serve the dashboards and REST API (seeds 002, 003, 004), and run [[schedule]] entries.
+    ///
+    /// Listens on 127.0.0.1:8080 unless told otherwise; a non-loopback address needs TLS
+    /// (--tls-cert/--tls-key) or --insecure-listen. Every route but /healthz needs a token
+    /// (`sweep token create`), sent as `Authorization: Bearer`, or a browser session signed in
+    /// with one. Runs started here are the CLI's runs: the same lock, caps, audit and backups.
+    /// Ctrl-C or SIGTERM: stop taking requests, let running cleanups finish their batch, exit.
+    Serve(ServeArgs),
+
+    /// API tokens for `sweep serve`: create (prints the token once, alone on stdout), list,
+    /// revoke. Only an argon2 hash of each token is stored.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [config: serve.listen] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// TLS certificate chain (PEM) [config: serve.tls_cert]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) [config: serve.tls_key]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Listen on a non-loopback address without TLS (behind a TLS-terminating proxy)
+    #[arg(long)]
+    pub insecure_listen: bool,
+
+    /// Where reviewed plans are kept [config: serve.plan_dir] [default: ./sweep-plans]
+    #[arg(long, value_name = "DIR")]
+    pub plan_dir: Option<PathBuf>,
+
+    /// Refuse to apply a plan older than this (e.g. 90m, 24h) [config: serve.max_plan_age] [default: 24h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+    pub max_plan_age: Option<chrono::Duration>,
+
+    /// Do not run [[schedule]] entries in this process
+    #[arg(long)]
+    pub no_schedules: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub action: TokenAction,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum TokenAction {
+    /// Create a token; prints it once, alone on one line of stdout
+    Create {
+        /// Its name, as the audit records who acted (letters, digits, . _ -)
+        #[arg(long)]
+        name: String,
+        /// viewer reads; operator also previews; admin also runs, applies and edits
+        #[arg(long, value_enum)]
+        role: crate::token::Role,
+    },
+    /// List tokens (names, roles, when created, last used, revoked)
+    List,
+    /// Revoke a token by name: it stops working at once
+    Revoke {
+        /// The token's name
+        name: String,
+    },
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -382,7 +452,7 @@ pub struct ApplyArgs {
 }
 
 /// `90m`, `24h`, `7d`, `3600s`.
-fn parse_age(s: &str) -> Result<chrono::Duration, String> {
+pub fn parse_age(s: &str) -> Result<chrono::Duration, String> {
     let bad = || format!("{s:?} is not a duration: use a number and a unit, e.g. 90m, 24h, 7d");
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
@@ -434,6 +504,8 @@ impl Command {
             Command::Demo(_) => "demo",
             Command::Status(_) => "status",
             Command::Recover(_) => "recover",
+            Command::Serve(_) => "serve",
+            Command::Token(_) => "token",
         }
     }
 }
@@ -443,6 +515,11 @@ impl Command {
 pub fn parse_command(command: &str, args: &[String]) -> anyhow::Result<Command> {
     let argv = ["sweep", command].into_iter().map(String::from).chain(args.iter().cloned());
     match Cli::try_parse_from(argv) {
+        // A schedule or a web request names a command and its own arguments; the server's
+        // global options (database, dry run, backups, caps, …) are not theirs to change.
+        Ok(cli) if cli.global != GlobalArgs::default() => anyhow::bail!(
+            "global options (--database-url, --dry-run, --backup-dir, --max-delete, …) are not arguments of the command here: set them where the server or schedule is configured"
+        ),
         Ok(cli) if cli.command.name() == command => Ok(cli.command),
         Ok(cli) => anyhow::bail!("they name another command ({})", cli.command.name()),
         Err(e) => {

@@ -14,6 +14,7 @@ pub mod migrate;
 pub mod prune_modules;
 pub mod recover;
 pub mod restore;
+pub mod token;
 pub mod worker_once;
 
 use crate::cli::{
@@ -47,9 +48,13 @@ impl RunRequest {
             Command::BulkCloudcube(a) => RunRequest::BulkCloudcube(a),
             Command::CleanupOps(a) => RunRequest::CleanupOps(a),
             Command::Apply(a) => RunRequest::Apply(a),
-            Command::Migrate | Command::Restore(_) | Command::Demo(_) | Command::Status(_) | Command::Recover(_) => {
-                return None
-            }
+            Command::Migrate
+            | Command::Restore(_)
+            | Command::Demo(_)
+            | Command::Status(_)
+            | Command::Recover(_)
+            | Command::Serve(_)
+            | Command::Token(_) => return None,
         })
     }
 }

@@ -166,6 +166,27 @@ pub struct RawConfig {
     /// `[[schedule]]`: when each command runs by itself under `sweep serve`.
     #[serde(default)]
     pub schedule: Vec<crate::schedule::RawSchedule>,
+    /// `[serve]`: the web server's settings (flags override them).
+    #[serde(default)]
+    pub serve: RawServe,
+}
+
+/// `[serve]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServe {
+    /// Address to listen on (default 127.0.0.1:8080).
+    pub listen: Option<String>,
+    /// Where reviewed plans are kept (default ./sweep-plans).
+    pub plan_dir: Option<std::path::PathBuf>,
+    /// Refuse to apply a plan older than this (default 24h).
+    pub max_plan_age: Option<String>,
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Sign-in attempts per minute from one address (default 10).
+    pub sign_in_per_minute: Option<u32>,
+    /// Requests that start work (runs, plans, applies) per minute per token (default 30).
+    pub work_per_minute: Option<u32>,
 }
 
 /// One `[[notify]]` target.

@@ -152,6 +152,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_audit_intents_index.sql"),
         mysql: include_str!("../migrations/mysql/0003_audit_intents_index.sql"),
     },
+    Migration {
+        version: 4,
+        postgres: include_str!("../migrations/postgres/0004_serve.sql"),
+        sqlite: include_str!("../migrations/sqlite/0004_serve.sql"),
+        mysql: include_str!("../migrations/mysql/0004_serve.sql"),
+    },
 ];
 
 /// Makes the statements that record rows just deleted (each key with its snapshot), run in the

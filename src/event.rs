@@ -5,13 +5,15 @@
 
 use crate::plan::{Kind, Outcome};
 use serde::Serialize;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tokio::sync::broadcast;
 
 /// One thing that happened in a run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// The run holds its command's lock (a dry run takes none) and is gathering facts.
+    Started { run_id: String, command: String, dry_run: bool },
     /// The policy decided: `units` to carry out (`items` in all), `kept` things kept.
     Planned { run_id: String, command: String, dry_run: bool, units: u64, items: u64, kept: u64, scanned: u64 },
     /// One item was carried out (or would be, in a dry run).
@@ -43,6 +45,12 @@ impl Events {
         self.0.as_ref().map(|tx| tx.subscribe())
     }
 
+    /// A handle that lets others listen while the run goes, without keeping its channel
+    /// open once the run has ended.
+    pub fn downgrade(&self) -> WeakEvents {
+        WeakEvents(self.0.as_ref().map(Arc::downgrade))
+    }
+
     /// True when someone listens (build an event only then).
     pub fn wanted(&self) -> bool {
         self.0.as_ref().is_some_and(|tx| tx.receiver_count() > 0)
@@ -52,5 +60,15 @@ impl Events {
         if let Some(tx) = &self.0 {
             let _ = tx.send(e);
         }
+    }
+}
+
+/// A run's events for listeners who come later: `None` once the run has ended.
+#[derive(Clone, Default)]
+pub struct WeakEvents(Option<Weak<broadcast::Sender<Event>>>);
+
+impl WeakEvents {
+    pub fn subscribe(&self) -> Option<broadcast::Receiver<Event>> {
+        self.0.as_ref().and_then(Weak::upgrade).map(|tx| tx.subscribe())
     }
 }

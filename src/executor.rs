@@ -613,6 +613,7 @@ async fn run_batch<'a>(
     stop: &AtomicBool,
 ) -> Result<BatchDone<'a>, (&'a mut [Unit], anyhow::Error)> {
     let mut timings = Timings::default();
+    crate::failpoint::batch_delay().await;
     let interrupted = opts.cancel.load(Ordering::SeqCst);
     if interrupted || stop.load(Ordering::SeqCst) {
         let why =

@@ -26,3 +26,14 @@ pub fn hit(name: &str) {
     #[cfg(not(debug_assertions))]
     let _ = name;
 }
+
+/// Slow each batch down by `SWEEP_BATCH_DELAY_MS` milliseconds (debug builds only), so that
+/// tests can cancel, stop or race a run mid-way without making thousands of items.
+pub async fn batch_delay() {
+    #[cfg(debug_assertions)]
+    {
+        if let Some(ms) = std::env::var("SWEEP_BATCH_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
+}

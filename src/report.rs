@@ -264,7 +264,7 @@ impl Serialize for Items<'_> {
 }
 
 /// One item as the report shows it: `kind, target, reason, bytes, outcome, error`.
-struct ItemView<'a>(&'a Item);
+pub struct ItemView<'a>(pub &'a Item);
 
 impl Serialize for ItemView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -38,6 +38,9 @@ pub struct Ctx {
     pub notifier: Notifier,
     /// `[[schedule]]` entries, checked (command, arguments, cron, time zone).
     pub schedules: Vec<Schedule>,
+    /// Who or what started the run (`serve`: the token's name; a schedule: its entry and
+    /// slot), recorded in the run's `details.origin`.
+    pub origin: Option<serde_json::Value>,
 }
 
 impl Ctx {
@@ -67,7 +70,29 @@ impl Ctx {
             settings.now.value,
         )
         .map_err(|e| Fatal::usage(format!("{e:#}")))?;
-        Ok(Ctx { global, settings, backup, notifier, schedules })
+        Ok(Ctx { global, settings, backup, notifier, schedules, origin: None })
+    }
+
+    /// The settings for a run that a server starts on its own or for a caller (`serve`, a
+    /// schedule): the server's options, a dry run if asked (or if the server runs dry), the
+    /// real clock, no terminal output, no prompt (the caller confirmed), no plan file unless
+    /// `plan_out`; `origin` says who asked.
+    pub fn for_server(
+        &self,
+        dry_run: bool,
+        plan_out: Option<std::path::PathBuf>,
+        origin: serde_json::Value,
+    ) -> Result<Ctx> {
+        let mut global = self.global.clone();
+        global.dry_run |= dry_run;
+        global.now = None;
+        global.json = true;
+        global.yes = true;
+        global.show_config = false;
+        global.plan_out = plan_out;
+        let mut ctx = Ctx::new(global)?;
+        ctx.origin = Some(origin);
+        Ok(ctx)
     }
 
     /// A plain environment variable (an empty value counts as unset), for the few settings that
@@ -213,6 +238,7 @@ pub fn new_run_id() -> String {
 /// A started run: watch its events, cancel it, wait for its end.
 pub struct RunHandle {
     events: tokio::sync::broadcast::Receiver<Event>,
+    sender: crate::event::WeakEvents,
     cancel: Arc<AtomicBool>,
     run_id: String,
     task: tokio::task::JoinHandle<Result<Ran>>,
@@ -230,10 +256,10 @@ impl RunHandle {
         let (events, rx) = Events::channel(capacity);
         let cancel = Arc::new(AtomicBool::new(false));
         let run_id = new_run_id();
-        let chan = Channel { events, cancel: cancel.clone(), run_id: run_id.clone() };
+        let chan = Channel { events: events.clone(), cancel: cancel.clone(), run_id: run_id.clone() };
         let rt = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || rt.block_on(run(chan)));
-        RunHandle { events: rx, cancel, run_id, task }
+        RunHandle { events: rx, sender: events.downgrade(), cancel, run_id, task }
     }
 
     /// The run's id (the report's `run_id`, the audit's).
@@ -245,6 +271,11 @@ impl RunHandle {
     /// skipped, and the run ends `partial`.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// The run's events for other listeners (a server's live pages), from when they subscribe.
+    pub fn events(&self) -> crate::event::WeakEvents {
+        self.sender.clone()
     }
 
     /// A handle on the cancel flag (for a Ctrl-C handler).
@@ -295,6 +326,7 @@ where
     // skipped) never opens a `/start` it would not close.
     let mut notified = ctx.notifier.start(command, &run_id).await;
     tracing::info!(target: "cleanup", "Starting {command} (dry_run={dry_run}, now={})", ctx.settings.now.value.to_rfc3339());
+    chan.events.send(Event::Started { run_id: run_id.clone(), command: command.to_string(), dry_run });
     // Holding the lock, settle what a dead run of this command left (intents, `running`).
     if let (Some(db), Some(_)) = (&db, &held) {
         crate::recover::settle_dead_runs(db, command, res).await?;
@@ -358,7 +390,9 @@ where
             let totals = RunTotals {
                 status: "aborted".into(),
                 candidates: plan.units.len() as i64,
-                details: Some(serde_json::json!({ "message": f.message, "notifications": notified })),
+                details: Some(
+                    serde_json::json!({ "message": f.message, "notifications": notified, "origin": ctx.origin }),
+                ),
                 ..Default::default()
             };
             db.finish_run(&run_id, Utc::now(), &totals).await?;
@@ -371,6 +405,7 @@ where
         let details = serde_json::json!({
             "stores": planfile::store_records(res),
             "backup": backup.as_ref().map(Backup::record),
+            "origin": ctx.origin,
         });
         let db = db.as_ref().expect("audit implies a database");
         db.insert_run_with(&run_id, command, dry_run, started, Some(&details)).await?;
@@ -413,6 +448,7 @@ where
             d.insert("stores".into(), serde_json::to_value(planfile::store_records(res))?);
             d.insert("backup".into(), serde_json::to_value(backup.as_ref().map(Backup::record))?);
             d.insert("notifications".into(), serde_json::to_value(&notified)?);
+            d.insert("origin".into(), serde_json::to_value(&ctx.origin)?);
         }
         db.finish_run(&run_id, report.finished_at, &t).await?;
         if let Some(path) = &ctx.global.metrics_file {

@@ -49,13 +49,11 @@ pub async fn run_slot(base: &Ctx, s: &Schedule, slot: DateTime<Utc>) -> SlotRun 
         exit_code: Exit::Usage as i32,
         message: None,
     };
-    let mut global = base.global.clone();
-    global.dry_run |= s.dry_run;
-    // A scheduled run uses the real clock, prints nothing and writes no plan file.
-    global.now = None;
-    global.json = true;
-    global.plan_out = None;
-    let (ctx, request) = match Ctx::new(global).and_then(|c| Ok((Arc::new(c), request_for(s)?))) {
+    // A scheduled run uses the real clock, prints nothing and writes no plan file; its record
+    // names its entry and slot (what catch-up at start-up reads).
+    let origin = serde_json::json!({ "via": "schedule", "schedule": s.name, "slot": slot });
+    let (ctx, request) = match base.for_server(s.dry_run, None, origin).and_then(|c| Ok((Arc::new(c), request_for(s)?)))
+    {
         Ok(p) => p,
         Err(e) => {
             // The settings themselves are wrong: the environment's targets are still told.
@@ -103,7 +101,7 @@ async fn record_skipped(ctx: &Ctx, out: &SlotRun) {
         db.insert_run(&out.run_id, &out.command, false, now).await?;
         let totals = crate::db::RunTotals {
             status: "skipped".into(),
-            details: Some(serde_json::json!({ "schedule": out.schedule, "slot": out.slot, "message": out.message })),
+            details: Some(serde_json::json!({ "message": out.message, "origin": ctx.origin })),
             ..Default::default()
         };
         db.finish_run(&out.run_id, now, &totals).await?;

@@ -4,40 +4,19 @@
 
 use crate::cli::{CleanupOpsArgs, OpsRunType};
 use crate::config::{DatabaseUrl, Key, ProcessEnv};
-use crate::db::{AuditRow, Db, RunTotals};
+use crate::db::Db;
 use crate::executor::Backup;
 use crate::exit_codes::{Exit, Fatal};
+use crate::ops_policies;
 use crate::plan::{Item, Outcome, Plan};
 use crate::policy::cleanup_ops::{plan, Classifier, OpsFile, Policy, Rules, BACKUP_TASK, COMMAND, TYPES};
-use crate::run::{require_audit_tables, require_terminal_or_yes, run_policy, Channel, Ctx, Finished, Ran};
+use crate::run::{require_terminal_or_yes, run_policy, Channel, Ctx, Finished, Ran};
 use crate::store::local::LocalRoot;
 use crate::store::Resources;
 use anyhow::{anyhow, bail, Result};
 use chrono::{DateTime, Utc};
 use std::path::Path;
 use std::time::SystemTime;
-
-async fn load_policies(db: &Db) -> Result<Vec<Policy>> {
-    let q = db.raw(
-        "SELECT data_type, retention_days, enabled, pattern, description FROM cleanup_policies ORDER BY data_type",
-    );
-    let rows = db
-        .read(&q, |r| Ok((r.text_req(0)?, r.int_req(1)?, r.flag(2)?.unwrap_or(false), r.text_req(3)?, r.text_req(4)?)))
-        .await
-        .map_err(|e| {
-            anyhow!("cannot read cleanup_policies ({e:#}): run `sweep migrate` to create it with seed 002's defaults")
-        })?;
-    Ok(rows
-        .into_iter()
-        .map(|(data_type, retention_days, enabled, pattern, description)| Policy {
-            data_type,
-            retention_days,
-            enabled,
-            pattern,
-            description,
-        })
-        .collect())
-}
 
 /// `DATABASE_URL`, or one built from `--db-*` (seed 002's defaults for the parts not given).
 fn database(ctx: &Ctx, a: &CleanupOpsArgs) -> Result<DatabaseUrl> {
@@ -93,7 +72,7 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs, chan: &Channel) -> Result<Ran> {
     let db = std::sync::Arc::new(Db::connect(&url, false).await?);
 
     if a.show_policies {
-        let policies = load_policies(&db).await?;
+        let policies = ops_policies::load(&db).await?;
         if ctx.global.json {
             println!("{}", serde_json::to_string(&policies)?);
         } else {
@@ -155,7 +134,7 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs, chan: &Channel) -> Result<Ran> {
     spec.backup = ctx.backup.clone().or(backups.clone().map(|dir| Backup::Dir { dir, per_root: false }));
     spec.confirm = a.run_type == OpsRunType::Manual;
     require_terminal_or_yes(ctx, &spec, "cleanup-ops --type manual")?;
-    let policies = load_policies(&db).await?;
+    let policies = ops_policies::load(&db).await?;
     let Finished { exit, mut report, plan } = run_policy(ctx, spec, chan, || async {
         let mut p = plan_now(&root, outside.as_ref(), policies, rules).await?;
         p.fields.insert("type".into(), format!("{:?}", a.run_type).to_lowercase().into());
@@ -235,60 +214,31 @@ fn walk<'a>(root: &'a Path, c: Option<&'a Classifier>) -> impl Iterator<Item = O
 }
 
 async fn set_policy(ctx: &Ctx, db: &Db, a: &CleanupOpsArgs, data_type: &str) -> Result<Exit> {
-    let policies = load_policies(db).await?;
-    let Some(old) = policies.iter().find(|p| p.data_type == data_type) else {
-        return Err(Fatal::usage(format!(
-            "--set-policy {data_type:?}: no such policy; choose from {}",
-            policies.iter().map(|p| p.data_type.as_str()).collect::<Vec<_>>().join(", ")
-        ))
-        .into());
-    };
     if a.retention_days.is_none() && !a.enable && !a.disable {
         return Err(Fatal::usage("--set-policy needs --retention-days N, --enable or --disable").into());
     }
-    let days = a.retention_days.unwrap_or(old.retention_days);
-    if days < 0 {
-        return Err(Fatal::usage(format!("--retention-days {days}: expected 0 or more days")).into());
-    }
     let enabled = if a.enable {
-        true
+        Some(true)
     } else if a.disable {
-        false
+        Some(false)
     } else {
-        old.enabled
+        None
     };
+    let change = ops_policies::Change { data_type: data_type.to_string(), retention_days: a.retention_days, enabled };
     let who = ctx.env("USER").or_else(|| ctx.env("USERNAME")).unwrap_or_else(|| "unknown".into());
-    let change =
-        format!("retention_days {} -> {days}, enabled {} -> {enabled}, by {who}", old.retention_days, old.enabled);
-    if ctx.settings.dry_run.value {
-        println!("would set {data_type}: {change} (dry run: nothing changed)");
-        return Ok(Exit::Success);
+    let dry_run = ctx.settings.dry_run.value;
+    let done = ops_policies::update(db, &change, &who, dry_run).await.map_err(|e| {
+        if crate::exit_codes::exit_for(&e) == Exit::Usage {
+            Fatal::usage(format!("--set-policy {e:#}")).into()
+        } else {
+            e
+        }
+    })?;
+    if dry_run {
+        println!("would set {data_type}: {} (dry run: nothing changed)", done.change);
+    } else {
+        println!("{data_type}: {}", done.change);
     }
-    require_audit_tables(db).await?;
-    let now = Utc::now();
-    let mut q = db.sql();
-    q.push("UPDATE cleanup_policies SET retention_days = ").bind(days).push(", enabled = ").bind(enabled);
-    q.push(", updated_at = ").bind(now).push(" WHERE data_type = ").bind(data_type);
-    db.execute(&q).await?;
-    let run_id = uuid::Uuid::new_v4().to_string();
-    db.insert_run(&run_id, "cleanup-ops --set-policy", false, now).await?;
-    let target = format!("cleanup_policies data_type={data_type}");
-    db.insert_audit(&[AuditRow {
-        run_id: &run_id,
-        policy: "cleanup-ops/set-policy",
-        kind: "row",
-        target: &target,
-        reason: &change,
-        bytes: None,
-        outcome: "updated",
-        error: None,
-        backup_location: None,
-        row_snapshot: None,
-        at: now,
-    }])
-    .await?;
-    db.finish_run(&run_id, Utc::now(), &RunTotals { status: "success".into(), ..Default::default() }).await?;
-    println!("{data_type}: {change}");
     Ok(Exit::Success)
 }
 
@@ -312,7 +262,7 @@ async fn stats(ctx: &Ctx, db: &Db, root: &LocalRoot, rules: Rules) -> Result<Exi
     q.push("SELECT policy, count(*), ").as_int("COALESCE(sum(bytes), 0)");
     q.push(" FROM cleanup_audit WHERE policy LIKE 'cleanup-ops/%' AND outcome IN ('deleted', 'missing') GROUP BY policy ORDER BY policy");
     let per = db.read(&q, |r| Ok((r.text_req(0)?, r.int_req(1)?, r.int_req(2)?))).await?;
-    let policies = load_policies(db).await?;
+    let policies = ops_policies::load(db).await?;
     let eligible = plan_now(root, None, policies, rules).await?;
     let mut now_by: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for u in &eligible.units {

@@ -193,7 +193,7 @@ impl WorkerSettings {
         })
     }
 
-    fn rows(&self) -> Vec<(String, String, String)> {
+    pub fn rows(&self) -> Vec<(String, String, String)> {
         let r = |k: &str, v: String, s: &Source| (k.to_string(), v, s.to_string());
         let mut v = vec![
             ("worker.tasks".into(), self.tasks.join(","), "--tasks / [worker] tasks / default".into()),
@@ -541,6 +541,10 @@ pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs, chan: &Channel) -> Result<Ran
     let data = ctx.settings.require_data_dir()?.to_path_buf();
     let root = LocalRoot::open("data", &data).map_err(|e| anyhow!("DATA_DIR: {e}"))?;
     let db = ctx.connect().await?;
+    if !dry_run && crate::switches::is_on(&db, crate::switches::WORKER_DRY_RUN).await? {
+        tracing::warn!(target: "cleanup", "the dashboard's dry-run toggle is on (sweep_settings worker.dry_run): this cycle is a dry run; nothing will be deleted");
+        dry_run = true;
+    }
     let mut res = Resources { db: Some(db.clone()), ..Default::default() };
     res.roots.insert("data".into(), root.clone());
     let previews = match &s.previews_store {

@@ -150,6 +150,13 @@ impl Sql {
     }
 
     /// `expr` as a 64-bit integer (MySQL's `SUM` is a decimal).
+    /// `expr` (as text: a JSON column too) contains `needle`, taken literally (its `%` and
+    /// `_` escaped), on every backend.
+    pub fn contains(&mut self, expr: impl Display, needle: &str) -> &mut Sql {
+        let escaped = needle.replace('!', "!!").replace('%', "!%").replace('_', "!_");
+        self.as_text(expr).push(" LIKE ").bind(format!("%{escaped}%")).push(" ESCAPE '!'")
+    }
+
     pub fn as_int(&mut self, expr: impl Display) -> &mut Sql {
         let ty = if self.backend == Backend::MySql { "SIGNED" } else { "BIGINT" };
         self.push(format_args!("CAST({expr} AS {ty})"))

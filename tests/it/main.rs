@@ -14,6 +14,7 @@ mod notify;
 mod ops;
 mod roundtrip;
 mod run_api;
+mod serve;
 mod status;
 mod support;
 mod worker;
@@ -177,4 +178,37 @@ mod cleanup_ops {
         db_flags_stand_in_for_database_url_and_hide_the_password,
         a_backup_dir_outside_ops_dir_is_pruned_too,
     );
+}
+
+mod web {
+    on_all!(serve:
+        auth_roles_and_bad_input_get_clear_answers,
+        seed_003_bulk_answers_its_fields_and_deletes_like_the_cli,
+        a_web_run_and_a_cli_run_share_one_lock,
+        cancel_mid_run_ends_partial_with_a_consistent_audit,
+        review_then_apply_refuses_a_tampered_or_stale_plan,
+        runs_items_filters_csv_and_events,
+        policies_toggle_and_every_web_action_are_audited_with_the_token_name,
+        schedules_show_next_run_and_catch_up_once_across_servers,
+        graceful_shutdown_lets_the_batch_finish_and_records_the_run,
+    );
+
+    mod sqlite_only {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn openapi_matches_the_routes() {
+            crate::serve::openapi_matches_the_routes(crate::support::Backend::Sqlite).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn browser_sessions_need_csrf_and_the_same_origin() {
+            crate::serve::browser_sessions_need_csrf_and_the_same_origin(crate::support::Backend::Sqlite).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn rate_limits_answer_429_with_retry_after() {
+            crate::serve::rate_limits_answer_429_with_retry_after(crate::support::Backend::Sqlite).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn live_events_stream_a_run_to_its_end() {
+            crate::serve::live_events_stream_a_run_to_its_end(crate::support::Backend::Sqlite).await
+        }
+    }
 }

@@ -43,7 +43,8 @@ pub async fn a_started_run_reports_planned_items_batches_and_its_end(b: Backend)
     }
     let Ran::Run(f) = h.finish().await.unwrap() else { panic!("a run") };
     assert_eq!(f.report.totals.deleted, 12, "6 files and 6 rows");
-    assert!(matches!(&events[0], Event::Planned { units: 6, items: 12, .. }), "{:?}", events[0]);
+    assert!(matches!(&events[0], Event::Started { dry_run: false, .. }), "{:?}", events[0]);
+    assert!(matches!(&events[1], Event::Planned { units: 6, items: 12, .. }), "{:?}", events[1]);
     let items = events.iter().filter(|e| matches!(e, Event::Item { .. })).count();
     let batches: Vec<u64> = events
         .iter()
