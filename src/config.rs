@@ -187,6 +187,8 @@ pub struct RawServe {
     pub sign_in_per_minute: Option<u32>,
     /// Requests that start work (runs, plans, applies) per minute per token (default 30).
     pub work_per_minute: Option<u32>,
+    /// The plan review page asks for a typed confirmation above this many items (default 100).
+    pub confirm_over: Option<u64>,
 }
 
 /// One `[[notify]]` target.

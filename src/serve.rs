@@ -35,6 +35,8 @@ pub struct App {
     pub max_plan_age: chrono::Duration,
     /// Cookies get `Secure` when the server speaks TLS.
     pub tls: bool,
+    /// Plans with more items than this need a typed confirmation in the browser.
+    pub confirm_over: u64,
 }
 
 pub type State = Arc<App>;
@@ -219,6 +221,7 @@ pub async fn run(ctx: Ctx, a: ServeArgs) -> Result<Exit> {
         plan_dir,
         max_plan_age,
         tls: tls.is_some(),
+        confirm_over: raw.confirm_over.unwrap_or(100),
     });
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;

@@ -19,9 +19,6 @@ use std::net::SocketAddr;
 
 type St = axum::extract::State<State>;
 
-/// Plans with more items than this ask for a typed confirmation before they are applied.
-pub const CONFIRM_OVER: u64 = 100;
-
 fn layout(title: &str, who: Option<&Who>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
@@ -175,7 +172,10 @@ fn plot(days: &[(chrono::NaiveDate, i64, i64)]) -> Markup {
         let max = days.iter().map(pick).max().unwrap_or(0).max(1) as f64;
         html! {
             figure.plot {
-                figcaption { (title) " per day, last 30 days (max " (fmt(max as i64)) ")" }
+                figcaption {
+                    (title) " per day, last 30 days"
+                    @if days.iter().map(pick).any(|v| v > 0) { " (highest: " (fmt(max as i64)) ")" } @else { ": none yet" }
+                }
                 svg viewBox=(format!("0 0 {w} {}", h + 16.0)) role="img" aria-label=(title) {
                     line x1="0" y1=(h) x2=(w) y2=(h) class="axis" {}
                     @for (i, d) in days.iter().enumerate() {
@@ -533,7 +533,7 @@ pub async fn plan(
             section.card.apply aria-label="Apply" {
                 h2 { "Apply this plan" }
                 p { "Deletes exactly these items, each re-checked first: anything that changed since the plan was made is skipped." }
-                @if items > CONFIRM_OVER {
+                @if items > app.confirm_over {
                     label for="confirm-text" { "This plan deletes " (items) " items. Type " strong { (command) } " to confirm:" }
                     input id="confirm-text" type="text" autocomplete="off" data-expect=(command);
                 }
@@ -599,7 +599,12 @@ pub async fn worker(PageWho(who): PageWho, axum::extract::State(app): St) -> Res
                 @for (task, kinds) in s["deleted_24h_by_task"].as_object().into_iter().flatten() {
                     dt { "Deleted in 24 h: " (task) } dd { @for (k, n) in kinds.as_object().into_iter().flatten() { (n) " " (k) " " } }
                 }
-                dt { "Dry run" } dd id="dry-run-state" { @if s["dry_run"]["effective"].as_bool() == Some(true) { "ON: nothing is deleted" } @else { "off" } }
+                dt { "Dry run" } dd id="dry-run-state" {
+                    @if s["dry_run"]["effective"].as_bool() == Some(true) { "ON: nothing is deleted" } @else { "off" }
+                    @if toggle_on { " (dashboard toggle, set by " (s["dry_run"]["toggle"]["updated_by"].as_str().unwrap_or_default().trim_start_matches("token:")) " at " (when_v(&s["dry_run"]["toggle"]["updated_at"])) ")" }
+                    @if s["dry_run"]["env"].as_bool() == Some(true) { " (CLEANUP_DRY_RUN)" }
+                    @if s["dry_run"]["cleanup_enabled"].as_bool() == Some(false) { " (CLEANUP_ENABLED=false)" }
+                }
             }
             @if admin {
                 button id="dry-run-toggle" data-post="/api/worker/dry-run" data-body=(format!("{{\"enabled\":{}}}", !toggle_on)) data-then="reload" aria-pressed=(toggle_on.to_string()) {

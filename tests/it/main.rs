@@ -5,6 +5,7 @@
 mod apply;
 mod architecture;
 mod attachments;
+mod browser;
 mod cli;
 mod cloudcube;
 mod crash;
@@ -205,6 +206,10 @@ mod web {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn rate_limits_answer_429_with_retry_after() {
             crate::serve::rate_limits_answer_429_with_retry_after(crate::support::Backend::Sqlite).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn in_a_real_browser_sign_in_preview_review_apply_watch_and_edit() {
+            crate::browser::sign_in_preview_review_apply_watch_and_edit(crate::support::Backend::Sqlite).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn live_events_stream_a_run_to_its_end() {

@@ -8,6 +8,8 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 
+pub use sweep::serve::auth::COOKIE;
+
 /// A running `sweep serve` and one token of each role.
 pub struct Server {
     child: Child,
