@@ -284,7 +284,7 @@ pub enum TokenAction {
         name: String,
         /// viewer reads; operator also previews; admin also runs, applies and edits
         #[arg(long, value_enum)]
-        role: crate::token::Role,
+        role: crate::role::Role,
     },
     /// List tokens (names, roles, when created, last used, revoked)
     List,

@@ -30,6 +30,7 @@ pub mod policy;
 pub mod progress;
 pub mod recover;
 pub mod reference;
+pub mod role;
 pub mod refs;
 pub mod report;
 pub mod run;
