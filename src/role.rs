@@ -28,4 +28,3 @@ impl Role {
         [Role::Viewer, Role::Operator, Role::Admin].into_iter().find(|r| r.name() == s)
     }
 }
-

@@ -22,8 +22,9 @@ pub fn sweep_tables() -> String {
         include_str!("../../migrations/postgres/0001_sweep_tables.sql"),
         include_str!("../../migrations/postgres/0002_audit_without_foreign_key.sql"),
         include_str!("../../migrations/postgres/0003_audit_intents_index.sql"),
+        include_str!("../../migrations/postgres/0004_serve.sql"),
         "CREATE TABLE sweep_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
-         INSERT INTO sweep_migrations VALUES (1), (2), (3);",
+         INSERT INTO sweep_migrations VALUES (1), (2), (3), (4);",
     ]
     .join("\n")
 }

@@ -515,7 +515,7 @@ pub async fn run_get(
     Ok(Json(run_record(&app, &id).await?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ItemsQuery {
     pub outcome: Option<String>,
@@ -565,6 +565,61 @@ fn csv_line(v: &Value) -> String {
 
 const CSV_HEADER: &str = "at,kind,target,reason,bytes,outcome,error,backup,policy\n";
 
+/// `WHERE` the run's audit rows that match the ledger's filters (intents are not items).
+fn item_filter(q: &mut crate::db::Sql, id: &str, f: &ItemsQuery) {
+    q.push(" WHERE run_id = ").bind(id).push(" AND outcome <> 'intent'");
+    if let Some(o) = &f.outcome {
+        q.push(" AND outcome = ").bind(o.as_str());
+    }
+    if let Some(k) = &f.kind {
+        q.push(" AND kind = ").bind(k.as_str());
+    }
+    if let Some(s) = &f.q {
+        q.push(" AND ").contains("target", s);
+    }
+}
+
+/// Every matching audit row of a run as CSV, streamed in pages of 5,000 (by id), so that a
+/// run of millions of items exports in bounded memory.
+fn csv_stream(app: State, id: String, f: ItemsQuery) -> axum::body::Body {
+    const PAGE: i64 = 5_000;
+    let stream = futures::stream::unfold(Some(None::<i64>), move |after| {
+        let (app, id, f) = (app.clone(), id.clone(), f.clone());
+        async move {
+            let Some(after) = after else { return None };
+            let Some(after) = after else {
+                return Some((Ok::<_, std::io::Error>(CSV_HEADER.to_string()), Some(Some(0))));
+            };
+            let db = &app.db;
+            let mut q = db.sql();
+            q.push(format_args!("SELECT {ITEM_COLUMNS} FROM cleanup_audit"));
+            item_filter(&mut q, &id, &f);
+            q.push(" AND id > ").bind(after).push(" ORDER BY id LIMIT ").bind(PAGE);
+            match db.read(&q, item_json).await {
+                Ok(rows) if rows.is_empty() => None,
+                Ok(rows) => {
+                    let last = rows.last().and_then(|r| r["id"].as_i64()).unwrap_or(after);
+                    let chunk: String = rows.iter().map(csv_line).collect();
+                    Some((Ok(chunk), Some(Some(last))))
+                }
+                Err(e) => {
+                    tracing::warn!(target: "cleanup", "CSV export of run {id} stopped: {e:#}");
+                    Some((Err(std::io::Error::other(format!("{e:#}"))), None))
+                }
+            }
+        }
+    });
+    axum::body::Body::from_stream(stream)
+}
+
+impl ItemsQuery {
+    /// The filters a form sent, without its empty fields.
+    pub fn normalized(&self) -> ItemsQuery {
+        let keep = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        ItemsQuery { outcome: keep(&self.outcome), kind: keep(&self.kind), q: keep(&self.q), format: None, ..*self }
+    }
+}
+
 /// A page of a run's ledger (its audit rows; for a dry run this server made, its items), as
 /// `{items, page, per_page, total}`; with `all`, every matching item on one page.
 pub async fn items_page(app: &State, id: &str, f: &ItemsQuery, all: bool) -> Result<Value, ApiError> {
@@ -573,18 +628,7 @@ pub async fn items_page(app: &State, id: &str, f: &ItemsQuery, all: bool) -> Res
     let dry = record["dry_run"].as_bool().unwrap_or(false);
     let (items, total): (Vec<Value>, i64) = if !dry {
         let db = &app.db;
-        let filter = |q: &mut crate::db::Sql| {
-            q.push(" WHERE run_id = ").bind(id).push(" AND outcome <> 'intent'");
-            if let Some(o) = &f.outcome {
-                q.push(" AND outcome = ").bind(o.as_str());
-            }
-            if let Some(k) = &f.kind {
-                q.push(" AND kind = ").bind(k.as_str());
-            }
-            if let Some(s) = &f.q {
-                q.push(" AND ").contains("target", s);
-            }
-        };
+        let filter = |q: &mut crate::db::Sql| item_filter(q, id, f);
         let mut q = db.sql();
         q.push(format_args!("SELECT {ITEM_COLUMNS} FROM cleanup_audit"));
         filter(&mut q);
@@ -631,12 +675,18 @@ pub async fn run_items(
         Some("csv") => true,
         Some(o) => return Err(ApiError::bad_request(format!("format {o:?}: expected json or csv"))),
     };
-    let page = items_page(&app, &id, &f, csv).await?;
     if csv {
-        let mut body = String::from(CSV_HEADER);
-        for i in page["items"].as_array().into_iter().flatten() {
-            body.push_str(&csv_line(i));
-        }
+        let record = run_record(&app, &id).await?;
+        let body = if record["dry_run"].as_bool().unwrap_or(false) {
+            let page = items_page(&app, &id, &f, true).await?;
+            let mut text = String::from(CSV_HEADER);
+            for i in page["items"].as_array().into_iter().flatten() {
+                text.push_str(&csv_line(i));
+            }
+            axum::body::Body::from(text)
+        } else {
+            csv_stream(app.clone(), id.clone(), f)
+        };
         return Ok((
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
@@ -649,7 +699,7 @@ pub async fn run_items(
         )
             .into_response());
     }
-    Ok(Json(page).into_response())
+    Ok(Json(items_page(&app, &id, &f, false).await?).into_response())
 }
 
 /// Live progress as Server-Sent Events: `progress` first, then the run's events (`started`,
@@ -764,7 +814,7 @@ pub async fn plans_create(
         return Err(ApiError::unprocessable(m));
     }
     let sha = sha256_of(&path)?;
-    let summary = plan_summary(&app, &id)?;
+    let summary = plan_summary(&app, &id, &read_plan_doc(&app, &id)?)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -783,8 +833,7 @@ fn read_plan_doc(app: &State, id: &str) -> Result<PlanDoc<Plan>, ApiError> {
 }
 
 /// A plan's counts by kind and by reason, its largest items, and what it keeps and why.
-pub fn plan_summary(app: &State, id: &str) -> Result<Value, ApiError> {
-    let doc = read_plan_doc(app, id)?;
+pub fn plan_summary(app: &State, id: &str, doc: &PlanDoc<Plan>) -> Result<Value, ApiError> {
     let plan = &doc.plan;
     let mut by_kind: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     let mut by_reason: std::collections::BTreeMap<String, u64> = Default::default();
@@ -823,7 +872,7 @@ pub fn plan_summary(app: &State, id: &str) -> Result<Value, ApiError> {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PlanQuery {
+pub struct PageQuery {
     pub page: Option<u32>,
     pub per_page: Option<u32>,
 }
@@ -833,11 +882,11 @@ pub async fn plan_get(
     _who: Who,
     axum::extract::State(app): St,
     Path(id): Path<String>,
-    Params(pq): Params<PlanQuery>,
+    Params(pq): Params<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let (page, per) = page_of(pq.page, pq.per_page, 500)?;
-    let mut out = plan_summary(&app, &id)?;
     let doc = read_plan_doc(&app, &id)?;
+    let mut out = plan_summary(&app, &id, &doc)?;
     out["sha256"] = json!(sha256_of(&plan_path(&app, &id)?)?);
     out["page"] = json!(page);
     out["per_page"] = json!(per);
@@ -937,18 +986,11 @@ pub async fn schedules(_who: Who, axum::extract::State(app): St) -> Result<Json<
     Ok(Json(json!({ "schedules": schedules_json(&app).await? })))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionsQuery {
-    pub page: Option<u32>,
-    pub per_page: Option<u32>,
-}
-
 /// Who did what through the web, newest first.
 pub async fn actions(
     _who: Who,
     axum::extract::State(app): St,
-    Params(a): Params<ActionsQuery>,
+    Params(a): Params<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let (page, per) = page_of(a.page, a.per_page, 50)?;
     let db = &app.db;

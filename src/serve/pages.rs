@@ -374,7 +374,7 @@ pub async fn run(
     Params(f): Params<ItemsQuery>,
 ) -> Result<Response, ApiError> {
     let r = api::run_record(&app, &id).await?;
-    let items = api::items_page(&app, &id, &f_clone(&f), false).await?;
+    let items = api::items_page(&app, &id, &f.normalized(), false).await?;
     let running = r["status"] == "running";
     let live_here = app.runs.live(&id).is_some();
     let filter_qs = qs(&[("outcome", f.outcome.as_deref()), ("kind", f.kind.as_deref()), ("q", f.q.as_deref())]);
@@ -441,17 +441,6 @@ pub async fn run(
     Ok(page(&format!("Run {}", id.get(..8).unwrap_or(&id)), &who, body))
 }
 
-fn f_clone(f: &ItemsQuery) -> ItemsQuery {
-    ItemsQuery {
-        outcome: f.outcome.clone().filter(|s| !s.is_empty()),
-        kind: f.kind.clone().filter(|s| !s.is_empty()),
-        q: f.q.clone().filter(|s| !s.is_empty()),
-        page: f.page,
-        per_page: f.per_page,
-        format: None,
-    }
-}
-
 // ---- preview and plan review ---------------------------------------------------------------
 
 #[derive(Deserialize, Default)]
@@ -485,7 +474,7 @@ pub async fn plan(
         who.clone(),
         axum::extract::State(app.clone()),
         Path(id.clone()),
-        Params(api::PlanQuery { page: Some(1), per_page: Some(100) }),
+        Params(api::PageQuery { page: Some(1), per_page: Some(100) }),
     )
     .await?
     .0;

@@ -90,7 +90,11 @@ async fn wait_text(c: &Client, css: &str, want: &str) -> String {
                 }
             }
         }
-        assert!(std::time::Instant::now() < deadline, "{css} never showed {want:?}; page:\n{}", c.source().await.unwrap_or_default());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{css} never showed {want:?}; page:\n{}",
+            c.source().await.unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -102,7 +106,11 @@ async fn wait_url(c: &Client, part: &str) -> String {
         if u.contains(part) {
             return u;
         }
-        assert!(std::time::Instant::now() < deadline, "never reached {part}: at {u}; page:\n{}", c.source().await.unwrap_or_default());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached {part}: at {u}; page:\n{}",
+            c.source().await.unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -190,7 +198,10 @@ pub async fn sign_in_preview_review_apply_watch_and_edit(b: Backend) {
     wait_text(&c, "#dry-run-state", "off").await;
     c.find(Locator::Css("#dry-run-toggle")).await.unwrap().click().await.unwrap();
     wait_text(&c, "#dry-run-state", "ON").await;
-    assert_eq!(ws.count("SELECT count(*) FROM sweep_settings WHERE name = 'worker.dry_run' AND value = 'true'").await, 1);
+    assert_eq!(
+        ws.count("SELECT count(*) FROM sweep_settings WHERE name = 'worker.dry_run' AND value = 'true'").await,
+        1
+    );
     shot(&c, "worker").await;
 
     // Phone width: nothing wider than the screen; the keyboard reaches the first link.
@@ -209,7 +220,8 @@ pub async fn sign_in_preview_review_apply_watch_and_edit(b: Backend) {
     let fits = c.execute("return document.documentElement.scrollWidth <= window.innerWidth + 1", vec![]).await.unwrap();
     assert_eq!(fits, json!(true), "the page scrolls sideways at phone width");
     let actions = s.get("/api/actions?per_page=100", &s.viewer).await.json();
-    let did: Vec<String> = actions["actions"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap().to_string()).collect();
+    let did: Vec<String> =
+        actions["actions"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap().to_string()).collect();
     for a in ["sign-in", "plan", "apply", "policy", "dry-run"] {
         assert!(did.iter().any(|d| d == a), "{a} not audited: {did:?}");
     }

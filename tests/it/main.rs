@@ -192,6 +192,7 @@ mod web {
         policies_toggle_and_every_web_action_are_audited_with_the_token_name,
         schedules_show_next_run_and_catch_up_once_across_servers,
         graceful_shutdown_lets_the_batch_finish_and_records_the_run,
+        seed_002_stats_files_and_run_answer_like_cleanup_ops,
     );
 
     mod sqlite_only {
@@ -202,6 +203,10 @@ mod web {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn browser_sessions_need_csrf_and_the_same_origin() {
             crate::serve::browser_sessions_need_csrf_and_the_same_origin(crate::support::Backend::Sqlite).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn tls_serves_https_and_a_remote_address_needs_it() {
+            crate::serve::tls_serves_https_and_a_remote_address_needs_it(crate::support::Backend::Sqlite).await
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn rate_limits_answer_429_with_retry_after() {

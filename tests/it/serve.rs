@@ -763,3 +763,106 @@ pub async fn schedules_show_next_run_and_catch_up_once_across_servers(b: Backend
     assert!(m.text.contains("sweep_last_success_timestamp_seconds{command=\"worker-once\"}"), "{}", m.text);
     let _ = NOW;
 }
+
+/// An operation file under `ops`, last modified `age` ago.
+fn ops_file(ops: &std::path::Path, rel: &str, body: &str, age: Duration) {
+    let p = ops.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, body).unwrap();
+    std::fs::File::options().write(true).open(&p).unwrap().set_modified((Utc::now() - age).into()).unwrap();
+}
+
+pub async fn seed_002_stats_files_and_run_answer_like_cleanup_ops(b: Backend) {
+    let ws = Ws::new(b, true).await;
+    let ops = ws.dir.path().join("ops");
+    let d = Duration::days;
+    ops_file(&ops, "operation_old.json", r#"{"status": "failed"}"#, d(20)); // failed: 14 days
+    ops_file(&ops, "operation_new.json", r#"{"status": "failed"}"#, d(3));
+    ops_file(&ops, "logs/app/old.log", "x", d(40)); // system logs: 30 days
+    ops_file(&ops, "logs/app/new.log", "x", d(2));
+    let env = [("OPS_DIR", ops.to_str().unwrap())];
+    let s = Server::start(&ws, &env, &[]);
+    // The cards: what would go now, nothing done yet.
+    let st = s.get("/api/cleanup/stats", &s.viewer).await.expect(200).json();
+    assert_eq!(st["files_to_clean"], 2, "{st}");
+    assert!(st["last_cleanup"].is_null());
+    // The file list: every file with what a run would do and why.
+    let files = s.get("/api/cleanup/files", &s.viewer).await.expect(200).json();
+    let f = files["files"].as_array().unwrap();
+    let action = |p: &str| {
+        f.iter().find(|x| x["path"].as_str().unwrap().ends_with(p)).map(|x| x["action"].as_str().unwrap().to_string())
+    };
+    assert_eq!(action("operation_old.json").as_deref(), Some("delete"), "{files}");
+    assert_eq!(action("logs/app/old.log").as_deref(), Some("delete"));
+    assert_eq!(action("operation_new.json").as_deref(), Some("keep"), "{files}");
+    assert!(f.iter().all(|x| !x["reason"].as_str().unwrap_or_default().is_empty()));
+    // Dry Run: a report, nothing deleted; Run Cleanup: backed up, then deleted.
+    let dry = s.post("/api/cleanup/run", &s.operator, json!({"dry_run": true})).await.expect(200).json();
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["candidates"], 2, "{dry}");
+    assert!(ops.join("operation_old.json").exists());
+    s.post("/api/cleanup/run", &s.operator, json!({"type": "manual"})).await.expect(403);
+    s.post("/api/cleanup/run", &s.admin, json!({"type": "sometimes"})).await.expect(422);
+    let real = s.post("/api/cleanup/run", &s.admin, json!({"type": "manual"})).await.expect(200).json();
+    assert_eq!(real["status"], "success", "{real}");
+    assert!(!ops.join("operation_old.json").exists() && !ops.join("logs/app/old.log").exists());
+    assert!(ops.join("operation_new.json").exists() && ops.join("logs/app/new.log").exists());
+    let backups: Vec<_> = walkdir::WalkDir::new(ops.join("cleanup_backups"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .collect();
+    assert_eq!(backups.len(), 2, "each deleted file was backed up first");
+    let st = s.get("/api/cleanup/stats", &s.viewer).await.json();
+    assert_eq!(st["files_to_clean"], 0);
+    assert_eq!(st["last_cleanup"]["status"], "success");
+    assert_eq!(st["history"][0]["origin"]["by"], "token:alice");
+}
+
+pub async fn tls_serves_https_and_a_remote_address_needs_it(b: Backend) {
+    let ws = Ws::new(b, true).await;
+    // A non-loopback address without TLS is refused before anything listens.
+    let r = ws.sweep(&["serve", "--listen", "0.0.0.0:0"]);
+    r.expect(2);
+    assert!(r.stderr.contains("--tls-cert") && r.stderr.contains("--insecure-listen"), "{}", r.stderr);
+    let r = ws.sweep(&["serve", "--listen", "localhost"]);
+    r.expect(2);
+    assert!(r.stderr.contains("not an address"), "{}", r.stderr);
+    // A self-signed certificate: HTTPS on loopback, cookies marked Secure.
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (c, k) = (ws.dir.path().join("cert.pem"), ws.dir.path().join("key.pem"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+    let r = ws.sweep(&[
+        "serve",
+        "--tls-cert",
+        c.to_str().unwrap(),
+        "--tls-key",
+        ws.dir.path().join("nope.pem").to_str().unwrap(),
+    ]);
+    r.expect(2);
+    assert!(r.stderr.contains("--tls-key"), "{}", r.stderr);
+    let s = Server::start(&ws, &[], &["--tls-cert", c.to_str().unwrap(), "--tls-key", k.to_str().unwrap()]);
+    assert!(s.base.starts_with("https://"), "{}", s.base);
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let h = client.get(format!("{}/healthz", s.base)).send().await.unwrap();
+    assert_eq!(h.status(), 200);
+    let r = client.get(format!("{}/api/runs", s.base)).bearer_auth(&s.viewer).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .post(format!("{}/login", s.base))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", s.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Secure"));
+    // Plain HTTP to the TLS port gets nowhere.
+    let plain = reqwest::get(s.base.replace("https://", "http://") + "/healthz").await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+}
