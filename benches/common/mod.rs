@@ -114,6 +114,12 @@ pub fn measure(cmd: &mut Command) -> (Duration, u64) {
         }
         if let Some(st) = child.try_wait().unwrap() {
             let err = drain.join().unwrap();
+            if std::env::var("BENCH_VERBOSE").is_ok() {
+                // sweep's own split of its time (its -v log lines).
+                for l in err.lines().filter(|l| l.contains(" in ") && (l.contains("Plan:") || l.contains("Executed") || l.contains("Timings") || l.contains("listed"))) {
+                    eprintln!("    {l}");
+                }
+            }
             assert!(st.success() || st.code() == Some(1), "{cmd:?} failed: {st}\n{}", tail(&err));
             return (start.elapsed(), peak_kb * 1024);
         }

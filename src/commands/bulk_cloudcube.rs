@@ -164,8 +164,11 @@ async fn bulk_plan(
 ) -> Result<Plan> {
     let keep = preserved(db, s, r.now - Duration::days(r.retention_days)).await?;
     let mut p = Plan::new(COMMAND, r.now);
-    let mut listing = store.store.list(None);
-    while let Some(m) = listing.try_next().await.map_err(|e| anyhow!("cannot list {}: {e}", store.url))? {
+    // Several prefixes are listed at once; the plan is sorted by key afterwards, so that it
+    // (and a dry run's report) reads the same whichever listing came back first.
+    let cannot = |e: object_store::Error| anyhow!("cannot list {}: {e}", store.url);
+    let mut listing = store.list_all(LIST_WIDTH).await.map_err(cannot)?;
+    while let Some(m) = listing.try_next().await.map_err(cannot)? {
         let fp = fingerprints.then(|| Fingerprint::Object {
             size: m.size,
             e_tag: m.e_tag.clone(),
@@ -178,8 +181,13 @@ async fn bulk_plan(
     if let Some(why) = policy::refuse_empty(&keep, &p, r, allow_empty) {
         return Err(Fatal::guard(why).into());
     }
+    p.units.sort_by(|a, b| a.items[0].target.cmp(&b.items[0].target));
+    p.kept.sort_by(|a, b| a.target.cmp(&b.target));
     Ok(p)
 }
+
+/// Prefixes of the cube listed side by side.
+const LIST_WIDTH: usize = 8;
 
 /// `--job ID`: the job's row, its clips' counts, and the state of its two objects.
 async fn job_plan(db: &Db, s: &CubeSettings, store: &NamedStore, job: i64, r: &Rules) -> Result<Plan> {

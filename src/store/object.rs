@@ -199,6 +199,37 @@ impl NamedStore {
         }
     }
 
+    /// Every object of the store, listed under several prefixes at once: a delimiter listing
+    /// walks down (at most three levels) until there are `width` prefixes or more, then up to
+    /// `width` of them are listed side by side, pages streaming as they come. The objects come
+    /// in no particular order; every object is listed once (those met on the way down, then
+    /// those under each prefix found).
+    pub async fn list_all(
+        &self,
+        width: usize,
+    ) -> object_store::Result<stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>> {
+        let width = width.max(1);
+        let mut found = Vec::new();
+        let mut frontier: Vec<Option<ObjPath>> = vec![None];
+        for _ in 0..3 {
+            let mut next = Vec::new();
+            for p in &frontier {
+                let r = self.store.list_with_delimiter(p.as_ref()).await?;
+                found.extend(r.objects);
+                next.extend(r.common_prefixes.into_iter().map(Some));
+            }
+            frontier = next;
+            if frontier.is_empty() || frontier.len() >= width {
+                break;
+            }
+        }
+        let store = self.store.clone();
+        let under = stream::iter(frontier)
+            .map(move |p| store.list(p.as_ref()))
+            .flatten_unordered(width);
+        Ok(stream::iter(found.into_iter().map(Ok)).chain(under).boxed())
+    }
+
     /// What a plan or a run records of this store: no credentials.
     pub fn record(&self) -> StoreRecord {
         StoreRecord { url: self.url.clone(), location: self.location.clone() }
@@ -293,6 +324,37 @@ mod tests {
         }
         for good in ["clips/my clip+1.mp4", "uploads/ünï cödé.mp3", "a/b/c"] {
             assert_eq!(parse_key(good).unwrap().as_ref(), good);
+        }
+    }
+
+    #[tokio::test]
+    async fn list_all_lists_every_object_once_at_every_depth() {
+        let mem: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let mut keys = vec!["top.bin".to_string(), "a/one.bin".into(), "a/b/two.bin".into(), "a/b/c/d/deep.bin".into()];
+        for i in 0..40 {
+            keys.push(format!("uploads/{:02}/{i}.mp4", i % 20));
+        }
+        for k in &keys {
+            mem.put(&ObjPath::from(k.as_str()), PutPayload::from_static(b"x")).await.unwrap();
+        }
+        let named = NamedStore {
+            url: "memory://".into(),
+            store: mem,
+            location: StoreLocation::File { dir: "/".into() },
+            bulk: None,
+        };
+        for width in [1, 2, 8, 64] {
+            let mut got: Vec<String> = named
+                .list_all(width)
+                .await
+                .unwrap()
+                .map(|m| m.unwrap().location.to_string())
+                .collect()
+                .await;
+            got.sort();
+            let mut want = keys.clone();
+            want.sort();
+            assert_eq!(got, want, "width {width}");
         }
     }
 
