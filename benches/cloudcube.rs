@@ -82,15 +82,16 @@ fn main() {
             let d = match contender {
                 "rclone delete" => measure(&mut rclone(s3, &["delete", &format!("bench:{bucket}/cube")])).0,
                 "sweep bulk-cloudcube" => {
-                    measure(
+                    let (d, peak) = measure(
                         Command::new(env!("CARGO_BIN_EXE_sweep"))
                             .args(["--database-url", &db, "bulk-cloudcube", "--allow-empty-references"])
                             .arg(if std::env::var("BENCH_VERBOSE").is_ok() { "-v" } else { "-q" })
                             .env("CLOUDCUBE_URL", &url)
                             .env("CLOUDCUBE_ACCESS_KEY_ID", S3_ACCESS)
                             .env("CLOUDCUBE_SECRET_ACCESS_KEY", S3_SECRET),
-                    )
-                    .0
+                    );
+                    println!("rep {rep}: sweep peak memory {:.1} MiB", common::mb(peak));
+                    d
                 }
                 _ => rt.block_on(async {
                     let store: Arc<dyn object_store::ObjectStore> = Arc::new(

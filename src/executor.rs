@@ -779,6 +779,11 @@ async fn run_batch<'a>(
             );
             return Err((batch, e));
         }
+        // The rows' snapshots are in the audit now (where `restore` reads them): the plan
+        // need not carry them to the end of the run.
+        for item in batch.iter_mut().flat_map(|u| u.items.iter_mut()) {
+            item.snapshot = None;
+        }
     }
     Ok(BatchDone { units: batch, ok, failed, interrupted: false, timings })
 }

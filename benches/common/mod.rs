@@ -116,7 +116,13 @@ pub fn measure(cmd: &mut Command) -> (Duration, u64) {
             let err = drain.join().unwrap();
             if std::env::var("BENCH_VERBOSE").is_ok() {
                 // sweep's own split of its time (its -v log lines).
-                for l in err.lines().filter(|l| l.contains(" in ") && (l.contains("Plan:") || l.contains("Executed") || l.contains("Timings") || l.contains("listed"))) {
+                for l in err.lines().filter(|l| {
+                    l.contains(" in ")
+                        && (l.contains("Plan:")
+                            || l.contains("Executed")
+                            || l.contains("Timings")
+                            || l.contains("listed"))
+                }) {
                     eprintln!("    {l}");
                 }
             }

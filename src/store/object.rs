@@ -224,9 +224,7 @@ impl NamedStore {
             }
         }
         let store = self.store.clone();
-        let under = stream::iter(frontier)
-            .map(move |p| store.list(p.as_ref()))
-            .flatten_unordered(width);
+        let under = stream::iter(frontier).map(move |p| store.list(p.as_ref())).flatten_unordered(width);
         Ok(stream::iter(found.into_iter().map(Ok)).chain(under).boxed())
     }
 
@@ -344,13 +342,8 @@ mod tests {
             bulk: None,
         };
         for width in [1, 2, 8, 64] {
-            let mut got: Vec<String> = named
-                .list_all(width)
-                .await
-                .unwrap()
-                .map(|m| m.unwrap().location.to_string())
-                .collect()
-                .await;
+            let mut got: Vec<String> =
+                named.list_all(width).await.unwrap().map(|m| m.unwrap().location.to_string()).collect().await;
             got.sort();
             let mut want = keys.clone();
             want.sort();
