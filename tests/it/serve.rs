@@ -488,6 +488,16 @@ pub async fn runs_items_filters_csv_and_events(b: Backend) {
     assert_eq!(lines.len(), 6, "{}", csv.text);
     assert!(lines[0].starts_with("at,kind,target"));
     assert!(lines[1..].iter().all(|l| l.contains(",row,") && l.contains("deleted")));
+    // A dry run leaves no record in the database; the server keeps its report and items.
+    attachments_more(&ws).await;
+    let r = s.post("/api/runs", &s.operator, json!({"command": "cleanup-attachments", "dry_run": true})).await.expect(202).json();
+    let dry = s.wait_run(r["run_id"].as_str().unwrap()).await;
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(dry["status"], "success");
+    let di = s.get(&format!("/api/runs/{}/items?outcome=would_delete", r["run_id"].as_str().unwrap()), &s.viewer).await.expect(200).json();
+    assert_eq!(di["total"], 2, "{di}");
+    assert!(row_exists(&ws, 50).await, "a dry run deletes nothing");
+    assert_eq!(ws.count(&format!("SELECT count(*) FROM cleanup_runs WHERE id = '{}'", r["run_id"].as_str().unwrap())).await, 0);
     // Events of a finished run: the record, then `end`.
     let ev = s.get(&format!("/api/runs/{id}/events"), &s.viewer).await;
     ev.expect(200);
