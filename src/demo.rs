@@ -149,6 +149,8 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
     println!("  sweep --config {cfg} --backup-dir {bk} apply {plan}    # carry out exactly that plan, backed up");
     println!("  sweep --config {cfg} restore --list                         # runs, and what each can restore");
     println!("  sweep --config {cfg} restore --run RUN_ID                   # undo a run");
+    println!("  sweep --config {cfg} token create --name me --role admin    # a token for the dashboard (shown once)");
+    println!("  sweep --config {cfg} serve                                  # the dashboard and API on http://127.0.0.1:8080");
     println!("  sqlite3 {} 'SELECT outcome, count(*) FROM cleanup_audit GROUP BY 1'", db_path.display());
     Ok(Exit::Success)
 }

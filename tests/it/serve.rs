@@ -172,6 +172,15 @@ pub async fn attachments(ws: &Ws, n: u32) {
     row(ws, 9002, Some("att/recent.jpg"), false, Some(Utc::now() - Duration::days(2))).await;
 }
 
+/// Wait until a run has deleted some of the `all` attachment rows.
+async fn deleting(ws: &Ws, all: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ws.count("SELECT count(*) FROM forum_attachment").await == all {
+        assert!(std::time::Instant::now() < deadline, "the run never started deleting");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 async fn kept_survive(ws: &Ws) {
     assert!(row_exists(ws, 9001).await && row_exists(ws, 9002).await, "the active and the recent row stay");
     assert!(ws.media.join("att/active.jpg").exists() && ws.media.join("att/recent.jpg").exists());
@@ -368,11 +377,7 @@ pub async fn cancel_mid_run_ends_partial_with_a_consistent_audit(b: Backend) {
     r.expect(202);
     let id = r.json()["run_id"].as_str().unwrap().to_string();
     // Wait for some progress, then cancel (a viewer may not).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while ws.count("SELECT count(*) FROM forum_attachment").await == 62 {
-        assert!(std::time::Instant::now() < deadline, "never started deleting");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    deleting(&ws, 62).await;
     s.post(&format!("/api/runs/{id}/cancel"), &s.viewer, json!({})).await.expect(403);
     s.post(&format!("/api/runs/{id}/cancel"), &s.admin, json!({})).await.expect(202);
     let run = s.wait_run(&id).await;
@@ -490,14 +495,25 @@ pub async fn runs_items_filters_csv_and_events(b: Backend) {
     assert!(lines[1..].iter().all(|l| l.contains(",row,") && l.contains("deleted")));
     // A dry run leaves no record in the database; the server keeps its report and items.
     attachments_more(&ws).await;
-    let r = s.post("/api/runs", &s.operator, json!({"command": "cleanup-attachments", "dry_run": true})).await.expect(202).json();
+    let r = s
+        .post("/api/runs", &s.operator, json!({"command": "cleanup-attachments", "dry_run": true}))
+        .await
+        .expect(202)
+        .json();
     let dry = s.wait_run(r["run_id"].as_str().unwrap()).await;
     assert_eq!(dry["dry_run"], true, "{dry}");
     assert_eq!(dry["status"], "success");
-    let di = s.get(&format!("/api/runs/{}/items?outcome=would_delete", r["run_id"].as_str().unwrap()), &s.viewer).await.expect(200).json();
+    let di = s
+        .get(&format!("/api/runs/{}/items?outcome=would_delete", r["run_id"].as_str().unwrap()), &s.viewer)
+        .await
+        .expect(200)
+        .json();
     assert_eq!(di["total"], 2, "{di}");
     assert!(row_exists(&ws, 50).await, "a dry run deletes nothing");
-    assert_eq!(ws.count(&format!("SELECT count(*) FROM cleanup_runs WHERE id = '{}'", r["run_id"].as_str().unwrap())).await, 0);
+    assert_eq!(
+        ws.count(&format!("SELECT count(*) FROM cleanup_runs WHERE id = '{}'", r["run_id"].as_str().unwrap())).await,
+        0
+    );
     // Events of a finished run: the record, then `end`.
     let ev = s.get(&format!("/api/runs/{id}/events"), &s.viewer).await;
     ev.expect(200);
@@ -688,11 +704,7 @@ pub async fn graceful_shutdown_lets_the_batch_finish_and_records_the_run(b: Back
         .expect(202)
         .json();
     let id = r["run_id"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while ws.count("SELECT count(*) FROM forum_attachment").await == 42 {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    deleting(&ws, 42).await;
     let status = s.stop();
     assert!(status.success(), "serve exits 0 on SIGTERM: {status:?}");
     let rows = ws.text_rows(&format!("SELECT status FROM cleanup_runs WHERE id = '{id}'")).await;
