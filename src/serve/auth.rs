@@ -61,6 +61,10 @@ impl Auth {
 
     /// A sign-in attempt from `addr`: 429 past the limit.
     pub fn limit_sign_in(&self, addr: &str) -> Result<(), ApiError> {
+        // Addresses that came and went are forgotten once their allowance is full again.
+        if self.sign_in.len() > 10_000 {
+            self.sign_in.retain_recent();
+        }
         check(&self.sign_in, addr.to_string(), "sign-in attempts")
     }
 

@@ -125,9 +125,17 @@ pub struct WebRun {
 pub async fn start(app: &State, actor: &str, run: WebRun) -> Result<Started, ApiError> {
     let command = request_name(&run.request);
     let origin = serde_json::json!({ "via": "web", "by": actor });
-    let ctx = app.base.for_server(run.dry_run, run.plan_out, origin).map_err(ApiError::of_run)?;
+    let ctx = match app.base.for_server(run.dry_run, run.plan_out, origin) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            // The settings themselves are wrong (the config changed under the server): the
+            // environment's targets are still told, as the CLI tells them.
+            crate::notify::Notifier::from_env(&crate::config::ProcessEnv).failure(command, &crate::run::new_run_id(), &e).await;
+            return Err(ApiError::of_run(e));
+        }
+    };
     let dry_run = ctx.settings.dry_run.value;
-    let mut handle = commands::start(Arc::new(ctx), run.request);
+    let mut handle = commands::start(ctx.clone(), run.request);
     let run_id = handle.run_id().to_string();
     let started = loop {
         match handle.next_event().await {
@@ -140,7 +148,14 @@ pub async fn start(app: &State, actor: &str, run: WebRun) -> Result<Started, Api
         // It ended before it began: a mode that answers at once, or an error.
         return match handle.finish().await {
             Ok(_) => Err(ApiError::unprocessable(format!("{command}: these arguments do not start a run"))),
-            Err(e) => Err(ApiError::of_run(e)),
+            Err(e) => {
+                // A run that could not start (unreachable database, missing tables, …) is the
+                // alert operators need most; a held lock is not a failure.
+                if crate::exit_codes::exit_for(&e) != crate::exit_codes::Exit::Locked {
+                    ctx.notifier.failure(command, &run_id, &e).await;
+                }
+                Err(ApiError::of_run(e))
+            }
         };
     }
     record_action(
@@ -178,7 +193,11 @@ pub async fn start(app: &State, actor: &str, run: WebRun) -> Result<Started, Api
                 Event::Started { .. } => {}
             }
         }
-        let f = finished(&live, handle.finish().await);
+        let ran = handle.finish().await;
+        if let Err(e) = &ran {
+            ctx.notifier.failure(&live.command, &live.run_id, e).await;
+        }
+        let f = finished(&live, ran);
         app2.runs.live.lock().expect("live").remove(&live.run_id);
         let f2 = f.clone();
         app2.runs.keep(f);

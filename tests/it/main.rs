@@ -193,6 +193,7 @@ mod web {
         schedules_show_next_run_and_catch_up_once_across_servers,
         graceful_shutdown_lets_the_batch_finish_and_records_the_run,
         seed_002_stats_files_and_run_answer_like_cleanup_ops,
+        web_runs_notify_like_cli_runs_even_when_they_cannot_start,
     );
 
     mod sqlite_only {

@@ -888,3 +888,28 @@ pub async fn tls_serves_https_and_a_remote_address_needs_it(b: Backend) {
     let plain = reqwest::get(s.base.replace("https://", "http://") + "/healthz").await;
     assert!(plain.is_err() || plain.unwrap().status() != 200);
 }
+
+pub async fn web_runs_notify_like_cli_runs_even_when_they_cannot_start(b: Backend) {
+    let ws = Ws::new(b, true).await;
+    attachments(&ws, 2).await;
+    let hook = crate::notify::Receiver::start(200, 0);
+    let url = format!("{}/hook", hook.url);
+    let s = Server::start(&ws, &[("SWEEP_NOTIFY_URL", url.as_str())], &[]);
+    // worker-once without DATA_DIR cannot start: 422 for the caller, `failure` for the webhook.
+    let r = s.post("/api/worker/run", &s.admin, json!({"tasks": ["logs"]})).await;
+    r.expect(422);
+    assert!(r.json()["error"].as_str().unwrap().contains("DATA_DIR"), "{}", r.text);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while hook.heard().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the failure was never notified");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let heard: Value = serde_json::from_str(&hook.heard()[0].body).unwrap();
+    assert_eq!(heard["command"], "worker-once");
+    assert_eq!(heard["status"], "failure");
+    assert!(heard["message"].as_str().unwrap().contains("DATA_DIR"), "{heard}");
+    // A bad request is not a run: nothing is sent for it.
+    s.post("/api/runs", &s.admin, json!({"command": "nope"})).await.expect(422);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(hook.heard().len(), 1);
+}
