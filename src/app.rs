@@ -34,7 +34,7 @@ pub async fn run(cli: Cli) -> Result<Exit> {
         run => RunRequest::of(run).expect("every other command is a run"),
     };
     let ctx = Arc::new(ctx);
-    let handle = commands::start(ctx.clone(), request);
+    let handle = commands::start(ctx.clone(), request).without_events();
     let cancel = handle.canceller();
     let ctrl_c = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

@@ -108,7 +108,7 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
     for (i, (title, request)) in runs.into_iter().enumerate() {
         println!("{}=== {title} ===", if i == 0 { "" } else { "\n" });
         // Through the run API, as `serve` will start runs.
-        if let Ran::Run(f) = crate::commands::start(demo_ctx.clone(), request).finish().await? {
+        if let Ran::Run(f) = crate::commands::start(demo_ctx.clone(), request).without_events().finish().await? {
             crate::report::print(false, &f.report, &f.plan)?;
             last = Some(f);
         }

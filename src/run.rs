@@ -237,7 +237,7 @@ pub fn new_run_id() -> String {
 
 /// A started run: watch its events, cancel it, wait for its end.
 pub struct RunHandle {
-    events: tokio::sync::broadcast::Receiver<Event>,
+    events: Option<tokio::sync::broadcast::Receiver<Event>>,
     sender: crate::event::WeakEvents,
     cancel: Arc<AtomicBool>,
     run_id: String,
@@ -259,7 +259,14 @@ impl RunHandle {
         let chan = Channel { events: events.clone(), cancel: cancel.clone(), run_id: run_id.clone() };
         let rt = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || rt.block_on(run(chan)));
-        RunHandle { events: rx, sender: events.downgrade(), cancel, run_id, task }
+        RunHandle { events: Some(rx), sender: events.downgrade(), cancel, run_id, task }
+    }
+
+    /// Stop listening to the run's events (a caller that only wants its end): with nobody
+    /// listening, the run builds no per-item events at all.
+    pub fn without_events(mut self) -> RunHandle {
+        self.events = None;
+        self
     }
 
     /// The run's id (the report's `run_id`, the audit's).
@@ -287,8 +294,9 @@ impl RunHandle {
     /// that fell behind skips what it missed.
     pub async fn next_event(&mut self) -> Option<Event> {
         use tokio::sync::broadcast::error::RecvError;
+        let events = self.events.as_mut()?;
         loop {
-            match self.events.recv().await {
+            match events.recv().await {
                 Ok(e) => return Some(e),
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return None,

@@ -63,7 +63,7 @@ pub async fn run_slot(base: &Ctx, s: &Schedule, slot: DateTime<Utc>) -> SlotRun 
             return out;
         }
     };
-    let handle = start(ctx.clone(), request);
+    let handle = start(ctx.clone(), request).without_events();
     out.run_id = handle.run_id().to_string();
     match handle.finish().await {
         Ok(Ran::Run(f)) => {

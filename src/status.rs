@@ -175,7 +175,7 @@ async fn preview(ctx: Arc<Ctx>, command: &str) -> Preview {
         "bulk-cloudcube" => RunRequest::BulkCloudcube(BulkCloudcubeArgs::default()),
         _ => RunRequest::WorkerOnce(WorkerOnceArgs::default()),
     };
-    match start(ctx, request).finish().await {
+    match start(ctx, request).without_events().finish().await {
         Ok(Ran::Run(f)) => Preview {
             would_delete: f.report.totals.would_delete,
             bytes_would_reclaim: f.report.totals.bytes_would_reclaim,

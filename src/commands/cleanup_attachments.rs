@@ -133,14 +133,22 @@ impl AttachmentSettings {
 async fn gather(db: &Db, s: &AttachmentSettings, rules: &Rules, res: &Resources) -> Result<Vec<Candidate>> {
     let cutoff = rules.cutoff();
     let mut out = Vec::new();
-    let mut last: Option<String> = None;
+    let mut page = read_page(db, s, cutoff, None).await?;
     loop {
-        let page = read_page(db, s, cutoff, last.as_deref()).await?;
-        let n = page.len();
-        last = page.last().map(|c| c.0.clone());
-        out.extend(check_files(page, rules, res).await);
-        if (n as i64) < PAGE {
-            break;
+        // The next page is read while this one's files are checked.
+        let last = page.last().map(|c| c.0.clone());
+        let more = page.len() as i64 == PAGE;
+        let next = async {
+            match (more, &last) {
+                (true, Some(after)) => Some(read_page(db, s, cutoff, Some(after)).await),
+                _ => None,
+            }
+        };
+        let (checked, next) = futures::join!(check_files(page, rules, res), next);
+        out.extend(checked);
+        match next {
+            Some(p) => page = p?,
+            None => break,
         }
     }
     Ok(out)
@@ -167,7 +175,10 @@ async fn read_page(
         q.push(" AND ");
         db.push_key_after(&mut q, id, t, a).await?;
     }
-    q.push(format_args!(" ORDER BY {id} LIMIT {PAGE}"));
+    // The table-qualified column: a bare `id` would name the text cast in the select list, and
+    // PostgreSQL would sort the text (no index, a sort per page, and a keyset that skips rows
+    // when the key is a number).
+    q.push(format_args!(" ORDER BY {t}.{id} LIMIT {PAGE}"));
     let rows = db.fetch_all(&q).await.map_err(|e| read_err(&e))?;
     rows.into_iter()
         .map(|r| {

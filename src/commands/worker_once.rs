@@ -318,7 +318,7 @@ impl Gather<'_> {
         q.push("SELECT ").as_text(id).push(", ").as_text(st).push(", ").as_text(bp).push(", ").as_text(bk);
         q.push(format_args!(" FROM {} WHERE ", t.table));
         crate::db::push_rule(&mut q, &self.rules.preview_rule(), &t.table);
-        q.push(format_args!(" AND ({bp} IS NOT NULL OR {bk} IS NOT NULL) ORDER BY {id}"));
+        q.push(format_args!(" AND ({bp} IS NOT NULL OR {bk} IS NOT NULL) ORDER BY {}.{id}", t.table));
         // The key must read; any other column that does not is that session's failure alone.
         let rows = self
             .db
@@ -463,7 +463,7 @@ impl Gather<'_> {
         let mut q = self.db.sql();
         q.push("SELECT ").as_text(&id).push(", ").as_text(&path).push(format_args!(", {last} FROM {} WHERE ", t.table));
         crate::db::push_rule(&mut q, &self.rules.repo_rule(), &t.table);
-        q.push(format_args!(" AND {path} IS NOT NULL ORDER BY {id}"));
+        q.push(format_args!(" AND {path} IS NOT NULL ORDER BY {}.{id}", t.table));
         let rows = self
             .db
             .read(&q, |r| {

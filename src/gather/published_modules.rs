@@ -122,7 +122,8 @@ pub async fn for_each_row(db: &Db, s: &ModuleSettings, filter: Filter, mut each:
             q.push(format_args!(" WHERE {m} <> ")).bind(x);
         }
     }
-    q.push(format_args!(" ORDER BY {m}, {v} DESC, {pa} DESC, {id} DESC"));
+    // Table-qualified: the bare names would be the select list's casts (an id sorted as text).
+    q.push(format_args!(" ORDER BY {t}.{m}, {t}.{v} DESC, {t}.{pa} DESC, {t}.{id} DESC"));
     db.for_each_row(&q, |r| {
         // A payload that cannot be read as text protects its module, like one that is not JSON.
         let refs = match r.text(4) {

@@ -113,7 +113,7 @@ fn run_role(dry_run: bool) -> (Role, &'static str) {
 /// tracked as a web run.
 async fn preview(app: &State, request: RunRequest) -> Result<crate::run::Finished, ApiError> {
     let ctx = app.base.for_server(true, None, json!({ "via": "web", "preview": true })).map_err(ApiError::of_run)?;
-    match crate::commands::start(Arc::new(ctx), request).finish().await {
+    match crate::commands::start(Arc::new(ctx), request).without_events().finish().await {
         Ok(crate::run::Ran::Run(f)) => Ok(*f),
         Ok(crate::run::Ran::Done(_)) => Err(ApiError::unprocessable("this request does not make a plan")),
         Err(e) => Err(ApiError::of_run(e)),

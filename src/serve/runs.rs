@@ -130,7 +130,9 @@ pub async fn start(app: &State, actor: &str, run: WebRun) -> Result<Started, Api
         Err(e) => {
             // The settings themselves are wrong (the config changed under the server): the
             // environment's targets are still told, as the CLI tells them.
-            crate::notify::Notifier::from_env(&crate::config::ProcessEnv).failure(command, &crate::run::new_run_id(), &e).await;
+            crate::notify::Notifier::from_env(&crate::config::ProcessEnv)
+                .failure(command, &crate::run::new_run_id(), &e)
+                .await;
             return Err(ApiError::of_run(e));
         }
     };

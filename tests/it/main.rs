@@ -66,6 +66,7 @@ mod cleanup_attachments {
         ctrl_c_stops_between_batches_and_the_audit_stays_consistent,
         restore_brings_back_rows_and_files_byte_for_byte,
         an_undecodable_value_fails_only_its_own_attachment,
+        integer_keys_are_paged_in_key_order_and_none_is_skipped,
     );
 }
 
