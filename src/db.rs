@@ -669,47 +669,8 @@ impl Db {
 
     /// Replace a run's intent records for `targets` with their outcomes `rows`, in one
     /// transaction: the audit never holds both, nor neither.
-    ///
-    /// An intent whose outcome carries nothing but the outcome (no error, no backup, no
-    /// snapshot: most deletions) is updated in place, one `UPDATE` per outcome for the whole
-    /// batch; the others are deleted and their outcomes inserted. (A batch naming a target
-    /// twice takes the second way for all of it.)
     pub async fn settle_intents(&self, run_id: &str, targets: &[String], rows: &[AuditRow<'_>]) -> Result<()> {
-        let unique: std::collections::HashSet<&str> = targets.iter().map(String::as_str).collect();
-        let rows_unique = {
-            let mut seen = std::collections::HashSet::new();
-            rows.iter().all(|r| seen.insert(r.target))
-        };
-        let mut in_place: std::collections::BTreeMap<(&str, DateTime<Utc>), Vec<String>> = Default::default();
-        let mut rest_rows = Vec::new();
-        let mut rest_targets = Vec::new();
-        if unique.len() == targets.len() && rows_unique {
-            let mut settled = std::collections::HashSet::new();
-            for r in rows {
-                let plain = r.error.is_none() && r.backup_location.is_none() && r.row_snapshot.is_none();
-                if plain && unique.contains(r.target) {
-                    in_place.entry((r.outcome, r.at)).or_default().push(r.target.to_string());
-                    settled.insert(r.target);
-                } else {
-                    rest_rows.push(r.clone());
-                }
-            }
-            rest_targets.extend(targets.iter().filter(|t| !settled.contains(t.as_str())).cloned());
-        } else {
-            rest_rows.extend(rows.iter().cloned());
-            rest_targets.extend(targets.iter().cloned());
-        }
         let mut statements = Vec::new();
-        for ((outcome, at), keys) in &in_place {
-            for chunk in keys.chunks(KEYS_PER_STATEMENT) {
-                let mut q = self.sql();
-                q.push("UPDATE cleanup_audit SET outcome = ").bind(*outcome).push(", at = ").bind(*at);
-                q.push(" WHERE run_id = ").bind(run_id);
-                q.push(format_args!(" AND outcome = '{INTENT}' AND ")).in_keys("target", chunk, "text");
-                statements.push(q);
-            }
-        }
-        let (targets, rows) = (&rest_targets[..], &rest_rows[..]);
         for chunk in targets.chunks(KEYS_PER_STATEMENT) {
             let mut q = self.sql();
             q.push("DELETE FROM cleanup_audit WHERE run_id = ").bind(run_id);
