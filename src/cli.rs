@@ -227,9 +227,10 @@ pub enum Command {
     /// Serve the dashboards and REST API (seeds 002, 003, 004), and run [[schedule]] entries.
     ///
     /// Listens on 127.0.0.1:8080 unless told otherwise; a non-loopback address needs TLS
-    /// (--tls-cert/--tls-key) or --insecure-listen. Every route but /healthz needs a token
-    /// (`sweep token create`), sent as `Authorization: Bearer`, or a browser session signed in
-    /// with one. Runs started here are the CLI's runs: the same lock, caps, audit and backups.
+    /// (--tls-cert/--tls-key) or --insecure-listen. Every route but /healthz and the sign-in
+    /// page needs a token (`sweep token create`), sent as `Authorization: Bearer`, or a browser
+    /// session signed in with one at /login. Runs started here are the CLI's runs: the same lock,
+    /// caps, audit and backups.
     /// Ctrl-C or SIGTERM: stop taking requests, let running cleanups finish their batch, exit.
     Serve(ServeArgs),
 

@@ -425,10 +425,15 @@ impl Db {
         })
     }
 
-    /// Run statements in one transaction.
+    /// Run statements in one transaction (one statement alone needs none: it is atomic, and
+    /// saves the `BEGIN` and `COMMIT` round trips a batch would pay for it).
     pub async fn execute_all(&self, qs: &[Sql]) -> Result<(), sqlx::Error> {
         macro_rules! in_tx {
             ($p:expr, $b:ident) => {{
+                if let [q] = qs {
+                    bind_args!(sqlx::query(&q.text), &q.args, $b).execute($p).await?;
+                    return Ok(());
+                }
                 let mut tx = $p.begin().await?;
                 for q in qs {
                     bind_args!(sqlx::query(&q.text), &q.args, $b).execute(&mut *tx).await?;
