@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// How many finished runs' reports this process keeps (its dry runs are only here).
-const KEEP_FINISHED: usize = 50;
-/// How many items of a dry run's report are kept for its ledger.
-pub const KEEP_ITEMS: usize = 10_000;
+const KEEP_FINISHED: usize = 20;
+/// How many items of a dry run's report are kept for its ledger (a real run's are in the
+/// audit), so that the server's memory stays bounded whatever it runs.
+pub const KEEP_ITEMS: usize = 5_000;
 
 /// Where a live run stands.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -188,10 +189,14 @@ pub async fn start(app: &State, actor: &str, run: WebRun) -> Result<Started, Api
                 Event::Planned { units, items, .. } => (p.units, p.items) = (units, items),
                 Event::Batch { done_units, .. } => p.done_units = done_units,
                 Event::Finished { deleted, failed, .. } => (p.deleted, p.failed) = (deleted, failed),
-                Event::Item { outcome, .. } => match outcome {
-                    crate::plan::Outcome::Failed => p.failed += 1,
-                    _ => p.deleted += 1,
-                },
+                Event::Item { outcome, .. } => {
+                    use crate::plan::Outcome;
+                    match outcome {
+                        Outcome::Failed => p.failed += 1,
+                        Outcome::Deleted | Outcome::WouldDelete | Outcome::Missing => p.deleted += 1,
+                        Outcome::Skipped => {}
+                    }
+                }
                 Event::Started { .. } => {}
             }
         }
@@ -205,7 +210,10 @@ pub async fn start(app: &State, actor: &str, run: WebRun) -> Result<Started, Api
         app2.runs.keep(f);
         let _ = tx.send(Arc::new(f2));
     });
-    app.runs.tasks.lock().expect("tasks").push(task);
+    let mut tasks = app.runs.tasks.lock().expect("tasks");
+    tasks.retain(|t| !t.is_finished());
+    tasks.push(task);
+    drop(tasks);
     Ok(Started { run_id, done: rx })
 }
 
@@ -224,12 +232,14 @@ fn finished(live: &Live, ran: anyhow::Result<Ran>) -> FinishedRun {
             f.status = r.report.status.clone();
             f.exit_code = r.exit as i32;
             f.report = serde_json::to_value(&r.report).unwrap_or_default();
+            // A real run's items are in the audit; only a dry run's are kept here.
+            let keep = if live.dry_run { KEEP_ITEMS } else { 0 };
             f.items = r
                 .plan
                 .units
                 .iter()
                 .flat_map(|u| u.items.iter())
-                .take(KEEP_ITEMS)
+                .take(keep)
                 .filter_map(|i| serde_json::to_value(crate::report::ItemView(i)).ok())
                 .collect();
         }
