@@ -145,7 +145,9 @@ fn ops_request(run_type: OpsRunType) -> RunRequest {
 }
 
 /// Seed 002's overview cards: files to clean now, space saved, the last cleanup; its history.
-pub async fn cleanup_stats(_who: Who, axum::extract::State(app): St) -> Result<Json<Value>, ApiError> {
+pub async fn cleanup_stats(who: Who, axum::extract::State(app): St) -> Result<Json<Value>, ApiError> {
+    // A dry run each time: limited like every request that starts work.
+    app.auth.limit_work(&who.principal)?;
     let f = preview(&app, ops_request(OpsRunType::Automatic)).await?;
     let mut by_policy: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for u in &f.plan.units {
@@ -225,7 +227,8 @@ pub async fn cleanup_run(
 
 /// Seed 002's file list: every file under OPS_DIR the policies see, with what a run would do
 /// to it now and why.
-pub async fn cleanup_files(_who: Who, axum::extract::State(app): St) -> Result<Json<Value>, ApiError> {
+pub async fn cleanup_files(who: Who, axum::extract::State(app): St) -> Result<Json<Value>, ApiError> {
+    app.auth.limit_work(&who.principal)?;
     let f = preview(&app, ops_request(OpsRunType::Automatic)).await?;
     let mut files: Vec<Value> = f
         .plan
