@@ -589,7 +589,7 @@ fn csv_stream(app: State, id: String, f: ItemsQuery) -> axum::body::Body {
     let stream = futures::stream::unfold(Some(None::<i64>), move |after| {
         let (app, id, f) = (app.clone(), id.clone(), f.clone());
         async move {
-            let Some(after) = after else { return None };
+            let after = after?;
             let Some(after) = after else {
                 return Some((Ok::<_, std::io::Error>(CSV_HEADER.to_string()), Some(Some(0))));
             };

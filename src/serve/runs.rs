@@ -300,7 +300,7 @@ pub async fn schedule_runs(
     q.push("SELECT started_at, status, id FROM cleanup_runs WHERE command = ").bind(s.command.as_str());
     q.push(" AND ").contains("details", &origin);
     q.push(" ORDER BY started_at DESC LIMIT ").bind(limit);
-    Ok(db.read(&q, |r| Ok((r.time_req(0)?, r.text_req(1)?, r.text_req(2)?))).await?)
+    db.read(&q, |r| Ok((r.time_req(0)?, r.text_req(1)?, r.text_req(2)?))).await
 }
 
 /// Take a slot of `s` for this process (`claim` names the slot the same way in every
