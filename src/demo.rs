@@ -61,9 +61,10 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
              [database]\nurl = \"{url}\"\n\n[paths]\nmedia_root = \"{}\"\ndata_dir = \"{}\"\nops_dir = \"{}\"\n\n[attachments]\ndays = 30\nbatch_size = 100\n\n\
              [published_modules]\nkeep_latest = 3\n\n[worker]\npreviews_store = \"file://{}\"\nstale_repos_enabled = true\n\n\
              [cloudcube]\nstore = \"file://{}\"\nretention_days = 5\n\n\
-             # seed 004's cycles: shown by `sweep status`, run by `sweep serve`\n\
-             [[schedule]]\nname = \"worker-light\"\ncommand = \"worker-once\"\nargs = [\"--tasks\", \"tmp,previews\"]\ncron = \"*/10 * * * *\"\n\n\
-             [[schedule]]\nname = \"worker-deep\"\ncommand = \"worker-once\"\nargs = [\"--tasks\", \"objects,logs\"]\ncron = \"0 */6 * * *\"\n",
+             # seed 004's cycles: shown by `sweep status`, run by `sweep serve` (as dry runs here:\n\
+             # set dry_run = false to let serve delete in this workspace)\n\
+             [[schedule]]\nname = \"worker-light\"\ncommand = \"worker-once\"\nargs = [\"--tasks\", \"tmp,previews\"]\ncron = \"*/10 * * * *\"\ndry_run = true\n\n\
+             [[schedule]]\nname = \"worker-deep\"\ncommand = \"worker-once\"\nargs = [\"--tasks\", \"objects,logs\"]\ncron = \"0 */6 * * *\"\ndry_run = true\n",
             media.display(),
             data.display(),
             dir.join("ops").display(),
@@ -130,7 +131,15 @@ pub async fn run(ctx: &Ctx, args: &DemoArgs) -> Result<Exit> {
     let now = chrono::Utc::now();
     for s in &demo_ctx.schedules {
         let next = s.next_after(now).map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into());
-        println!("  {:<13} {} {:<28} \"{}\" {}  next {next}", s.name, s.command, s.args.join(" "), s.expression, s.tz);
+        let dry = if s.dry_run { "  (dry run)" } else { "" };
+        println!(
+            "  {:<13} {} {:<28} \"{}\" {}  next {next}{dry}",
+            s.name,
+            s.command,
+            s.args.join(" "),
+            s.expression,
+            s.tz
+        );
     }
     println!("  (`sweep status` shows them with each command's last run, and OVERDUE when a success is missing)");
 
