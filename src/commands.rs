@@ -39,6 +39,19 @@ pub enum RunRequest {
 impl RunRequest {
     /// The run a parsed command line stands for; `None` for commands that are not runs
     /// (`migrate`, `restore`, `status`, …).
+    /// The command's name, as `Command::name` gives it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RunRequest::CleanupAttachments(_) => "cleanup-attachments",
+            RunRequest::PruneModules(_) => "prune-modules",
+            RunRequest::CleanupUiFiles(_) => "cleanup-ui-files",
+            RunRequest::CleanupOps(_) => "cleanup-ops",
+            RunRequest::BulkCloudcube(_) => "bulk-cloudcube",
+            RunRequest::WorkerOnce(_) => "worker-once",
+            RunRequest::Apply(_) => "apply",
+        }
+    }
+
     pub fn of(command: Command) -> Option<RunRequest> {
         Some(match command {
             Command::CleanupAttachments(a) => RunRequest::CleanupAttachments(a),

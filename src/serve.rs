@@ -98,6 +98,18 @@ impl From<anyhow::Error> for ApiError {
 /// The largest request body accepted (plans are made server-side; bodies are small).
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Headers on every answer (unless a handler set its own): no sniffing, no framing, nothing
+/// from elsewhere, nothing cached.
+const SECURITY_HEADERS: [(header::HeaderName, &str); 4] = [
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+    ),
+    (header::CACHE_CONTROL, "no-store"),
+];
+
 /// Every route.
 pub fn router(app: State) -> Router {
     use axum::routing::{get, post};
@@ -137,30 +149,18 @@ pub fn router(app: State) -> Router {
         .route("/worker", get(pages::worker))
         .route("/static/app.js", get(pages::script))
         .route("/static/app.css", get(pages::style));
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .merge(pages)
         .merge(api)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
-            ),
-        ))
-        .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
-        .with_state(app)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
+    for (name, value) in SECURITY_HEADERS {
+        router = router.layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    router.with_state(app)
 }
 
 /// The address to listen on, checked: a non-loopback address needs TLS or `--insecure-listen`.

@@ -43,7 +43,8 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn random_hex(bytes: usize) -> String {
+/// `bytes` random bytes from the OS, in hex (token parts, session ids, CSRF tokens).
+pub fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     OsRng.fill_bytes(&mut b);
     hex::encode(b)

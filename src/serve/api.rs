@@ -100,15 +100,6 @@ pub fn to_request(command: &str, args: &[String]) -> Result<RunRequest, ApiError
     RunRequest::of(parsed).ok_or_else(|| ApiError::unprocessable(format!("{command} is not a run")))
 }
 
-/// The role a run needs: operator for a dry run, admin for a real one.
-fn run_role(dry_run: bool) -> (Role, &'static str) {
-    if dry_run {
-        (Role::Operator, "a dry run")
-    } else {
-        (Role::Admin, "a real run")
-    }
-}
-
 /// A dry run of `request` for reading (stats, the file list): no record, no lock, not
 /// tracked as a web run.
 async fn preview(app: &State, request: RunRequest) -> Result<crate::run::Finished, ApiError> {
@@ -124,7 +115,7 @@ pub async fn status(who: Who, axum::extract::State(app): axum::extract::State<St
     let _ = who;
     let now = Utc::now();
     let history = crate::history::read(&app.db, now).await?;
-    let schedules = schedules_json(&app).await?;
+    let schedules = schedules_json(&app, &history, now).await?;
     let out: Vec<Value> = history
         .iter()
         .map(|h| {
@@ -201,25 +192,13 @@ pub async fn cleanup_run(
     axum::extract::State(app): St,
     Body(b): Body<OpsRunBody>,
 ) -> Result<Response, ApiError> {
-    let (role, what) = run_role(b.dry_run);
-    who.require(role, what)?;
+    who.require_run(b.dry_run)?;
     app.auth.limit_work(&who.principal)?;
-    let run_type = match b.run_type.as_deref().unwrap_or("manual") {
-        "automatic" => OpsRunType::Automatic,
-        "manual" => OpsRunType::Manual,
-        "emergency" => OpsRunType::Emergency,
-        other => {
-            return Err(ApiError::unprocessable(format!("type {other:?}: expected automatic, manual or emergency")))
-        }
-    };
-    let started = runs::start(
-        &app,
-        &who.actor(),
-        WebRun { request: ops_request(run_type), dry_run: b.dry_run, plan_out: None, action: "run" },
-    )
-    .await?;
-    let f =
-        started.done.await.map_err(|_| ApiError::internal(anyhow::anyhow!("the run's task ended without a result")))?;
+    // The type is read as the command line reads `--type` (and refused the same way).
+    let request = to_request("cleanup-ops", &["--type".into(), b.run_type.unwrap_or_else(|| "manual".into())])?;
+    let started =
+        runs::start(&app, &who.actor(), WebRun { request, dry_run: b.dry_run, plan_out: None, action: "run" }).await?;
+    let f = started.finished().await?;
     let mut report = f.report.clone();
     report["items"] = Value::Array(f.items.iter().take(1000).cloned().collect());
     Ok(Json(report).into_response())
@@ -259,8 +238,7 @@ fn five() -> i64 {
 /// Seed 003's `POST /api/cleanup/bulk/`: `{retention_days = 5, dry_run = false}` → its response
 /// fields (and the run's report fields beside them).
 pub async fn bulk(who: Who, axum::extract::State(app): St, Body(b): Body<BulkBody>) -> Result<Json<Value>, ApiError> {
-    let (role, what) = run_role(b.dry_run);
-    who.require(role, what)?;
+    who.require_run(b.dry_run)?;
     if !(0..=36_500).contains(&b.retention_days) {
         return Err(ApiError::unprocessable(format!("retention_days {}: expected 0 to 36500 days", b.retention_days)));
     }
@@ -269,8 +247,7 @@ pub async fn bulk(who: Who, axum::extract::State(app): St, Body(b): Body<BulkBod
         RunRequest::BulkCloudcube(BulkCloudcubeArgs { retention_days: Some(b.retention_days), ..Default::default() });
     let started =
         runs::start(&app, &who.actor(), WebRun { request, dry_run: b.dry_run, plan_out: None, action: "run" }).await?;
-    let f =
-        started.done.await.map_err(|_| ApiError::internal(anyhow::anyhow!("the run's task ended without a result")))?;
+    let f = started.finished().await?;
     if f.status == "failure" {
         let m = f.report["message"].as_str().unwrap_or("the run failed").to_string();
         return Err(ApiError::unprocessable(m));
@@ -379,8 +356,7 @@ async fn start_and_accept(
     args: &[String],
     dry_run: bool,
 ) -> Result<Response, ApiError> {
-    let (role, what) = run_role(dry_run);
-    who.require(role, what)?;
+    who.require_run(dry_run)?;
     let request = to_request(command, args)?;
     app.auth.limit_work(&who.principal)?;
     let s = runs::start(app, &who.actor(), WebRun { request, dry_run, plan_out: None, action: "run" }).await?;
@@ -623,12 +599,16 @@ impl ItemsQuery {
     }
 }
 
+/// True when `record` (from [`run_record`]) is a dry run's: its items are in this server's
+/// memory, not in the audit.
+pub fn is_dry(record: &Value) -> bool {
+    record["dry_run"].as_bool().unwrap_or(false)
+}
+
 /// A page of a run's ledger (its audit rows; for a dry run this server made, its items), as
 /// `{items, page, per_page, total}`; with `all`, every matching item on one page.
-pub async fn items_page(app: &State, id: &str, f: &ItemsQuery, all: bool) -> Result<Value, ApiError> {
+pub async fn items_page(app: &State, id: &str, dry: bool, f: &ItemsQuery, all: bool) -> Result<Value, ApiError> {
     let (page, per) = page_of(f.page, f.per_page, 100)?;
-    let record = run_record(app, id).await?;
-    let dry = record["dry_run"].as_bool().unwrap_or(false);
     let (items, total): (Vec<Value>, i64) = if !dry {
         let db = &app.db;
         let filter = |q: &mut crate::db::Sql| item_filter(q, id, f);
@@ -678,10 +658,10 @@ pub async fn run_items(
         Some("csv") => true,
         Some(o) => return Err(ApiError::bad_request(format!("format {o:?}: expected json or csv"))),
     };
+    let dry = is_dry(&run_record(&app, &id).await?);
     if csv {
-        let record = run_record(&app, &id).await?;
-        let body = if record["dry_run"].as_bool().unwrap_or(false) {
-            let page = items_page(&app, &id, &f, true).await?;
+        let body = if dry {
+            let page = items_page(&app, &id, true, &f, true).await?;
             let mut text = String::from(CSV_HEADER);
             for i in page["items"].as_array().into_iter().flatten() {
                 text.push_str(&csv_line(i));
@@ -702,7 +682,7 @@ pub async fn run_items(
         )
             .into_response());
     }
-    Ok(Json(items_page(&app, &id, &f, false).await?).into_response())
+    Ok(Json(items_page(&app, &id, dry, &f, false).await?).into_response())
 }
 
 /// Live progress as Server-Sent Events: `progress` first, then the run's events (`started`,
@@ -811,7 +791,7 @@ pub async fn plans_create(
         WebRun { request, dry_run: true, plan_out: Some(path.clone()), action: "plan" },
     )
     .await?;
-    let f = s.done.await.map_err(|_| ApiError::internal(anyhow::anyhow!("the plan's run ended without a result")))?;
+    let f = s.finished().await?;
     if !path.is_file() {
         let m = f.report["message"].as_str().unwrap_or("the dry run made no plan").to_string();
         return Err(ApiError::unprocessable(m));
@@ -955,10 +935,13 @@ pub async fn plan_apply(
 
 // ---- schedules, actions, metrics -------------------------------------------------------------
 
-/// Each `[[schedule]]` entry: its last run and status, its next run, and whether it is overdue.
-pub async fn schedules_json(app: &State) -> Result<Vec<Value>, ApiError> {
-    let now = Utc::now();
-    let history = crate::history::read(&app.db, now).await?;
+/// Each `[[schedule]]` entry: its last run and status, its next run, and whether it is overdue
+/// as of `now`, with each command's `history` as of then.
+pub async fn schedules_json(
+    app: &State,
+    history: &[crate::history::History],
+    now: chrono::DateTime<Utc>,
+) -> Result<Vec<Value>, ApiError> {
     let mut out = Vec::new();
     for s in &app.base.schedules {
         let last = runs::schedule_runs(app, s, 20).await?;
@@ -986,7 +969,9 @@ pub async fn schedules_json(app: &State) -> Result<Vec<Value>, ApiError> {
 }
 
 pub async fn schedules(_who: Who, axum::extract::State(app): St) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "schedules": schedules_json(&app).await? })))
+    let now = Utc::now();
+    let history = crate::history::read(&app.db, now).await?;
+    Ok(Json(json!({ "schedules": schedules_json(&app, &history, now).await? })))
 }
 
 /// Who did what through the web, newest first.

@@ -8,7 +8,7 @@
 //! once, not per request.
 
 use super::{ApiError, State};
-use crate::token::{self, Principal, Role};
+use crate::token::{self, random_hex, Principal, Role};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode};
@@ -113,13 +113,6 @@ fn check(l: &Limiter<String>, key: String, what: &str) -> Result<(), ApiError> {
     })
 }
 
-fn random_hex(bytes: usize) -> String {
-    use argon2::password_hash::rand_core::{OsRng, RngCore};
-    let mut b = vec![0u8; bytes];
-    OsRng.fill_bytes(&mut b);
-    hex::encode(b)
-}
-
 /// Check a token: its row must be live and its secret must match the row's hash.
 pub async fn verify_token(app: &State, token: &str) -> Result<Option<(Principal, String)>, ApiError> {
     let Some((id, secret)) = token::split(token) else { return Ok(None) };
@@ -176,6 +169,15 @@ impl Who {
                 self.principal.role.name()
             ),
         ))
+    }
+
+    /// 403 unless the caller may start this run: operator for a dry run, admin for a real one.
+    pub fn require_run(&self, dry_run: bool) -> Result<(), ApiError> {
+        if dry_run {
+            self.require(Role::Operator, "a dry run")
+        } else {
+            self.require(Role::Admin, "a real run")
+        }
     }
 
     /// The name the audit records for this caller.

@@ -252,7 +252,7 @@ fn origin_text(o: &Value) -> String {
 pub async fn dashboard(PageWho(who): PageWho, axum::extract::State(app): St) -> Result<Response, ApiError> {
     let now = Utc::now();
     let history = crate::history::read(&app.db, now).await?;
-    let schedules = api::schedules_json(&app).await?;
+    let schedules = api::schedules_json(&app, &history, now).await?;
     let days = per_day(&app).await?;
     let recent = api::runs_query(&app.db, &RunsQuery { per_page: Some(10), ..Default::default() }).await?;
     let live = app.runs.live_runs();
@@ -374,7 +374,7 @@ pub async fn run(
     Params(f): Params<ItemsQuery>,
 ) -> Result<Response, ApiError> {
     let r = api::run_record(&app, &id).await?;
-    let items = api::items_page(&app, &id, &f.normalized(), false).await?;
+    let items = api::items_page(&app, &id, api::is_dry(&r), &f.normalized(), false).await?;
     let running = r["status"] == "running";
     let live_here = app.runs.live(&id).is_some();
     let filter_qs = qs(&[("outcome", f.outcome.as_deref()), ("kind", f.kind.as_deref()), ("q", f.q.as_deref())]);

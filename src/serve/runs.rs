@@ -111,6 +111,13 @@ pub struct Started {
     pub done: tokio::sync::oneshot::Receiver<Arc<FinishedRun>>,
 }
 
+impl Started {
+    /// Wait for the run's end (the seeds' synchronous endpoints answer with its report).
+    pub async fn finished(self) -> Result<Arc<FinishedRun>, ApiError> {
+        self.done.await.map_err(|_| ApiError::internal(anyhow::anyhow!("run {} ended without a result", self.run_id)))
+    }
+}
+
 /// What a web caller asks for: a command and its arguments, as on the command line.
 pub struct WebRun {
     pub request: RunRequest,
@@ -124,7 +131,7 @@ pub struct WebRun {
 /// the lock was held, a 422 when it cannot run as configured). It goes on in the background;
 /// its end goes to [`Started::done`] and to the registry.
 pub async fn start(app: &State, actor: &str, run: WebRun) -> Result<Started, ApiError> {
-    let command = request_name(&run.request);
+    let command = run.request.name();
     let origin = serde_json::json!({ "via": "web", "by": actor });
     let ctx = match app.base.for_server(run.dry_run, run.plan_out, origin) {
         Ok(c) => Arc::new(c),
@@ -250,19 +257,6 @@ fn finished(live: &Live, ran: anyhow::Result<Ran>) -> FinishedRun {
         }
     }
     f
-}
-
-/// The command name of a request.
-pub fn request_name(r: &RunRequest) -> &'static str {
-    match r {
-        RunRequest::CleanupAttachments(_) => "cleanup-attachments",
-        RunRequest::PruneModules(_) => "prune-modules",
-        RunRequest::CleanupUiFiles(_) => "cleanup-ui-files",
-        RunRequest::CleanupOps(_) => "cleanup-ops",
-        RunRequest::BulkCloudcube(_) => "bulk-cloudcube",
-        RunRequest::WorkerOnce(_) => "worker-once",
-        RunRequest::Apply(_) => "apply",
-    }
 }
 
 /// Record a web action (who did what) in `sweep_actions`; a failure is logged, not fatal (the
