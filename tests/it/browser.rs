@@ -4,7 +4,7 @@
 //! item in the ledger, edit a policy, toggle dry-run, and use it at phone width.
 //!
 //! With `SWEEP_SCREENSHOTS=DIR`, the pages are saved there as PNG (how docs/screenshots/ is
-//! made: `SWEEP_SCREENSHOTS=$PWD/docs/screenshots cargo test --test it browser`).
+//! made: `SWEEP_SCREENSHOTS=$PWD/docs/screenshots cargo test --test it sign_in_preview_review_apply`).
 
 use crate::attachments::row_exists;
 use crate::serve::{attachments, Server};

@@ -20,6 +20,19 @@ mod status;
 mod support;
 mod worker;
 
+/// Run each scenario on SQLite only (what does not depend on the database: HTTP, TLS, the
+/// browser), as its own test.
+macro_rules! on_sqlite {
+    ($module:ident: $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                crate::$module::$name(crate::support::Backend::Sqlite).await
+            }
+        )*
+    };
+}
+
 /// Run each scenario on every database (PostgreSQL, SQLite, MariaDB), as its own test.
 macro_rules! on_all {
     ($module:ident: $($name:ident),* $(,)?) => {
@@ -198,29 +211,13 @@ mod web {
     );
 
     mod sqlite_only {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn openapi_matches_the_routes() {
-            crate::serve::openapi_matches_the_routes(crate::support::Backend::Sqlite).await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn browser_sessions_need_csrf_and_the_same_origin() {
-            crate::serve::browser_sessions_need_csrf_and_the_same_origin(crate::support::Backend::Sqlite).await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn tls_serves_https_and_a_remote_address_needs_it() {
-            crate::serve::tls_serves_https_and_a_remote_address_needs_it(crate::support::Backend::Sqlite).await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn rate_limits_answer_429_with_retry_after() {
-            crate::serve::rate_limits_answer_429_with_retry_after(crate::support::Backend::Sqlite).await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn in_a_real_browser_sign_in_preview_review_apply_watch_and_edit() {
-            crate::browser::sign_in_preview_review_apply_watch_and_edit(crate::support::Backend::Sqlite).await
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn live_events_stream_a_run_to_its_end() {
-            crate::serve::live_events_stream_a_run_to_its_end(crate::support::Backend::Sqlite).await
-        }
+        on_sqlite!(serve:
+            openapi_matches_the_routes,
+            browser_sessions_need_csrf_and_the_same_origin,
+            tls_serves_https_and_a_remote_address_needs_it,
+            rate_limits_answer_429_with_retry_after,
+            live_events_stream_a_run_to_its_end,
+        );
+        on_sqlite!(browser: sign_in_preview_review_apply_watch_and_edit);
     }
 }

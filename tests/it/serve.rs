@@ -49,37 +49,41 @@ pub fn token(ws: &Ws, env: &[(&str, &str)], name: &str, role: &str) -> String {
     lines[0].to_string()
 }
 
+/// `sweep serve` on a free port of 127.0.0.1 for the workspace, with `env` and extra `args`,
+/// its log in `log` under the workspace: the process and the base URL it printed.
+pub fn spawn_serve(ws: &Ws, env: &[(&str, &str)], args: &[&str], log: &str) -> (Child, String) {
+    let log_path = ws.dir.path().join(log);
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sweep"));
+    c.current_dir(ws.dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &ws.url)
+        .env("MEDIA_ROOT", &ws.media)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| {
+        panic!("serve did not start: {line:?}\n{}", std::fs::read_to_string(&log_path).unwrap_or_default())
+    });
+    (child, base.to_string())
+}
+
 impl Server {
     /// Start `sweep serve` on a free port for the workspace, with `env` and extra `args`.
     pub fn start(ws: &Ws, env: &[(&str, &str)], args: &[&str]) -> Server {
         let admin = token(ws, env, "alice", "admin");
         let operator = token(ws, env, "oscar", "operator");
         let viewer = token(ws, env, "vera", "viewer");
-        let log = std::fs::File::create(ws.dir.path().join("serve.log")).unwrap();
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sweep"));
-        c.current_dir(ws.dir.path())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", &ws.url)
-            .env("MEDIA_ROOT", &ws.media)
-            .stdout(Stdio::piped())
-            .stderr(log);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let mut child = c.spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| {
-            panic!(
-                "serve did not start: {line:?}\n{}",
-                std::fs::read_to_string(ws.dir.path().join("serve.log")).unwrap_or_default()
-            )
-        });
+        let (child, base) = spawn_serve(ws, env, args, "serve.log");
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Server { child, base: base.to_string(), admin, operator, viewer, client }
+        Server { child, base, admin, operator, viewer, client }
     }
 
     /// A request with a bearer token (or none) and a raw body.
@@ -741,19 +745,7 @@ pub async fn schedules_show_next_run_and_catch_up_once_across_servers(b: Backend
     let env = [("DATA_DIR", data.to_str().unwrap())];
     let s1 = Server::start(&ws, &env, &[]);
     // A second server on the same database: the catch-up happens once between them.
-    let ws_env: Vec<(&str, &str)> = env.to_vec();
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sweep"));
-    c.current_dir(ws.dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &ws.url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in &ws_env {
-        c.env(k, v);
-    }
-    let mut second = c.spawn().unwrap();
+    let (mut second, _) = spawn_serve(&ws, &env, &[], "serve-2.log");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while data.join("logs/old.log").exists() {
         assert!(std::time::Instant::now() < deadline, "the missed slot never caught up");
