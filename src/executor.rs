@@ -479,16 +479,75 @@ struct UnitState {
 const PIPELINE_DEPTH: usize = 2;
 
 /// What one batch did, for the report.
-struct BatchDone<'a> {
-    units: &'a mut [Unit],
+struct BatchDone {
+    units: Vec<Unit>,
     ok: u64,
     failed: u64,
     interrupted: bool,
     timings: Timings,
 }
 
+/// Which phase a unit belongs to: every unit but the empty-directory ones, then those by
+/// depth, deepest first (a parent is removed only after its children). A batch never spans
+/// two phases, and a phase starts only when the one before it is done.
+fn phase_of(u: &Unit) -> Option<usize> {
+    match u.items.as_slice() {
+        [Item { op: Op::DeleteEmptyDir { path, .. }, .. }] => Some(path.matches('/').count()),
+        _ => None,
+    }
+}
+
+/// The plan's units in batches, read in order (from the plan's temporary file when it has
+/// one): at most one batch is read ahead of the batches in flight.
+struct Batches {
+    source: crate::plan::Drain,
+    next: Option<Unit>,
+    size: usize,
+}
+
+impl Batches {
+    /// The next batch of the phase `phase` (`None`: whatever comes next), or `None` at the end
+    /// or at a phase boundary (`at_boundary` then says so).
+    fn take(&mut self, phase: Option<Option<usize>>) -> Result<Option<(Option<usize>, Vec<Unit>)>> {
+        let first = match self.next.take() {
+            Some(u) => u,
+            None => match self.source.next() {
+                Some(u) => u?,
+                None => return Ok(None),
+            },
+        };
+        let ph = phase_of(&first);
+        if phase.is_some_and(|p| p != ph) {
+            self.next = Some(first);
+            return Ok(None);
+        }
+        let mut batch = Vec::with_capacity(self.size.min(4096));
+        batch.push(first);
+        while batch.len() < self.size {
+            match self.source.next() {
+                Some(u) => {
+                    let u = u?;
+                    if phase_of(&u) != ph {
+                        self.next = Some(u);
+                        break;
+                    }
+                    batch.push(u);
+                }
+                None => break,
+            }
+        }
+        Ok(Some((ph, batch)))
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.next.is_some()
+    }
+}
+
 /// Carry out `plan`, writing each item's outcome into it. The audit is written batch by batch
 /// (each batch's audit is durable before the batch counts as done) when `opts.audit` is set.
+/// At most `PIPELINE_DEPTH + 1` batches are in memory at once, whatever the plan's size: the
+/// units are read from the plan and what was done goes to a new `Units`.
 pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Result<Report> {
     let started = Utc::now();
     let mut report = Report::new(&opts.run_id, &plan.command, opts.dry_run, started, plan);
@@ -504,7 +563,6 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
     };
     let total_units = plan.units.len();
     let bar = crate::progress::Progress::new(total_units as u64, opts.progress_bar);
-    let batch_size = plan.batch_size.max(1);
     let verb = if opts.dry_run { "Would delete" } else { "Deleted" };
     let policy = plan.command.clone();
     // Set on the first fatal error: batches not yet started are skipped, those in flight finish
@@ -513,79 +571,82 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
     let mut timings = Timings::default();
     let mut done_units = 0usize;
     let mut first_error: Option<anyhow::Error> = None;
+    let mut batches = Batches { source: plan.units.drain(), next: None, size: plan.batch_size.max(1) };
+    let mut executed = crate::plan::Units::default();
 
-    // Phases, one after the other: every unit but the trailing empty-directory ones, then
-    // those by depth, deepest first (a parent is removed only after its children). Within a
-    // phase, batches are pipelined.
-    let split = plan.empty_dirs_start();
-    let (main, dirs) = plan.units.split_at_mut(split);
-    let mut phases: Vec<&mut [Unit]> = vec![main];
-    let mut rest = dirs;
-    while !rest.is_empty() {
-        let depth = |u: &Unit| match &u.items[0].op {
-            Op::DeleteEmptyDir { path, .. } => path.matches('/').count(),
-            _ => 0,
-        };
-        let d = depth(&rest[0]);
-        let n = rest.iter().take_while(|u| depth(u) == d).count();
-        let (phase, tail) = rest.split_at_mut(n);
-        phases.push(phase);
-        rest = tail;
-    }
-    for phase in phases {
-        // Up to PIPELINE_DEPTH batches in flight, results in order.
-        let mut chunks = phase.chunks_mut(batch_size);
-        let mut inflight = futures::stream::FuturesOrdered::new();
-        loop {
-            while inflight.len() < PIPELINE_DEPTH {
-                match chunks.next() {
-                    Some(units) => inflight.push_back(run_batch(units, &deleter, res, opts, &policy, &stop)),
-                    None => break,
+    // Up to PIPELINE_DEPTH batches in flight, results in order; a new phase starts when the
+    // batches of the one before are all done.
+    let mut inflight = futures::stream::FuturesOrdered::new();
+    let mut phase: Option<Option<usize>> = None;
+    let mut exhausted = false;
+    loop {
+        while inflight.len() < PIPELINE_DEPTH && !exhausted {
+            let want = if inflight.is_empty() { None } else { phase };
+            match batches.take(want) {
+                Ok(Some((ph, units))) => {
+                    phase = Some(ph);
+                    inflight.push_back(run_batch(units, &deleter, res, opts, &policy, &stop));
                 }
-            }
-            let Some(done) = inflight.next().await else { break };
-            let done = match done {
-                Ok(d) => d,
-                Err((units, e)) => {
+                Ok(None) if batches.at_boundary() => break,
+                Ok(None) => exhausted = true,
+                Err(e) => {
+                    // The plan cannot be read back: what is in flight finishes, nothing more starts.
                     stop.store(true, Ordering::SeqCst);
-                    for item in units.iter_mut().flat_map(|u| u.items.iter_mut()) {
-                        report.count(item);
-                    }
                     first_error.get_or_insert(e);
-                    continue;
-                }
-            };
-            if done.interrupted && !report.interrupted {
-                tracing::warn!(target: "cleanup", "interrupted: stopped after {done_units} of {total_units}");
-            }
-            report.interrupted |= done.interrupted;
-            for item in done.units.iter().flat_map(|u| u.items.iter()) {
-                report.count(item);
-                if opts.events.wanted() {
-                    opts.events.send(Event::Item {
-                        run_id: opts.run_id.clone(),
-                        kind: item.kind,
-                        target: item.target.clone(),
-                        outcome: item.outcome.unwrap_or(Outcome::Skipped),
-                        error: item.error.clone(),
-                    });
+                    exhausted = true;
                 }
             }
-            report.units_ok += done.ok;
-            report.units_failed += done.failed;
-            timings.add(&done.timings);
-            if !done.interrupted {
-                done_units += done.units.len();
-                bar.set(done_units as u64);
-                tracing::info!(target: "cleanup", "{verb} {done_units}/{total_units}...");
-                opts.events.send(Event::Batch {
+        }
+        let Some(done) = inflight.next().await else {
+            if exhausted {
+                break;
+            }
+            continue;
+        };
+        let done = match done {
+            Ok(d) => d,
+            Err((units, e)) => {
+                stop.store(true, Ordering::SeqCst);
+                for item in units.iter().flat_map(|u| u.items.iter()) {
+                    report.count(item);
+                }
+                executed.extend(units);
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        if done.interrupted && !report.interrupted {
+            tracing::warn!(target: "cleanup", "interrupted: stopped after {done_units} of {total_units}");
+        }
+        report.interrupted |= done.interrupted;
+        for item in done.units.iter().flat_map(|u| u.items.iter()) {
+            report.count(item);
+            if opts.events.wanted() {
+                opts.events.send(Event::Item {
                     run_id: opts.run_id.clone(),
-                    done_units: done_units as u64,
-                    total_units: total_units as u64,
+                    kind: item.kind,
+                    target: item.target.clone(),
+                    outcome: item.outcome.unwrap_or(Outcome::Skipped),
+                    error: item.error.clone(),
                 });
             }
         }
+        report.units_ok += done.ok;
+        report.units_failed += done.failed;
+        timings.add(&done.timings);
+        if !done.interrupted {
+            done_units += done.units.len();
+            bar.set(done_units as u64);
+            tracing::info!(target: "cleanup", "{verb} {done_units}/{total_units}...");
+            opts.events.send(Event::Batch {
+                run_id: opts.run_id.clone(),
+                done_units: done_units as u64,
+                total_units: total_units as u64,
+            });
+        }
+        executed.extend(done.units);
     }
+    plan.units = executed;
     bar.finish();
     tracing::debug!(
         target: "cleanup",
@@ -604,14 +665,14 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
 }
 
 /// One batch: re-check rows, run each stage, write outcomes into the items, write the audit.
-async fn run_batch<'a>(
-    batch: &'a mut [Unit],
+async fn run_batch(
+    mut batch: Vec<Unit>,
     deleter: &Deleter<'_>,
     res: &Resources,
     opts: &ExecOptions,
     policy: &str,
     stop: &AtomicBool,
-) -> Result<BatchDone<'a>, (&'a mut [Unit], anyhow::Error)> {
+) -> Result<BatchDone, (Vec<Unit>, anyhow::Error)> {
     let mut timings = Timings::default();
     crate::failpoint::batch_delay().await;
     let interrupted = opts.cancel.load(Ordering::SeqCst);
@@ -645,7 +706,7 @@ async fn run_batch<'a>(
 
     // Re-check rows before touching anything else of their unit.
     let t = std::time::Instant::now();
-    if let Err(e) = precheck_rows(res, batch, &mut states, opts.check_fingerprints).await {
+    if let Err(e) = precheck_rows(res, &batch, &mut states, opts.check_fingerprints).await {
         return Err((batch, e.context("cannot re-check rows before deleting")));
     }
     timings.precheck += t.elapsed();

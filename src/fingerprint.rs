@@ -8,7 +8,7 @@
 
 use crate::db::Db;
 use crate::ident::Ident;
-use crate::plan::{Fingerprint, Item, Op, Plan, RowRule};
+use crate::plan::{Fingerprint, Item, Op, Plan, RowRule, Unit};
 use crate::store::local::{LocalRoot, ParentCache};
 use crate::store::object::{self, NamedStore};
 use crate::store::Resources;
@@ -39,9 +39,27 @@ pub fn rule_columns(rule: &RowRule) -> Vec<Ident> {
     }
 }
 
-/// Record every item's fingerprint in the plan, as things are now.
+/// Record every item's fingerprint in the plan, as things are now: a chunk of units at a time
+/// (read back from the plan's temporary file and written to a new one for a large plan).
 pub async fn capture(plan: &mut Plan, res: &Resources) -> Result<()> {
-    let items: Vec<&mut Item> = plan.units.iter_mut().flat_map(|u| u.items.iter_mut()).collect();
+    const CHUNK: usize = 10_000;
+    let mut source = plan.units.drain();
+    let mut out = crate::plan::Units::default();
+    loop {
+        let chunk: Vec<Unit> = source.by_ref().take(CHUNK).collect::<Result<_>>()?;
+        if chunk.is_empty() {
+            break;
+        }
+        let mut chunk = chunk;
+        capture_units(&mut chunk, res).await?;
+        out.extend(chunk);
+    }
+    plan.units = out;
+    Ok(())
+}
+
+async fn capture_units(units: &mut [Unit], res: &Resources) -> Result<()> {
+    let items: Vec<&mut Item> = units.iter_mut().flat_map(|u| u.items.iter_mut()).collect();
     let mut rows: HashMap<RowGroup, Vec<&mut Item>> = HashMap::new();
     let mut local: Vec<&mut Item> = Vec::new();
     let mut objects: HashMap<String, Vec<&mut Item>> = HashMap::new();

@@ -205,27 +205,28 @@ impl Unit {
         matches!(self.items.as_slice(), [Item { op: Op::DeleteEmptyDir { .. }, .. }])
     }
 
-    /// The empty-directory units of a plan that removes `deleted` files under `root`: every
-    /// directory that would be left empty, below `stop` (never `stop` itself), deepest first.
-    /// `keeps` says whether a directory holds anything that stays.
+    /// The empty-directory units of a plan that removes files from the directories `emptied`
+    /// under `root`: every directory that would be left empty, `emptied` ones and their
+    /// parents, below `stop` (never `stop` itself), deepest first. `keeps` says whether a
+    /// directory holds anything that stays.
     pub fn empty_dirs<'a>(
         root: &str,
-        deleted: impl Iterator<Item = &'a str>,
+        emptied: impl Iterator<Item = &'a str>,
         stop: &str,
         keeps: impl Fn(&str) -> bool,
         reason: &str,
     ) -> Vec<Unit> {
         let mut dirs: std::collections::BTreeSet<String> = Default::default();
-        for path in deleted {
-            let mut cur = path;
-            while let Some((parent, _)) = cur.rsplit_once('/') {
-                if !parent.starts_with(stop) || parent.len() <= stop.trim_end_matches('/').len() {
+        for dir in emptied {
+            let mut cur = Some(dir);
+            while let Some(d) = cur {
+                if !d.starts_with(stop) || d.len() <= stop.trim_end_matches('/').len() {
                     break;
                 }
-                if keeps(parent) || !dirs.insert(parent.to_string()) {
+                if keeps(d) || !dirs.insert(d.to_string()) {
                     break;
                 }
-                cur = parent;
+                cur = parent(d);
             }
         }
         let mut dirs: Vec<String> = dirs.into_iter().collect();
@@ -239,6 +240,11 @@ impl Unit {
     }
 }
 
+/// The directory a relative path is in (`None` at the top).
+pub fn parent(path: &str) -> Option<&str> {
+    path.rsplit_once('/').map(|(p, _)| p)
+}
+
 /// Something looked at and kept, with why.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Kept {
@@ -248,13 +254,14 @@ pub struct Kept {
 }
 
 /// A policy's whole decision.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Plan {
     pub command: String,
     pub now: DateTime<Utc>,
     /// How many things the policy looked at.
     pub scanned: u64,
-    pub units: Vec<Unit>,
+    /// What to delete: in memory while small, in a temporary file past `spill_at()` items.
+    pub units: Units,
     pub kept: Vec<Kept>,
     /// Things kept for the ordinary reason (a referenced file, a latest version), counted per
     /// kind but not listed: a million referenced files need no million-line report.
@@ -272,7 +279,7 @@ impl Plan {
             command: command.to_string(),
             now,
             scanned: 0,
-            units: Vec::new(),
+            units: Units::default(),
             kept: Vec::new(),
             kept_unlisted: Default::default(),
             batch_size: 1000,
@@ -285,22 +292,425 @@ impl Plan {
         self.kept.push(Kept { kind, target: target.into(), reason: reason.into() });
     }
 
-    /// Where the trailing empty-directory units start: those run after every other unit.
-    pub fn empty_dirs_start(&self) -> usize {
-        let tail = self.units.iter().rev().take_while(|u| u.is_empty_dir()).count();
-        self.units.len() - tail
-    }
-
-    /// Directories removed as empty (or that would be, in a dry run).
-    pub fn empty_dirs_removed(&self) -> u64 {
-        self.units[self.empty_dirs_start()..]
-            .iter()
-            .filter(|u| matches!(u.items[0].outcome, Some(Outcome::Deleted) | Some(Outcome::WouldDelete)))
-            .count() as u64
-    }
-
     /// Number of items the plan would delete.
     pub fn item_count(&self) -> usize {
-        self.units.iter().map(|u| u.items.len()).sum()
+        self.units.item_count()
+    }
+}
+
+/// The units of a plan, in order. Small plans live in memory; past `spill_at()` items the
+/// units go to an unnamed temporary file (in `$TMPDIR`, gone when the process ends, even by
+/// `kill -9`) as JSON values, and are streamed back: a plan of ten million items costs disk,
+/// not memory. Policies push; the executor drains (`into_iter`) and pushes what it did into a
+/// new `Units`; reports and summaries read with `iter`.
+#[derive(Default)]
+pub struct Units {
+    mem: Vec<Unit>,
+    disk: Option<Disk>,
+    len: usize,
+    items: usize,
+    empty_dir_units: usize,
+    /// The first write to the temporary file that failed: reading says so.
+    error: Option<String>,
+    /// Items held in memory before spilling (0: `spill_at()`).
+    limit: usize,
+}
+
+struct Disk {
+    w: std::cell::RefCell<std::io::BufWriter<std::fs::File>>,
+    /// A reader moved the file's offset: the next write seeks back to the end first.
+    moved: std::cell::Cell<bool>,
+}
+
+/// How many items a plan holds in memory before it goes to a temporary file.
+/// `SWEEP_SPILL_AT` overrides it in debug builds (the tests run whole suites with 1).
+pub fn spill_at() -> usize {
+    #[cfg(debug_assertions)]
+    if let Some(n) = std::env::var("SWEEP_SPILL_AT").ok().and_then(|v| v.parse().ok()) {
+        return n;
+    }
+    SPILL_AT
+}
+
+/// About 20 MiB of units in memory (an attachment's unit is about 1 KiB).
+const SPILL_AT: usize = 20_000;
+
+impl std::fmt::Debug for Units {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Units").field("len", &self.len).field("on_disk", &self.disk.is_some()).finish()
+    }
+}
+
+impl Units {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn item_count(&self) -> usize {
+        self.items
+    }
+
+    /// Whether the units are in a temporary file rather than in memory.
+    pub fn on_disk(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    /// The trailing empty-directory units (`Unit::is_empty_dir`) pushed since the last other
+    /// unit.
+    pub fn trailing_empty_dirs(&self) -> usize {
+        self.empty_dir_units
+    }
+
+    pub fn push(&mut self, u: Unit) {
+        self.len += 1;
+        self.items += u.items.len();
+        if u.is_empty_dir() {
+            self.empty_dir_units += 1;
+        } else {
+            self.empty_dir_units = 0;
+        }
+        match &self.disk {
+            None => {
+                self.mem.push(u);
+                let limit = if self.limit == 0 { spill_at() } else { self.limit };
+                if self.items > limit {
+                    self.spill();
+                }
+            }
+            Some(_) => self.write(&u),
+        }
+    }
+
+    /// Move what is in memory to a temporary file; from now on every unit goes there.
+    fn spill(&mut self) {
+        let file = match tempfile::tempfile() {
+            Ok(f) => f,
+            Err(e) => {
+                self.error.get_or_insert(format!(
+                    "cannot create a temporary file for a plan of {} items in {} ({e}): set TMPDIR to a directory with room",
+                    self.items,
+                    std::env::temp_dir().display()
+                ));
+                return;
+            }
+        };
+        tracing::debug!(target: "cleanup", "The plan passed {} items: its units go to a temporary file", self.items - 1);
+        self.disk = Some(Disk {
+            w: std::cell::RefCell::new(std::io::BufWriter::with_capacity(1 << 16, file)),
+            moved: std::cell::Cell::new(false),
+        });
+        for u in std::mem::take(&mut self.mem) {
+            self.write(&u);
+        }
+    }
+
+    fn write(&mut self, u: &Unit) {
+        use std::io::{Seek, Write};
+        let Some(d) = &self.disk else { return };
+        if self.error.is_some() {
+            return;
+        }
+        let mut w = d.w.borrow_mut();
+        let mut written = Ok(());
+        if d.moved.replace(false) {
+            written = w.seek(std::io::SeekFrom::End(0)).map(|_| ());
+        }
+        let written = written
+            .and_then(|_| serde_json::to_writer(&mut *w, u).map_err(std::io::Error::from))
+            .and_then(|_| w.write_all(b"\n"));
+        if let Err(e) = written {
+            self.error.get_or_insert(format!(
+                "cannot write the plan's temporary file ({e}): set TMPDIR to a directory with room"
+            ));
+        }
+    }
+
+    fn failed(&self) -> Option<anyhow::Error> {
+        self.error.as_ref().map(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Every unit in order, read back from the temporary file when there is one.
+    pub fn iter(&self) -> UnitsIter<'_> {
+        if let Some(e) = self.failed() {
+            return UnitsIter(Reading::Failed(Some(e)));
+        }
+        match &self.disk {
+            None => UnitsIter(Reading::Mem(self.mem.iter())),
+            Some(d) => {
+                use std::io::Write;
+                if let Err(e) = d.w.borrow_mut().flush() {
+                    return UnitsIter(Reading::Failed(Some(anyhow::anyhow!(
+                        "cannot write the plan's temporary file ({e})"
+                    ))));
+                }
+                d.moved.set(true);
+                let file = std::cell::Ref::map(d.w.borrow(), |w| w.get_ref());
+                let reader = std::io::BufReader::with_capacity(1 << 16, PosReader { file, pos: 0 });
+                UnitsIter(Reading::Disk(serde_json::Deserializer::from_reader(reader).into_iter()))
+            }
+        }
+    }
+
+    /// Call `f` on every unit in order.
+    pub fn each(&self, mut f: impl FnMut(&Unit)) -> anyhow::Result<()> {
+        for u in self.iter() {
+            let u = u?;
+            f(&u);
+        }
+        Ok(())
+    }
+
+    /// Call `f` on every item in order until it returns false.
+    pub fn each_item(&self, mut f: impl FnMut(&Item) -> bool) -> anyhow::Result<()> {
+        for u in self.iter() {
+            for i in &u?.items {
+                if !f(i) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every unit in order, taken out (`Units` is left empty).
+    pub fn drain(&mut self) -> Drain {
+        let mut all = std::mem::take(self);
+        if let Some(e) = all.failed() {
+            return Drain::Failed(Some(e));
+        }
+        match all.disk.take() {
+            None => Drain::Mem(std::mem::take(&mut all.mem).into_iter()),
+            Some(d) => {
+                use std::io::{Seek, Write};
+                let mut w = d.w.into_inner();
+                let file = w.flush().and_then(|_| w.into_inner().map_err(|e| e.into_error())).and_then(|mut f| {
+                    f.seek(std::io::SeekFrom::Start(0))?;
+                    Ok(f)
+                });
+                match file {
+                    Ok(f) => Drain::Disk(
+                        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 16, f))
+                            .into_iter(),
+                    ),
+                    Err(e) => Drain::Failed(Some(anyhow::anyhow!("cannot read the plan's temporary file back ({e})"))),
+                }
+            }
+        }
+    }
+
+    /// Rewrite every unit in place (through the temporary file when there is one).
+    pub fn try_map(&mut self, mut f: impl FnMut(&mut Unit)) -> anyhow::Result<()> {
+        if self.disk.is_none() && self.error.is_none() {
+            self.mem.iter_mut().for_each(f);
+            return Ok(());
+        }
+        let mut out = Units { limit: self.limit, ..Units::default() };
+        for u in self.drain() {
+            let mut u = u?;
+            f(&mut u);
+            out.push(u);
+        }
+        *self = out;
+        Ok(())
+    }
+
+    /// Sort in memory; a plan in a temporary file keeps the order it was made in (returns false).
+    pub fn sort_by(&mut self, cmp: impl FnMut(&Unit, &Unit) -> std::cmp::Ordering) -> bool {
+        if self.disk.is_some() {
+            return false;
+        }
+        self.mem.sort_by(cmp);
+        true
+    }
+
+    /// The units, when in memory (tests, and plans small by construction).
+    #[cfg(test)]
+    pub fn as_slice(&self) -> &[Unit] {
+        assert!(self.disk.is_none(), "a plan in a temporary file has no slice");
+        &self.mem
+    }
+}
+
+impl Extend<Unit> for Units {
+    fn extend<T: IntoIterator<Item = Unit>>(&mut self, iter: T) {
+        for u in iter {
+            self.push(u);
+        }
+    }
+}
+
+impl FromIterator<Unit> for Units {
+    fn from_iter<T: IntoIterator<Item = Unit>>(iter: T) -> Units {
+        let mut u = Units::default();
+        u.extend(iter);
+        u
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Index<usize> for Units {
+    type Output = Unit;
+    fn index(&self, i: usize) -> &Unit {
+        &self.as_slice()[i]
+    }
+}
+
+/// Reads the temporary file from its own position (a writer shares the file's offset).
+struct PosReader<'a> {
+    file: std::cell::Ref<'a, std::fs::File>,
+    pos: u64,
+}
+
+impl std::io::Read for PosReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Seek;
+        let mut f: &std::fs::File = &self.file;
+        f.seek(std::io::SeekFrom::Start(self.pos))?;
+        let n = f.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+type Stream<R> = serde_json::StreamDeserializer<'static, serde_json::de::IoRead<std::io::BufReader<R>>, Unit>;
+
+/// `Units::iter`.
+pub struct UnitsIter<'a>(Reading<'a>);
+
+enum Reading<'a> {
+    Mem(std::slice::Iter<'a, Unit>),
+    Disk(serde_json::StreamDeserializer<'a, serde_json::de::IoRead<std::io::BufReader<PosReader<'a>>>, Unit>),
+    Failed(Option<anyhow::Error>),
+}
+
+impl<'a> Iterator for UnitsIter<'a> {
+    type Item = anyhow::Result<std::borrow::Cow<'a, Unit>>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.0 {
+            Reading::Mem(i) => i.next().map(|u| Ok(std::borrow::Cow::Borrowed(u))),
+            Reading::Disk(d) => d.next().map(|r| {
+                r.map(std::borrow::Cow::Owned)
+                    .map_err(|e| anyhow::anyhow!("cannot read the plan's temporary file back ({e})"))
+            }),
+            Reading::Failed(e) => e.take().map(Err),
+        }
+    }
+}
+
+/// `Units::drain`.
+pub enum Drain {
+    Mem(std::vec::IntoIter<Unit>),
+    Disk(Stream<std::fs::File>),
+    Failed(Option<anyhow::Error>),
+}
+
+impl Iterator for Drain {
+    type Item = anyhow::Result<Unit>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Drain::Mem(i) => i.next().map(Ok),
+            Drain::Disk(d) => {
+                d.next().map(|r| r.map_err(|e| anyhow::anyhow!("cannot read the plan's temporary file back ({e})")))
+            }
+            Drain::Failed(e) => e.take().map(Err),
+        }
+    }
+}
+
+impl Serialize for Units {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.len))?;
+        for u in self.iter() {
+            seq.serialize_element(&*u.map_err(|e| S::Error::custom(format!("{e:#}")))?)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Units {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Units, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Units;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of units")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Units, A::Error> {
+                let mut units = Units::default();
+                while let Some(u) = seq.next_element::<Unit>()? {
+                    units.push(u);
+                }
+                Ok(units)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(i: usize) -> Unit {
+        let mut it = Item::new(
+            Op::DeleteFile { root: "r".into(), path: format!("f{i}") },
+            format!("r:f{i}"),
+            "old",
+            Some(i as u64),
+        );
+        it.snapshot = Some(serde_json::value::RawValue::from_string(format!("{{\"id\":{i}}}")).unwrap());
+        Unit::new(vec![it])
+    }
+
+    fn targets(u: &Units) -> Vec<String> {
+        u.iter().map(|u| u.unwrap().items[0].target.clone()).collect()
+    }
+
+    #[test]
+    fn a_large_plan_goes_to_disk_and_reads_back_in_order_between_pushes() {
+        let mut u = Units { limit: 3, ..Units::default() };
+        u.extend((0..3).map(unit));
+        assert!(!u.on_disk());
+        u.push(unit(3));
+        assert!(u.on_disk(), "past the limit the units are in a file");
+        assert_eq!(targets(&u), (0..4).map(|i| format!("r:f{i}")).collect::<Vec<_>>());
+        // Reading moved the file's offset: pushing after it appends, it does not overwrite.
+        u.push(unit(4));
+        let mut n = 0;
+        u.each_item(|_| {
+            n += 1;
+            n < 2
+        })
+        .unwrap();
+        assert_eq!(n, 2, "each_item stops when asked");
+        u.push(unit(5));
+        assert_eq!((u.len(), u.item_count()), (6, 6));
+        assert_eq!(targets(&u), (0..6).map(|i| format!("r:f{i}")).collect::<Vec<_>>());
+        // A snapshot survives the round trip as the same JSON text.
+        let first = u.iter().next().unwrap().unwrap();
+        assert_eq!(first.items[0].snapshot.as_ref().unwrap().get(), "{\"id\":0}");
+        drop(first);
+
+        u.try_map(|x| x.items[0].outcome = Some(Outcome::Deleted)).unwrap();
+        assert!(u.on_disk() && u.len() == 6);
+        let json = serde_json::to_string(&u).unwrap();
+        let back: Units = serde_json::from_str(&json).unwrap();
+        assert_eq!(targets(&back), targets(&u));
+        let drained: Vec<Unit> = u.drain().collect::<anyhow::Result<_>>().unwrap();
+        assert!(drained.iter().all(|x| x.items[0].outcome == Some(Outcome::Deleted)));
+        assert_eq!(drained.len(), 6);
+        assert!(u.is_empty() && !u.on_disk(), "drained");
+    }
+
+    #[test]
+    fn empty_directories_are_found_from_the_directories_files_leave() {
+        let units = Unit::empty_dirs("m", ["a/b/c", "a/b", "a/x"].into_iter(), "a", |d| d == "a/x", "empty");
+        let got: Vec<&str> = units.iter().map(|u| u.items[0].target.as_str()).collect();
+        assert_eq!(got, ["m:a/b/c/", "m:a/b/"], "deepest first; a kept directory and the stop stay");
     }
 }

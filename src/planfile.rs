@@ -106,8 +106,12 @@ pub async fn write_plan(path: &Path, plan: &mut Plan, made: &Made, db: Option<&D
 
 /// Read and check a plan file: its version and its age.
 pub fn read_plan(path: &Path, max_age: chrono::Duration, now: DateTime<Utc>) -> Result<PlanDoc<Plan>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Fatal::usage(format!("cannot read the plan file {}: {e}", path.display())))?;
+    // Read as a stream, twice: a plan of a million items is never held as text.
+    let open = || {
+        std::fs::File::open(path)
+            .map(|f| std::io::BufReader::with_capacity(1 << 16, f))
+            .map_err(|e| Fatal::usage(format!("cannot read the plan file {}: {e}", path.display())))
+    };
     let not_a_plan = |why: String| {
         Fatal::usage(format!("{} is not a sweep plan (one written by --plan-out): {why}", path.display()))
     };
@@ -117,7 +121,7 @@ pub fn read_plan(path: &Path, max_age: chrono::Duration, now: DateTime<Utc>) -> 
     struct Version {
         sweep_plan_version: Option<u64>,
     }
-    let v: Version = serde_json::from_str(&text).map_err(|e| not_a_plan(e.to_string()))?;
+    let v: Version = serde_json::from_reader(open()?).map_err(|e| not_a_plan(e.to_string()))?;
     match v.sweep_plan_version {
         Some(n) if n == PLAN_VERSION as u64 => {}
         Some(n) => {
@@ -129,8 +133,7 @@ pub fn read_plan(path: &Path, max_age: chrono::Duration, now: DateTime<Utc>) -> 
         }
         None => return Err(not_a_plan("it has no sweep_plan_version".into()).into()),
     }
-    let mut doc: PlanDoc<Plan> = serde_json::from_str(&text).map_err(|e| not_a_plan(e.to_string()))?;
-    drop(text);
+    let mut doc: PlanDoc<Plan> = serde_json::from_reader(open()?).map_err(|e| not_a_plan(e.to_string()))?;
     let age = now - doc.created_at;
     if age > max_age {
         return Err(Fatal::usage(format!(
@@ -151,11 +154,13 @@ pub fn read_plan(path: &Path, max_age: chrono::Duration, now: DateTime<Utc>) -> 
         .into());
     }
     // Outcomes of a run that wrote the plan are not carried into this one.
-    for item in doc.plan.units.iter_mut().flat_map(|u| u.items.iter_mut()) {
-        item.outcome = None;
-        item.error = None;
-        item.backup = None;
-    }
+    doc.plan.units.try_map(|u| {
+        for item in u.items.iter_mut() {
+            item.outcome = None;
+            item.error = None;
+            item.backup = None;
+        }
+    })?;
     Ok(doc)
 }
 

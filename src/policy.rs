@@ -33,7 +33,7 @@ pub(crate) mod testing {
 
     pub fn render(p: &Plan) -> String {
         let mut s = String::new();
-        for u in &p.units {
+        for u in p.units.as_slice() {
             for (i, it) in u.items.iter().enumerate() {
                 let head = if i == 0 { "DELETE" } else { "  then" };
                 let task = u.task.as_deref().map(|t| format!("[{t}] ")).unwrap_or_default();
@@ -61,6 +61,7 @@ pub(crate) mod testing {
     pub fn decisions(p: &Plan) -> Vec<String> {
         let mut v: Vec<String> = p
             .units
+            .as_slice()
             .iter()
             .flat_map(|u| &u.items)
             .map(|i| {

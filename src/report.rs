@@ -1,6 +1,6 @@
 //! The run report of SPEC §6: one JSON document with `--json`, a readable summary otherwise.
 
-use crate::plan::{Item, Kind, Outcome, Plan, Unit};
+use crate::plan::{Item, Kind, Op, Outcome, Plan, Units};
 use chrono::{DateTime, Utc};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,9 @@ pub struct Report {
     pub units_failed: u64,
     #[serde(skip)]
     pub interrupted: bool,
+    /// Directories removed as empty (or that would be, in a dry run).
+    #[serde(skip)]
+    pub empty_dirs_removed: u64,
 }
 
 /// How many kept entries the report carries (the plan file has them all).
@@ -113,6 +116,7 @@ impl Report {
             units_ok: 0,
             units_failed: 0,
             interrupted: false,
+            empty_dirs_removed: 0,
         }
     }
 
@@ -129,10 +133,16 @@ impl Report {
     /// `status: "aborted"`): every planned item is `skipped` with `why`.
     pub fn aborted(run_id: &str, command: &str, dry_run: bool, plan: &mut Plan, why: &str) -> Report {
         let mut r = Report::new(run_id, command, dry_run, Utc::now(), plan);
-        for item in plan.units.iter_mut().flat_map(|u| u.items.iter_mut()) {
-            item.outcome = Some(Outcome::Skipped);
-            item.error = Some(format!("not deleted: {why}"));
-            r.count(item);
+        let error = format!("not deleted: {why}");
+        let marked = plan.units.try_map(|u| {
+            for item in u.items.iter_mut() {
+                item.outcome = Some(Outcome::Skipped);
+                item.error = Some(error.clone());
+                r.count(item);
+            }
+        });
+        if let Err(e) = marked {
+            tracing::error!(target: "cleanup", "{e:#}");
         }
         r.fields.insert("message".into(), why.into());
         r.finish(Utc::now());
@@ -143,6 +153,11 @@ impl Report {
     /// Count an item the executor has settled.
     pub fn count(&mut self, i: &Item) {
         self.by_kind.entry(i.kind).or_default().add(i);
+        if matches!(i.op, Op::DeleteEmptyDir { .. })
+            && matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::WouldDelete))
+        {
+            self.empty_dirs_removed += 1;
+        }
     }
 
     /// Sum the per-kind counts and settle the status.
@@ -195,35 +210,43 @@ impl Report {
         } else {
             let _ = writeln!(s, "  reclaimed {}", human_bytes(self.totals.bytes_reclaimed));
         }
-        let all = || plan.units.iter().flat_map(|u| u.items.iter());
-        let failed: Vec<&Item> = all().filter(|i| i.outcome == Some(Outcome::Failed)).collect();
-        if !failed.is_empty() {
-            let _ = writeln!(s, "\nFailed ({}):", failed.len());
-            for i in failed {
-                let _ = writeln!(s, "  {:<7}{}: {}", i.kind.as_str(), i.target, i.error.as_deref().unwrap_or(""));
-            }
+        // Two passes over the items (read back from disk for a large plan): the failures,
+        // all of them, then the first `max_items` others.
+        let failed = self.totals.failed;
+        if failed > 0 {
+            let _ = writeln!(s, "\nFailed ({failed}):");
+            let _ = plan.units.each_item(|i| {
+                if i.outcome == Some(Outcome::Failed) {
+                    let _ = writeln!(s, "  {:<7}{}: {}", i.kind.as_str(), i.target, i.error.as_deref().unwrap_or(""));
+                }
+                true
+            });
         }
-        let others: Vec<&Item> = all().filter(|i| i.outcome != Some(Outcome::Failed)).collect();
-        if !others.is_empty() {
-            let shown = others.len().min(max_items);
+        let others = self.totals.candidates - failed;
+        if others > 0 {
+            let shown = others.min(max_items as u64);
             let _ = writeln!(
                 s,
-                "\nItems ({shown} of {}{}):",
-                others.len(),
-                if shown < others.len() { "; --json or --plan-out for all" } else { "" }
+                "\nItems ({shown} of {others}{}):",
+                if shown < others { "; --json or --plan-out for all" } else { "" }
             );
-            for i in others.iter().take(shown) {
-                let _ = writeln!(
-                    s,
-                    "  {:<13}{:<7}{}  {}  ({}){}",
-                    i.outcome.map(Outcome::as_str).unwrap_or("planned"),
-                    i.kind.as_str(),
-                    i.target,
-                    i.bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
-                    i.reason,
-                    i.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
-                );
-            }
+            let mut left = shown;
+            let _ = plan.units.each_item(|i| {
+                if i.outcome != Some(Outcome::Failed) {
+                    let _ = writeln!(
+                        s,
+                        "  {:<13}{:<7}{}  {}  ({}){}",
+                        i.outcome.map(Outcome::as_str).unwrap_or("planned"),
+                        i.kind.as_str(),
+                        i.target,
+                        i.bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
+                        i.reason,
+                        i.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                    );
+                    left -= 1;
+                }
+                left > 0
+            });
         }
         if !self.kept_sample.is_empty() {
             let shown = self.kept_sample.len().min(max_items);
@@ -255,11 +278,19 @@ impl Serialize for ReportDoc<'_> {
     }
 }
 
-struct Items<'a>(&'a [Unit]);
+struct Items<'a>(&'a Units);
 
 impl Serialize for Items<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().flat_map(|u| u.items.iter()).map(ItemView))
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.0.item_count()))?;
+        for u in self.0.iter() {
+            let u = u.map_err(|e| S::Error::custom(format!("{e:#}")))?;
+            for i in &u.items {
+                seq.serialize_element(&ItemView(i))?;
+            }
+        }
+        seq.end()
     }
 }
 

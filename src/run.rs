@@ -510,7 +510,11 @@ pub fn require_terminal_or_yes(ctx: &Ctx, spec: &RunSpec<'_>, command: &str) -> 
 /// Show what the plan deletes and ask on the terminal.
 fn ask(plan: &Plan) -> Result<()> {
     use std::io::Write;
-    let bytes: u64 = plan.units.iter().flat_map(|u| &u.items).filter_map(|i| i.bytes).sum();
+    let mut bytes = 0;
+    plan.units.each_item(|i| {
+        bytes += i.bytes.unwrap_or(0);
+        true
+    })?;
     eprint!(
         "{}: delete {} items ({}), keep {}? [y/N] ",
         plan.command,
@@ -542,14 +546,16 @@ fn totals(r: &Report) -> RunTotals {
 
 /// A run's summary for its notifications.
 pub fn summary(report: &Report, plan: &Plan, exit: Exit, seconds: f64) -> Summary {
-    let errors = plan
-        .units
-        .iter()
-        .flat_map(|u| &u.items)
-        .filter(|i| i.outcome == Some(crate::plan::Outcome::Failed))
-        .take(5)
-        .map(|i| (i.target.clone(), i.error.clone().unwrap_or_default()))
-        .collect();
+    // The first five failures (none to look for when nothing failed).
+    let mut errors = Vec::new();
+    if report.totals.failed > 0 {
+        let _ = plan.units.each_item(|i| {
+            if i.outcome == Some(crate::plan::Outcome::Failed) {
+                errors.push((i.target.clone(), i.error.clone().unwrap_or_default()));
+            }
+            errors.len() < 5
+        });
+    }
     Summary {
         command: report.command.clone(),
         run_id: report.run_id.clone(),

@@ -42,8 +42,8 @@ pub async fn run(ctx: &Ctx, a: &ApplyArgs, chan: &Channel) -> Result<Ran> {
         return Ok(Ran::Done(Exit::Success));
     }
     let mut plan = doc.plan;
-    let has_rows = plan.units.iter().flat_map(|u| &u.items).any(|i| i.kind == Kind::Row)
-        || plan.units.iter().any(|u| u.guard.is_some());
+    let mut has_rows = false;
+    plan.units.each(|u| has_rows |= u.guard.is_some() || u.items.iter().any(|i| i.kind == Kind::Row))?;
 
     // The database is given again (its credentials are not in the plan): it must be the same.
     let db = match (&doc.database, ctx.settings.database_url.is_some()) {

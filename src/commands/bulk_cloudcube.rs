@@ -6,7 +6,7 @@ use crate::cli::BulkCloudcubeArgs;
 use crate::config::{Key, ProcessEnv, Source, Sourced, TableSpec};
 use crate::db::Db;
 use crate::exit_codes::{Exit, Fatal};
-use crate::plan::{Fingerprint, Item, Op, Outcome, Plan};
+use crate::plan::{Fingerprint, Op, Outcome, Plan};
 use crate::policy::bulk_cloudcube::{self as policy, Job, JobObject, Listed, Preserved, Rules, COMMAND, FINISHED};
 use crate::run::{run_policy, Channel, Ctx, Finished, Ran};
 use crate::store::object::{parse_key, Credentials, NamedStore, S3Location};
@@ -260,35 +260,32 @@ pub async fn run(ctx: &Ctx, args: &BulkCloudcubeArgs, chan: &Channel) -> Result<
         })
         .await?;
     // Seed 003's response fields.
-    let done: Vec<&Item> = plan
-        .units
-        .iter()
-        .flat_map(|u| u.items.iter())
-        .filter(|i| matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::Missing) | Some(Outcome::WouldDelete)))
-        .collect();
-    let mb = (done.iter().filter_map(|i| i.bytes).sum::<u64>() as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0;
+    let (mut done, mut bytes, mut sample) = (0u64, 0u64, Vec::new());
+    plan.units.each_item(|i| {
+        if matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::Missing) | Some(Outcome::WouldDelete)) {
+            done += 1;
+            bytes += i.bytes.unwrap_or(0);
+            if let (true, Op::DeleteObject { key, .. }) = (sample.len() < 10, &i.op) {
+                sample.push(key.clone());
+            }
+        }
+        true
+    })?;
+    let mb = (bytes as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0;
     let retained = report.totals.retained;
     let aborted = report.status == "aborted";
     let message = if aborted {
         // Why a guard stopped the run, as the report already says.
         report.fields.get("message").and_then(|m| m.as_str()).unwrap_or_default().to_string()
     } else if report.dry_run {
-        format!("Would delete {} files ({mb:.2} MB), retain {retained} recent clips", done.len())
+        format!("Would delete {done} files ({mb:.2} MB), retain {retained} recent clips")
     } else {
-        format!("Deleted {} files ({mb:.2} MB), retained {retained} recent clips", done.len())
+        format!("Deleted {done} files ({mb:.2} MB), retained {retained} recent clips")
     };
-    let sample: Vec<String> = done
-        .iter()
-        .take(10)
-        .filter_map(|i| match &i.op {
-            Op::DeleteObject { key, .. } => Some(key.clone()),
-            _ => None,
-        })
-        .collect();
     let f = &mut report.fields;
     f.insert("success".into(), (report.totals.failed == 0 && !aborted).into());
     f.insert("message".into(), message.clone().into());
-    f.insert("deleted_count".into(), (done.len() as u64).into());
+    f.insert("deleted_count".into(), done.into());
     f.insert("deleted_size_mb".into(), serde_json::json!(mb));
     f.insert("retained_count".into(), retained.into());
     f.insert("total_files_scanned".into(), plan.scanned.into());

@@ -8,7 +8,7 @@ use crate::db::Db;
 use crate::executor::Backup;
 use crate::exit_codes::{Exit, Fatal};
 use crate::ops_policies;
-use crate::plan::{Item, Outcome, Plan};
+use crate::plan::{Outcome, Plan};
 use crate::policy::cleanup_ops::{plan, Classifier, OpsFile, Policy, Rules, BACKUP_TASK, COMMAND, TYPES};
 use crate::run::{require_terminal_or_yes, run_policy, Channel, Ctx, Finished, Ran};
 use crate::store::local::LocalRoot;
@@ -146,20 +146,19 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs, chan: &Channel) -> Result<Ran> {
     })
     .await?;
     let mut per = serde_json::Map::new();
+    let mut done: std::collections::HashMap<String, (u64, u64)> = Default::default();
+    plan.units.each(|u| {
+        let e = done.entry(u.task.clone().unwrap_or_default()).or_default();
+        for i in &u.items {
+            if matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::WouldDelete) | Some(Outcome::Missing)) {
+                e.0 += 1;
+                e.1 += i.bytes.unwrap_or(0);
+            }
+        }
+    })?;
     for t in TYPES.iter().chain([BACKUP_TASK].iter()) {
-        let done: Vec<&Item> = plan
-            .units
-            .iter()
-            .filter(|u| u.task.as_deref() == Some(t))
-            .flat_map(|u| &u.items)
-            .filter(|i| {
-                matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::WouldDelete) | Some(Outcome::Missing))
-            })
-            .collect();
-        per.insert(
-            (*t).into(),
-            serde_json::json!({"files": done.len(), "bytes": done.iter().filter_map(|i| i.bytes).sum::<u64>()}),
-        );
+        let (files, bytes) = done.get(*t).copied().unwrap_or_default();
+        per.insert((*t).into(), serde_json::json!({"files": files, "bytes": bytes}));
     }
     report.fields.insert("policies".into(), per.into());
     db.close().await;
@@ -265,11 +264,11 @@ async fn stats(ctx: &Ctx, db: &Db, root: &LocalRoot, rules: Rules) -> Result<Exi
     let policies = ops_policies::load(db).await?;
     let eligible = plan_now(root, None, policies, rules).await?;
     let mut now_by: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    for u in &eligible.units {
+    eligible.units.each(|u| {
         let e = now_by.entry(u.task.clone().unwrap_or_default()).or_default();
         e.0 += 1;
         e.1 += u.items.iter().filter_map(|i| i.bytes).sum::<u64>();
-    }
+    })?;
     if ctx.global.json {
         let doc = serde_json::json!({
             "last_runs": runs.iter().map(|r| serde_json::json!({"started_at": r.0, "status": r.1, "dry_run": r.2, "deleted": r.3, "failed": r.4, "bytes_reclaimed": r.5})).collect::<Vec<_>>(),

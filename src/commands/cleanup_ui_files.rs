@@ -79,7 +79,7 @@ pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs, chan: &Channel) -> Result
                 return Err(anyhow::Error::new(Fatal::guard(format!(
                     "no row of {} references any file, yet {} files under {UI_DIR}/ would be deleted: refusing (SPEC safety rule 2). \
                      If the table is really empty, pass --allow-empty-references",
-                    rows, plan.empty_dirs_start()
+                    rows, plan.units.len() - plan.units.trailing_empty_dirs()
                 ))));
             }
             Ok(plan)
@@ -90,7 +90,7 @@ pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs, chan: &Channel) -> Result
         Ok(plan)
     })
     .await?;
-    report.fields.insert("empty_dirs_removed".into(), plan.empty_dirs_removed().into());
+    report.fields.insert("empty_dirs_removed".into(), report.empty_dirs_removed.into());
     db.close().await;
     Ok(Ran::Run(Box::new(Finished { exit, report, plan })))
 }

@@ -96,13 +96,13 @@ pub async fn run(ctx: &Ctx, args: &PruneModulesArgs, chan: &Channel) -> Result<R
         Ok(plan)
     })
     .await?;
-    report.fields.insert("empty_dirs_removed".into(), plan.empty_dirs_removed().into());
-    let rows_deleted = plan
-        .units
-        .iter()
-        .flat_map(|u| &u.items)
-        .filter(|i| i.kind == Kind::Row && matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::WouldDelete)))
-        .count();
+    report.fields.insert("empty_dirs_removed".into(), report.empty_dirs_removed.into());
+    let mut rows_deleted = 0;
+    plan.units.each_item(|i| {
+        rows_deleted +=
+            (i.kind == Kind::Row && matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::WouldDelete))) as usize;
+        true
+    })?;
     report.fields.insert("rows_pruned".into(), (rows_deleted as u64).into());
     db.close().await;
     Ok(Ran::Run(Box::new(Finished { exit, report, plan })))

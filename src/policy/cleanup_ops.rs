@@ -289,11 +289,11 @@ mod tests {
         let c = Classifier::new(&policies()).unwrap();
         let p = plan(files, &policies(), &c, &rules(now));
         for (rel, _, _, deleted) in cases {
-            let goes = p.units.iter().any(|u| u.items[0].target == format!("ops:{rel}"));
+            let goes = p.units.as_slice().iter().any(|u| u.items[0].target == format!("ops:{rel}"));
             assert_eq!(goes, deleted, "{rel}");
         }
         assert_eq!(p.fields["unmanaged_files"], 1, "notes.txt matches no policy");
-        assert!(p.units.iter().any(|u| u.task.as_deref() == Some(BACKUP_TASK)));
+        assert!(p.units.as_slice().iter().any(|u| u.task.as_deref() == Some(BACKUP_TASK)));
     }
 
     #[test]

@@ -39,21 +39,26 @@ pub fn plan(
     let mut referenced = 0u64;
     // Directories that hold something that stays: never removed as empty.
     let mut holding: HashSet<String> = HashSet::new();
-    let mut hold = |rel: &str| {
+    // Directories a file is deleted from (not the files: a million deletions need a few
+    // thousand directories here).
+    let mut emptied: std::collections::BTreeSet<String> = Default::default();
+    // The directory of `rel` and every one above it hold something that stays.
+    let hold = |holding: &mut HashSet<String>, rel: &str| {
         let mut cur = rel;
-        while let Some((parent, _)) = cur.rsplit_once('/') {
-            if !holding.insert(parent.to_string()) {
+        while let Some(d) = crate::plan::parent(cur) {
+            if holding.contains(d) || !holding.insert(d.to_string()) {
                 break;
             }
-            cur = parent;
+            cur = d;
         }
     };
+    let mut dir = String::new();
     for f in files {
         p.scanned += 1;
         let rel = match f {
             Ok(rel) => rel,
             Err(shown) => {
-                hold(&shown);
+                hold(&mut holding, &shown);
                 p.keep(
                     Kind::File,
                     format!("media:{shown}"),
@@ -66,27 +71,25 @@ pub fn plan(
         // it is not merged either (its text does not sort where its bytes do).
         if !crate::names::is_escaped(&rel) && cursor.seek(&rel) {
             referenced += 1;
-            hold(&rel);
+            hold(&mut holding, &rel);
             continue;
         }
         let target = format!("media:{rel}");
-        let before = p.kept.len();
-        decide(&mut p, rel.clone(), target, rules, grace_cutoff, &mut modified);
-        if p.kept.len() > before {
-            hold(&rel);
+        let (kept, units) = (p.kept.len(), p.units.len());
+        // `rel` goes into the plan: its directory is remembered apart (one buffer, reused).
+        dir.clear();
+        dir.push_str(crate::plan::parent(&rel).unwrap_or(""));
+        decide(&mut p, rel, target, rules, grace_cutoff, &mut modified);
+        if p.kept.len() > kept {
+            // Kept: its directory and every one above it stay.
+            hold(&mut holding, &format!("{dir}/-"));
+        } else if p.units.len() > units && !dir.is_empty() && !emptied.contains(&dir) {
+            emptied.insert(dir.clone());
         }
     }
-    let deleted: Vec<String> = p
-        .units
-        .iter()
-        .filter_map(|u| match &u.items[0].op {
-            Op::DeleteFile { path, .. } => Some(path.clone()),
-            _ => None,
-        })
-        .collect();
     let dirs = Unit::empty_dirs(
         "media",
-        deleted.iter().map(String::as_str),
+        emptied.iter().map(String::as_str),
         MARKER,
         |d| holding.contains(d),
         "left empty: every file in it is deleted",
@@ -175,10 +178,10 @@ mod tests {
             unknown_prefixes: vec!["published_modules/3/".into()],
         };
         let p = plan(files.into_iter(), &refs, &rules, |rel| times.get(rel).map(|t| (10, *t)));
-        let deleted: Vec<&str> = p.units.iter().map(|u| u.items[0].target.as_str()).collect();
+        let deleted: Vec<&str> = p.units.as_slice().iter().map(|u| u.items[0].target.as_str()).collect();
         // The file, then the directory it leaves empty (published_modules/1 still holds v2/).
         assert_eq!(deleted, ["media:published_modules/1/v1/a.json", "media:published_modules/1/v1/"]);
-        assert!(p.units[1].is_empty_dir() && p.empty_dirs_start() == 1);
+        assert!(p.units[1].is_empty_dir() && (p.units.len() - p.units.trailing_empty_dirs()) == 1);
         assert_eq!(p.kept.len(), 3);
         assert_eq!(p.kept_unlisted[&Kind::File], 2);
         assert_eq!(p.scanned, 6);
@@ -209,6 +212,6 @@ mod tests {
         let later = plan(files(), &refs, &rules(now + Duration::minutes(1)), times);
         insta::assert_snapshot!("ui_files_plan_a_minute_later", crate::policy::testing::decisions(&later).join("\n"));
         // No directory is left empty while a referenced file is in it.
-        assert_eq!(later.empty_dirs_start(), later.units.len());
+        assert_eq!((later.units.len() - later.units.trailing_empty_dirs()), later.units.len());
     }
 }

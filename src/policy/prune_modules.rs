@@ -223,18 +223,20 @@ pub fn plan(
         }
         p.units.push(Unit::new(items));
     }
-    let deleted: BTreeSet<&str> = p
-        .units
-        .iter()
-        .flat_map(|u| &u.items)
-        .filter_map(|i| match &i.op {
-            Op::DeleteFile { path, .. } => Some(path.as_str()),
-            _ => None,
-        })
-        .collect();
+    // A module's versions are few: the plan is small enough to read back here.
+    let mut deleted: BTreeSet<String> = BTreeSet::new();
+    if let Err(e) = p.units.each_item(|i| {
+        if let Op::DeleteFile { path, .. } = &i.op {
+            deleted.insert(path.clone());
+        }
+        true
+    }) {
+        tracing::error!(target: "cleanup", "{e:#}");
+    }
+    let deleted: BTreeSet<&str> = deleted.iter().map(String::as_str).collect();
     let empty = Unit::empty_dirs(
         "media",
-        deleted.iter().copied(),
+        deleted.iter().filter_map(|d| crate::plan::parent(d)),
         MARKER,
         |d| holds(d, dirs, &deleted),
         "left empty: its files went with pruned versions",
@@ -356,14 +358,19 @@ mod tests {
             let p = plan(vec![row("1", 1, 1, &[f])], vec![], &files, &Listing::new(), &rules(now));
             let deletes_file = p
                 .units
+                .as_slice()
                 .iter()
                 .flat_map(|u| &u.items)
                 .any(|i| i.refused.is_none() && matches!(&i.op, Op::DeleteFile { path, .. } if path == f));
             assert_eq!(deletes_file, goes, "{name}");
-            let rows = p.units.iter().flat_map(|u| &u.items).filter(|i| i.kind == Kind::Row).count();
+            let rows = p.units.as_slice().iter().flat_map(|u| &u.items).filter(|i| i.kind == Kind::Row).count();
             assert_eq!(rows, 1, "{name}: the row goes either way");
             // A refused file is a reported (failed) item of its own, not a silent keep.
-            assert_eq!(p.units.iter().flat_map(|u| &u.items).any(|i| i.refused.is_some()), refused, "{name}");
+            assert_eq!(
+                p.units.as_slice().iter().flat_map(|u| &u.items).any(|i| i.refused.is_some()),
+                refused,
+                "{name}"
+            );
         }
         let protected = "backups/published_modules/x.json";
         let files = BTreeMap::from([(
@@ -406,7 +413,10 @@ mod tests {
         insta::assert_snapshot!("prune_modules_plan", render(&p));
         // Shared file: rows 1 and 2 in one unit.
         assert_eq!(p.units[0].items.iter().filter(|i| i.kind == Kind::Row).count(), 2);
-        let dirs: Vec<&str> = p.units[p.empty_dirs_start()..].iter().map(|u| u.items[0].target.as_str()).collect();
+        let dirs: Vec<&str> = p.units.as_slice()[(p.units.len() - p.units.trailing_empty_dirs())..]
+            .iter()
+            .map(|u| u.items[0].target.as_str())
+            .collect();
         // v2 keeps keep.txt, module 1 keeps v3/: only v1, and module 2 entirely.
         assert_eq!(
             dirs,

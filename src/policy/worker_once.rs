@@ -581,7 +581,7 @@ mod tests {
         let mut p = Plan::new(COMMAND, at(NOW));
         previews(&mut p, sessions, &rules(NOW));
         insta::assert_snapshot!("worker_previews", render(&p));
-        let units: Vec<&str> = p.units.iter().map(|u| u.items.last().unwrap().target.as_str()).collect();
+        let units: Vec<&str> = p.units.as_slice().iter().map(|u| u.items.last().unwrap().target.as_str()).collect();
         assert_eq!(
             units,
             ["preview_sessions id=s1", "preview_sessions id=s5", "preview_sessions id=s6", "preview_sessions id=s7"]
@@ -666,7 +666,7 @@ mod tests {
         };
         let base = cycle(NOW, NOW);
         insta::assert_snapshot!("worker_logs_and_repos", render(&base));
-        assert!(base.units.iter().filter(|u| u.task.as_deref() == Some("repos")).all(|u| u.guard.is_some()));
+        assert!(base.units.as_slice().iter().filter(|u| u.task.as_deref() == Some("repos")).all(|u| u.guard.is_some()));
         let later = cycle(NOW, "2026-11-24T10:00:00Z");
         insta::assert_snapshot!("worker_logs_and_repos_two_days_later", decisions(&later).join("\n"));
         let shifted = cycle("2027-05-01T10:00:00Z", "2027-05-01T10:00:00Z");

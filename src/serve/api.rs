@@ -141,17 +141,22 @@ pub async fn cleanup_stats(who: Who, axum::extract::State(app): St) -> Result<Js
     app.auth.limit_work(&who.principal)?;
     let f = preview(&app, ops_request(OpsRunType::Automatic)).await?;
     let mut by_policy: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    for u in &f.plan.units {
-        let e = by_policy.entry(u.task.clone().unwrap_or_default()).or_default();
-        e.0 += u.items.len() as u64;
-        e.1 += u.items.iter().filter_map(|i| i.bytes).sum::<u64>();
-    }
+    let mut bytes_to_clean = 0;
+    f.plan
+        .units
+        .each(|u| {
+            let e = by_policy.entry(u.task.clone().unwrap_or_default()).or_default();
+            e.0 += u.items.len() as u64;
+            e.1 += u.items.iter().filter_map(|i| i.bytes).sum::<u64>();
+            bytes_to_clean += u.items.iter().filter_map(|i| i.bytes).sum::<u64>();
+        })
+        .map_err(ApiError::internal)?;
     let history = crate::history::read(&app.db, Utc::now()).await?;
     let h = history.iter().find(|h| h.command == "cleanup-ops");
     let recent = runs_query(&app.db, &RunsQuery { command: Some("cleanup-ops".into()), ..Default::default() }).await?;
     Ok(Json(json!({
         "files_to_clean": f.plan.item_count(),
-        "bytes_to_clean": f.plan.units.iter().flat_map(|u| &u.items).filter_map(|i| i.bytes).sum::<u64>(),
+        "bytes_to_clean": bytes_to_clean,
         "space_saved_bytes": h.map(|h| h.reclaimed_total).unwrap_or(0),
         "files_deleted_total": h.map(|h| h.deleted_total).unwrap_or(0),
         "last_cleanup": h.and_then(|h| h.last_run.as_ref()).map(|r| json!({"run_id": r.run_id, "started_at": r.started_at, "finished_at": r.finished_at, "status": r.status, "deleted": r.deleted, "bytes_reclaimed": r.bytes_reclaimed})),
@@ -209,13 +214,15 @@ pub async fn cleanup_run(
 pub async fn cleanup_files(who: Who, axum::extract::State(app): St) -> Result<Json<Value>, ApiError> {
     app.auth.limit_work(&who.principal)?;
     let f = preview(&app, ops_request(OpsRunType::Automatic)).await?;
-    let mut files: Vec<Value> = f
-        .plan
+    let mut files: Vec<Value> = Vec::new();
+    f.plan
         .units
-        .iter()
-        .flat_map(|u| u.items.iter().map(move |i| (u, i)))
-        .map(|(u, i)| json!({"path": i.target, "bytes": i.bytes, "policy": u.task, "action": "delete", "reason": i.reason}))
-        .collect();
+        .each(|u| {
+            files.extend(u.items.iter().map(
+                |i| json!({"path": i.target, "bytes": i.bytes, "policy": u.task, "action": "delete", "reason": i.reason}),
+            ))
+        })
+        .map_err(ApiError::internal)?;
     files.extend(f.plan.kept.iter().map(|k| json!({"path": k.target, "action": "keep", "reason": k.reason})));
     Ok(Json(json!({ "files": files, "scanned": f.plan.scanned })))
 }
@@ -820,18 +827,34 @@ pub fn plan_summary(app: &State, id: &str, doc: &PlanDoc<Plan>) -> Result<Value,
     let plan = &doc.plan;
     let mut by_kind: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     let mut by_reason: std::collections::BTreeMap<String, u64> = Default::default();
-    for i in plan.units.iter().flat_map(|u| &u.items) {
-        let e = by_kind.entry(i.kind.as_str().to_string()).or_default();
-        e.0 += 1;
-        e.1 += i.bytes.unwrap_or(0);
-        *by_reason.entry(i.reason.clone()).or_default() += 1;
-    }
+    // The largest 20 items, kept as the plan is read (a heap of 20, whatever its size).
+    let mut largest: std::collections::BinaryHeap<std::cmp::Reverse<(u64, usize, String)>> = Default::default();
+    let mut n = 0;
+    plan.units
+        .each_item(|i| {
+            let e = by_kind.entry(i.kind.as_str().to_string()).or_default();
+            e.0 += 1;
+            e.1 += i.bytes.unwrap_or(0);
+            *by_reason.entry(i.reason.clone()).or_default() += 1;
+            let b = i.bytes.unwrap_or(0);
+            if largest.len() < 20 || largest.peek().is_some_and(|s| s.0 .0 < b) {
+                // Ties keep the earlier item: `n` counts down.
+                n += 1;
+                let view = serde_json::to_string(&crate::report::ItemView(i)).unwrap_or_default();
+                largest.push(std::cmp::Reverse((b, usize::MAX - n, view)));
+                if largest.len() > 20 {
+                    largest.pop();
+                }
+            }
+            true
+        })
+        .map_err(ApiError::internal)?;
+    let largest: Vec<Value> =
+        largest.into_sorted_vec().into_iter().filter_map(|r| serde_json::from_str(&r.0 .2).ok()).collect();
     let mut kept_by_reason: std::collections::BTreeMap<String, u64> = Default::default();
     for k in &plan.kept {
         *kept_by_reason.entry(k.reason.clone()).or_default() += 1;
     }
-    let mut largest: Vec<_> = plan.units.iter().flat_map(|u| &u.items).collect();
-    largest.sort_by_key(|i| std::cmp::Reverse(i.bytes.unwrap_or(0)));
     let age = Utc::now() - doc.created_at;
     Ok(json!({
         "id": id,
@@ -849,7 +872,7 @@ pub fn plan_summary(app: &State, id: &str, doc: &PlanDoc<Plan>) -> Result<Value,
             "by_reason": by_reason.iter().map(|(r, n)| json!({"reason": r, "items": n})).collect::<Vec<_>>(),
             "kept_by_reason": kept_by_reason.iter().map(|(r, n)| json!({"reason": r, "items": n})).collect::<Vec<_>>(),
         },
-        "largest": largest.iter().take(20).map(|i| crate::report::ItemView(i)).collect::<Vec<_>>(),
+        "largest": largest,
     }))
 }
 
@@ -873,15 +896,19 @@ pub async fn plan_get(
     out["sha256"] = json!(sha256_of(&plan_path(&app, &id)?)?);
     out["page"] = json!(page);
     out["per_page"] = json!(per);
-    out["items"] = json!(doc
-        .plan
+    let (mut skip, mut items) = (((page - 1) * per) as usize, Vec::new());
+    doc.plan
         .units
-        .iter()
-        .flat_map(|u| &u.items)
-        .skip(((page - 1) * per) as usize)
-        .take(per as usize)
-        .map(|i| json!({"kind": i.kind, "target": i.target, "reason": i.reason, "bytes": i.bytes, "fingerprint": i.fingerprint}))
-        .collect::<Vec<_>>());
+        .each_item(|i| {
+            if skip > 0 {
+                skip -= 1;
+            } else {
+                items.push(json!({"kind": i.kind, "target": i.target, "reason": i.reason, "bytes": i.bytes, "fingerprint": i.fingerprint}));
+            }
+            items.len() < per as usize
+        })
+        .map_err(ApiError::internal)?;
+    out["items"] = json!(items);
     out["kept"] = serde_json::to_value(&doc.plan.kept).unwrap_or_default();
     Ok(Json(out))
 }

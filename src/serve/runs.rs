@@ -241,14 +241,14 @@ fn finished(live: &Live, ran: anyhow::Result<Ran>) -> FinishedRun {
             f.report = serde_json::to_value(&r.report).unwrap_or_default();
             // A real run's items are in the audit; only a dry run's are kept here.
             let keep = if live.dry_run { KEEP_ITEMS } else { 0 };
-            f.items = r
-                .plan
-                .units
-                .iter()
-                .flat_map(|u| u.items.iter())
-                .take(keep)
-                .filter_map(|i| serde_json::to_value(crate::report::ItemView(i)).ok())
-                .collect();
+            let mut items = Vec::new();
+            if keep > 0 {
+                let _ = r.plan.units.each_item(|i| {
+                    items.extend(serde_json::to_value(crate::report::ItemView(i)).ok());
+                    items.len() < keep
+                });
+            }
+            f.items = items;
         }
         Ok(Ran::Done(exit)) => f.exit_code = exit as i32,
         Err(e) => {

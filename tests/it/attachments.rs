@@ -406,10 +406,8 @@ pub async fn ctrl_c_stops_between_batches_and_the_audit_stays_consistent(b: Back
         ));
     }
     ws.exec(&sql).await;
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sweep"))
+    let child = crate::support::sweep_command()
         .args(["--now", NOW, "cleanup-attachments", "--batch-size", "1", "--json"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", &ws.url)
         .env("MEDIA_ROOT", &ws.media)
         .current_dir(ws.dir.path())

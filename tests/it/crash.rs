@@ -6,15 +6,13 @@
 use crate::attachments::{old_file_time, row, uuid, NOW};
 use crate::support::*;
 use chrono::Duration;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 /// A real run of cleanup-attachments, killed with SIGKILL after `ms` milliseconds (or done).
 fn run_and_kill(ws: &Ws, ms: u64) -> bool {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sweep"))
+    let mut child = crate::support::sweep_command()
         .current_dir(ws.dir.path())
         .args(["--now", NOW, "-q", "cleanup-attachments", "--batch-size", "10"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", &ws.url)
         .env("MEDIA_ROOT", &ws.media)
         .stdout(Stdio::null())

@@ -53,12 +53,10 @@ pub fn token(ws: &Ws, env: &[(&str, &str)], name: &str, role: &str) -> String {
 /// its log in `log` under the workspace: the process and the base URL it printed.
 pub fn spawn_serve(ws: &Ws, env: &[(&str, &str)], args: &[&str], log: &str) -> (Child, String) {
     let log_path = ws.dir.path().join(log);
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sweep"));
+    let mut c = crate::support::sweep_command();
     c.current_dir(ws.dir.path())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", &ws.url)
         .env("MEDIA_ROOT", &ws.media)
         .stdout(Stdio::piped())

@@ -146,10 +146,26 @@ impl Run {
     }
 }
 
+/// A clean environment for the binary: `PATH`, and plans that go to a temporary file past a
+/// few items (`SWEEP_SPILL_AT`, 4 unless the environment says otherwise), so that the suite
+/// runs the on-disk plan as much as the in-memory one.
+pub fn clean_env(c: &mut Command) -> &mut Command {
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SWEEP_SPILL_AT", std::env::var("SWEEP_SPILL_AT").unwrap_or_else(|_| "4".into()))
+}
+
+/// The real binary, with a clean environment (`clean_env`).
+pub fn sweep_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sweep"));
+    clean_env(&mut c);
+    c
+}
+
 /// Run the real binary in `cwd` with a clean environment plus `env`.
 pub fn sweep_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sweep"));
-    c.current_dir(cwd).args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    let mut c = sweep_command();
+    c.current_dir(cwd).args(args);
     for (k, v) in env {
         c.env(k, v);
     }
