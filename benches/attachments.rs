@@ -41,6 +41,7 @@ fn main() {
                 let batch = if contender.contains("1000") { "1000" } else { "100" };
                 measure(
                     Command::new(sweep)
+                        .args(common::verbosity())
                         .args([
                             "--database-url",
                             &url,

@@ -85,7 +85,7 @@ fn main() {
                     let (d, peak) = measure(
                         Command::new(env!("CARGO_BIN_EXE_sweep"))
                             .args(["--database-url", &db, "bulk-cloudcube", "--allow-empty-references"])
-                            .arg(if std::env::var("BENCH_VERBOSE").is_ok() { "-v" } else { "-q" })
+                            .args(common::verbosity())
                             .env("CLOUDCUBE_URL", &url)
                             .env("CLOUDCUBE_ACCESS_KEY_ID", S3_ACCESS)
                             .env("CLOUDCUBE_SECRET_ACCESS_KEY", S3_SECRET),

@@ -78,7 +78,7 @@ fn main() {
         for contender in ["sweep cleanup-ui-files", "find|sort, refs|sort, comm -23, xargs rm"] {
             let media = prepare_tree(base.path(), &format!("{rep}-{}", contender.len()), files);
             let (d, peak) = if contender.starts_with("sweep") {
-                measure(Command::new(sweep).args([
+                measure(Command::new(sweep).args(common::verbosity()).args([
                     "--database-url",
                     &url,
                     "--media-root",

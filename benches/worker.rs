@@ -63,9 +63,10 @@ fn main() {
     let mut mem = Vec::new();
     for rep in 0..reps {
         for contender in ["sweep worker-once --tasks tmp,logs", "find -delete + find -exec rm -rf"] {
-            let data = prepare(base.path(), &format!("{rep}-{}", contender.len()), logs);
+            let fs = common::FreshFs::new(base.path(), &format!("{rep}-{}", contender.len()));
+            let data = prepare(&fs.dir, &format!("{rep}-{}", contender.len()), logs);
             let (d, peak) = if contender.starts_with("sweep") {
-                measure(Command::new(env!("CARGO_BIN_EXE_sweep")).args([
+                measure(Command::new(env!("CARGO_BIN_EXE_sweep")).args(common::verbosity()).args([
                     "--database-url",
                     &db,
                     "--data-dir",
@@ -86,6 +87,7 @@ fn main() {
             println!("rep {rep}: {contender:<40} {:>7.2} s  peak {:>6.1} MiB", d.as_secs_f64(), mb(peak));
             t.entry(contender).or_default().push(d.as_secs_f64());
             let _ = std::fs::remove_dir_all(&data);
+            drop(fs);
         }
     }
     println!("\nworker-once --tasks tmp,logs, {logs} logs + {} tmp dirs, 90% expired (medians of {reps}):", logs / 10);

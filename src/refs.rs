@@ -271,19 +271,43 @@ pub struct ModuleRow {
 
 /// A set of paths in one buffer, sorted component-wise (`refs::path_cmp`) once built: about
 /// the size of the text itself, where a `BTreeSet<String>` would take three times as much.
+///
+/// Made with `RefSet::spilling(bytes)`, the buffer is sorted and written to a temporary file
+/// (a sorted run) each time its text passes `bytes`, and `finish` merges the runs into one
+/// sorted file that the cursor reads: ten million references cost disk, not memory. Such a set
+/// is read with `cursor` only.
 #[derive(Debug, Default)]
 pub struct RefSet {
     buf: String,
     spans: Vec<(u32, u32)>,
     sorted: bool,
+    /// Text held in memory before a run is written (0: never).
+    spill_at: usize,
+    runs: Vec<std::fs::File>,
+    /// The merged runs and how many paths they hold.
+    merged: Option<(std::fs::File, usize)>,
+    /// The first error writing or reading the temporary files.
+    error: std::sync::Mutex<Option<String>>,
 }
 
 impl RefSet {
+    /// A set that goes to temporary files past `bytes` of text.
+    pub fn spilling(bytes: usize) -> RefSet {
+        RefSet { spill_at: bytes, ..RefSet::default() }
+    }
+
     pub fn push(&mut self, path: &str) {
+        if self.spill_at > 0 && self.buf.capacity() == 0 {
+            // One allocation for the whole buffer: it never grows past the spill size.
+            self.buf.reserve_exact(self.spill_at + 64 * 1024);
+        }
         let start = self.buf.len() as u32;
         self.buf.push_str(path);
         self.spans.push((start, path.len() as u32));
         self.sorted = false;
+        if self.spill_at > 0 && self.buf.len() >= self.spill_at {
+            self.write_run();
+        }
     }
 
     fn get(&self, i: usize) -> &str {
@@ -291,26 +315,81 @@ impl RefSet {
         &self.buf[s as usize..(s + l) as usize]
     }
 
-    /// Sort and remove duplicates.
-    pub fn finish(&mut self) {
+    fn fail(&self, e: impl std::fmt::Display) {
+        self.error.lock().expect("not poisoned").get_or_insert(format!(
+            "cannot use a temporary file for the references ({e}): set TMPDIR to a directory with room"
+        ));
+    }
+
+    /// Whether writing or reading the temporary files failed (the cursor then finds every
+    /// path referenced: nothing is deleted on a reference that could not be read).
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().expect("not poisoned").clone()
+    }
+
+    fn sort_in_memory(&mut self) {
         let buf = &self.buf;
         let at = |(s, l): (u32, u32)| &buf[s as usize..(s + l) as usize];
         self.spans.sort_unstable_by(|a, b| path_cmp(at(*a), at(*b)));
         self.spans.dedup_by(|a, b| at(*a) == at(*b));
-        self.spans.shrink_to_fit();
+    }
+
+    /// Sort the buffer and write it to a new run.
+    fn write_run(&mut self) {
+        use std::io::{Seek, Write};
+        self.sort_in_memory();
+        let written = tempfile::tempfile().and_then(|f| {
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+            for i in 0..self.spans.len() {
+                write_record(&mut w, self.get(i))?;
+            }
+            w.flush()?;
+            let mut f = w.into_inner().map_err(|e| e.into_error())?;
+            f.rewind()?;
+            Ok(f)
+        });
+        match written {
+            Ok(f) => self.runs.push(f),
+            Err(e) => self.fail(e),
+        }
+        self.buf.clear();
+        self.spans.clear();
+    }
+
+    /// Sort and remove duplicates (merging the runs on disk, for a spilling set).
+    pub fn finish(&mut self) {
+        if self.runs.is_empty() {
+            self.sort_in_memory();
+            self.spans.shrink_to_fit();
+            self.sorted = true;
+            return;
+        }
+        if !self.spans.is_empty() {
+            self.write_run();
+        }
+        self.buf = String::new();
+        self.spans = Vec::new();
+        match merge_runs(std::mem::take(&mut self.runs)) {
+            Ok(m) => self.merged = Some(m),
+            Err(e) => self.fail(e),
+        }
         self.sorted = true;
     }
 
     pub fn len(&self) -> usize {
-        self.spans.len()
+        match &self.merged {
+            Some((_, n)) => *n,
+            None => self.spans.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.len() == 0 && self.error().is_none()
     }
 
+    /// Whether `path` is in a set held in memory (not one made with `spilling`).
     pub fn contains(&self, path: &str) -> bool {
-        debug_assert!(self.sorted);
+        debug_assert!(self.sorted && self.merged.is_none());
         self.spans.binary_search_by(|s| path_cmp(self.get_span(*s), path)).is_ok()
     }
 
@@ -321,19 +400,115 @@ impl RefSet {
     /// A cursor for merging with paths that arrive in the same order.
     pub fn cursor(&self) -> RefCursor<'_> {
         debug_assert!(self.sorted);
-        RefCursor { set: self, i: 0 }
+        let disk = self.merged.as_ref().map(|(f, _)| {
+            use std::io::Seek;
+            let mut f: &std::fs::File = f;
+            if let Err(e) = f.rewind() {
+                self.fail(e);
+            }
+            (std::io::BufReader::with_capacity(1 << 16, f), None)
+        });
+        RefCursor { set: self, i: 0, disk }
     }
+}
+
+/// One path in a run: its length (u32, little-endian), then its bytes. Any byte may be in a
+/// path, so no separator is used.
+fn write_record(w: &mut impl std::io::Write, path: &str) -> std::io::Result<()> {
+    w.write_all(&(path.len() as u32).to_le_bytes())?;
+    w.write_all(path.as_bytes())
+}
+
+/// The next path of a run, `None` at its end.
+fn read_record(r: &mut impl std::io::Read) -> std::io::Result<Option<String>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
+    r.read_exact(&mut bytes)?;
+    String::from_utf8(bytes).map(Some).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Merge sorted runs into one sorted file without duplicates; returns it and its length.
+fn merge_runs(runs: Vec<std::fs::File>) -> std::io::Result<(std::fs::File, usize)> {
+    use std::io::{Seek, Write};
+    /// A run's current path, ordered so that the heap's top is the smallest path.
+    struct Head(String, usize);
+    impl PartialEq for Head {
+        fn eq(&self, o: &Head) -> bool {
+            self.0 == o.0
+        }
+    }
+    impl Eq for Head {}
+    impl PartialOrd for Head {
+        fn partial_cmp(&self, o: &Head) -> Option<Ordering> {
+            Some(self.cmp(o))
+        }
+    }
+    impl Ord for Head {
+        fn cmp(&self, o: &Head) -> Ordering {
+            path_cmp(&o.0, &self.0)
+        }
+    }
+    let mut readers: Vec<_> = runs.into_iter().map(|f| std::io::BufReader::with_capacity(1 << 16, f)).collect();
+    let mut heap = std::collections::BinaryHeap::new();
+    for (i, r) in readers.iter_mut().enumerate() {
+        if let Some(p) = read_record(r)? {
+            heap.push(Head(p, i));
+        }
+    }
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, tempfile::tempfile()?);
+    let (mut n, mut last): (usize, Option<String>) = (0, None);
+    while let Some(Head(p, i)) = heap.pop() {
+        if let Some(next) = read_record(&mut readers[i])? {
+            heap.push(Head(next, i));
+        }
+        if last.as_deref() != Some(p.as_str()) {
+            write_record(&mut w, &p)?;
+            n += 1;
+            last = Some(p);
+        }
+    }
+    w.flush()?;
+    let mut f = w.into_inner().map_err(|e| e.into_error())?;
+    f.rewind()?;
+    Ok((f, n))
 }
 
 /// Walks a sorted `RefSet` alongside an ascending stream of paths.
 pub struct RefCursor<'a> {
     set: &'a RefSet,
     i: usize,
+    /// A spilled set: the merged file and its current path (`None` before the first read).
+    disk: Option<(std::io::BufReader<&'a std::fs::File>, Option<Option<String>>)>,
 }
 
 impl RefCursor<'_> {
     /// Whether `path` is in the set; `path`s must come in ascending `path_cmp` order.
     pub fn seek(&mut self, path: &str) -> bool {
+        if let Some((reader, current)) = &mut self.disk {
+            loop {
+                let cur = match current {
+                    Some(c) => c,
+                    None => match read_record(reader) {
+                        Ok(p) => current.insert(p),
+                        Err(e) => {
+                            self.set.fail(e);
+                            return true;
+                        }
+                    },
+                };
+                let Some(c) = cur else { return self.set.error().is_some() };
+                match path_cmp(c, path) {
+                    Ordering::Less => *current = None,
+                    Ordering::Equal => return true,
+                    Ordering::Greater => return self.set.error().is_some(),
+                }
+            }
+        }
         while self.i < self.set.len() {
             match path_cmp(self.set.get(self.i), path) {
                 Ordering::Less => self.i += 1,
@@ -397,6 +572,29 @@ mod tests {
         let mut v = vec!["a-b/c", "a/b", "a/b/c", "a0", "a"];
         v.sort_by(|x, y| path_cmp(x, y));
         assert_eq!(v, vec!["a", "a/b", "a/b/c", "a-b/c", "a0"]);
+    }
+
+    #[test]
+    fn a_spilled_refset_finds_what_one_in_memory_finds() {
+        let paths: Vec<String> = (0..200).map(|i| format!("published_modules/{}/v{}/s.json", i % 37, i % 7)).collect();
+        let mut walk: Vec<String> = (0..60).map(|i| format!("published_modules/{i}/v{}/s.json", i % 9)).collect();
+        walk.extend(paths.iter().take(50).cloned());
+        walk.sort_by(|a, b| path_cmp(a, b));
+        walk.dedup();
+        let (mut mem, mut disk) = (RefSet::default(), RefSet::spilling(300));
+        for p in &paths {
+            mem.push(p);
+            disk.push(p);
+        }
+        mem.finish();
+        disk.finish();
+        assert!(disk.merged.is_some(), "the small limit made runs on disk");
+        assert_eq!(disk.len(), mem.len(), "duplicates across runs are merged");
+        let (mut a, mut b) = (mem.cursor(), disk.cursor());
+        let found: Vec<bool> = walk.iter().map(|w| a.seek(w)).collect();
+        assert_eq!(walk.iter().map(|w| b.seek(w)).collect::<Vec<_>>(), found);
+        assert!(found.iter().any(|f| *f) && found.iter().any(|f| !*f));
+        assert!(disk.error().is_none());
     }
 
     #[test]

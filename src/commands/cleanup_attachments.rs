@@ -7,7 +7,8 @@ use crate::config::{Key, ProcessEnv, Source, Sourced, TableSpec};
 use crate::db::Db;
 use crate::exit_codes::Exit;
 use crate::ident::Ident;
-use crate::policy::cleanup_attachments::{plan, Candidate, FileFacts, Rules, StoreRef, COMMAND};
+use crate::plan::Plan;
+use crate::policy::cleanup_attachments::{self as policy, Candidate, FileFacts, Rules, StoreRef, COMMAND};
 use crate::run::{run_policy, Channel, Ctx, Finished, Ran};
 use crate::store::local::{in_blocking_chunks, LocalRoot, ParentCache};
 use crate::store::object::{parse_key, NamedStore};
@@ -129,10 +130,11 @@ impl AttachmentSettings {
     }
 }
 
-/// Read the candidates page by page (keyset on the key column) and check each file.
-async fn gather(db: &Db, s: &AttachmentSettings, rules: &Rules, res: &Resources) -> Result<Vec<Candidate>> {
+/// Read the candidates page by page (keyset on the key column), check each file and decide:
+/// a page at a time is in memory, whatever the number of candidates.
+async fn gather(db: &Db, s: &AttachmentSettings, rules: &Rules, res: &Resources) -> Result<Plan> {
     let cutoff = rules.cutoff();
-    let mut out = Vec::new();
+    let mut out = policy::start(rules);
     let mut page = read_page(db, s, cutoff, None).await?;
     loop {
         // The next page is read while this one's files are checked.
@@ -145,7 +147,9 @@ async fn gather(db: &Db, s: &AttachmentSettings, rules: &Rules, res: &Resources)
             }
         };
         let (checked, next) = futures::join!(check_files(page, rules, res), next);
-        out.extend(checked);
+        for c in checked {
+            policy::decide(&mut out, c, rules);
+        }
         match next {
             Some(p) => page = p?,
             None => break,
@@ -312,9 +316,9 @@ pub async fn run(ctx: &Ctx, args: &CleanupAttachmentsArgs, chan: &Channel) -> Re
         rules.days
     );
     let Finished { exit, mut report, plan } = run_policy(ctx, ctx.spec(COMMAND, &rows, Some(db.clone()), &res), chan, || async {
-        let cands = gather(&db, &s, &rules, &res).await?;
-        tracing::info!(target: "cleanup", "Permanently deleting {} attachments in batches of {}...", cands.len(), rules.batch_size);
-        Ok(plan(cands, &rules))
+        let plan = gather(&db, &s, &rules, &res).await?;
+        tracing::info!(target: "cleanup", "Permanently deleting {} attachments in batches of {}...", plan.units.len(), rules.batch_size);
+        Ok(plan)
     })
     .await?;
     report.fields.insert("attachments_deleted".into(), report.units_ok.into());

@@ -35,6 +35,16 @@ fn walk(media: &Path) -> impl Iterator<Item = Result<String, String>> + '_ {
     })
 }
 
+/// Bytes of reference text held in memory; past it the references are sorted in runs on disk
+/// and merged (`RefSet::spilling`). `SWEEP_REFS_SPILL_AT` overrides it in debug builds.
+fn refs_in_memory() -> usize {
+    #[cfg(debug_assertions)]
+    if let Some(n) = std::env::var("SWEEP_REFS_SPILL_AT").ok().and_then(|v| v.parse().ok()) {
+        return n;
+    }
+    16 << 20
+}
+
 pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs, chan: &Channel) -> Result<Ran> {
     let s = ModuleSettings::load(ctx, None)?;
     let rows = s.rows();
@@ -49,7 +59,7 @@ pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs, chan: &Channel) -> Result
     let mut res = Resources { db: Some(db.clone()), ..Default::default() };
     res.roots.insert("media".into(), root.clone());
     let Finished { exit, mut report, plan } = run_policy(ctx, ctx.spec(COMMAND, &rows, Some(db.clone()), &res), chan, || async {
-        let mut refs = RefSet::default();
+        let mut refs = RefSet::spilling(refs_in_memory());
         let mut unknown: Vec<(String, i64, String)> = Vec::new();
         let rows = for_each_row(&db, &s, Filter::All, |row| match row.refs {
             PayloadRefs::Known(v) => v.iter().for_each(|p| refs.push(p)),
@@ -75,6 +85,9 @@ pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs, chan: &Channel) -> Result
         let mut plan = tokio::task::spawn_blocking(move || {
             let stat = |rel: &str| root.stat(rel).ok().flatten().map(|e| (e.bytes, DateTime::<Utc>::from(e.modified)));
             let plan = plan(walk(&media), &refs, &rules, stat);
+            if let Some(e) = refs.error() {
+                return Err(anyhow!("{e}: nothing was deleted"));
+            }
             if refs.is_empty() && !plan.units.is_empty() && !allow_empty {
                 return Err(anyhow::Error::new(Fatal::guard(format!(
                     "no row of {} references any file, yet {} files under {UI_DIR}/ would be deleted: refusing (SPEC safety rule 2). \

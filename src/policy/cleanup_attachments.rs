@@ -69,14 +69,28 @@ impl Rules {
 
 /// The pure decision: each candidate becomes a unit (file, then row) or a kept entry.
 pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
+    let mut p = start(rules);
+    for c in candidates {
+        decide(&mut p, c, rules);
+    }
+    p
+}
+
+/// An empty plan with the run's fields, for `decide` to fill page by page.
+pub fn start(rules: &Rules) -> Plan {
     let mut p = Plan::new(COMMAND, rules.now);
     p.batch_size = rules.batch_size;
-    let cutoff = rules.cutoff();
-    p.fields.insert("cutoff".into(), cutoff.to_rfc3339().into());
+    p.fields.insert("cutoff".into(), rules.cutoff().to_rfc3339().into());
     p.fields.insert("days".into(), rules.days.into());
     p.fields.insert("batch_size".into(), (rules.batch_size as u64).into());
+    p
+}
+
+/// One candidate: a unit (file, then row) or a kept entry.
+pub fn decide(p: &mut Plan, c: Candidate, rules: &Rules) {
+    let cutoff = rules.cutoff();
     let row_target = |k: &str| format!("{} {}={}", rules.table.as_str(), rules.id.as_str(), k);
-    for c in candidates {
+    {
         p.scanned += 1;
         if c.deleted_at > cutoff {
             // The query selects only rows past the cutoff; a row read otherwise stays.
@@ -85,7 +99,7 @@ pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
                 row_target(&c.key),
                 format!("soft-deleted at {}, after the cutoff {}", c.deleted_at.to_rfc3339(), cutoff.to_rfc3339()),
             );
-            continue;
+            return;
         }
         // The row's snapshot is taken by the DELETE itself (RETURNING): exactly what was deleted.
         let row = Item::new(
@@ -167,7 +181,6 @@ pub fn plan(candidates: Vec<Candidate>, rules: &Rules) -> Plan {
             }
         }
     }
-    p
 }
 
 #[cfg(test)]

@@ -147,12 +147,14 @@ impl Run {
 }
 
 /// A clean environment for the binary: `PATH`, and plans that go to a temporary file past a
-/// few items (`SWEEP_SPILL_AT`, 4 unless the environment says otherwise), so that the suite
-/// runs the on-disk plan as much as the in-memory one.
+/// few items (`SWEEP_SPILL_AT`, 4 unless the environment says otherwise) and references sorted
+/// on disk past 100 bytes (`SWEEP_REFS_SPILL_AT`), so that the suite runs the on-disk paths as
+/// much as the in-memory ones.
 pub fn clean_env(c: &mut Command) -> &mut Command {
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("SWEEP_SPILL_AT", std::env::var("SWEEP_SPILL_AT").unwrap_or_else(|_| "4".into()))
+        .env("SWEEP_REFS_SPILL_AT", std::env::var("SWEEP_REFS_SPILL_AT").unwrap_or_else(|_| "100".into()))
 }
 
 /// The real binary, with a clean environment (`clean_env`).
