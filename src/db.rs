@@ -656,6 +656,35 @@ impl Db {
             q.push("::timestamptz[]) AS u(r, p, k, t, re, b, o, e, bl, s, a)");
             return vec![q];
         }
+        if self.backend() == Backend::Sqlite {
+            // One JSON parameter, unpacked by SQLite (`json_each`): a statement and a bind per
+            // batch instead of eleven binds per row.
+            let data: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.run_id,
+                        r.policy,
+                        r.kind,
+                        r.target,
+                        r.reason,
+                        r.bytes,
+                        r.outcome,
+                        r.error,
+                        r.backup_location,
+                        r.row_snapshot.map(|v| v.get()),
+                        rfc3339(r.at),
+                    )
+                })
+                .collect();
+            let mut q = self.sql();
+            q.push(COLUMNS).push("SELECT ");
+            for i in 0..11 {
+                q.push(format_args!("{}json_extract(value, '$[{i}]')", if i == 0 { "" } else { ", " }));
+            }
+            q.push(" FROM json_each(").bind(serde_json::to_string(&data).expect("audit rows serialize")).push(")");
+            return vec![q];
+        }
         rows.chunks(500)
             .map(|chunk| {
                 let mut q = self.sql();

@@ -450,7 +450,7 @@ impl Units {
                 d.moved.set(true);
                 let file = std::cell::Ref::map(d.w.borrow(), |w| w.get_ref());
                 let reader = std::io::BufReader::with_capacity(1 << 16, PosReader { file, pos: 0 });
-                UnitsIter(Reading::Disk(serde_json::Deserializer::from_reader(reader).into_iter()))
+                UnitsIter(Reading::Disk(Lines::new(reader)))
             }
         }
     }
@@ -493,8 +493,7 @@ impl Units {
                 });
                 match file {
                     Ok(f) => Drain::Disk(
-                        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 16, f))
-                            .into_iter(),
+                        Lines::new(std::io::BufReader::with_capacity(1 << 16, f)),
                     ),
                     Err(e) => Drain::Failed(Some(anyhow::anyhow!("cannot read the plan's temporary file back ({e})"))),
                 }
@@ -576,14 +575,41 @@ impl std::io::Read for PosReader<'_> {
     }
 }
 
-type Stream<R> = serde_json::StreamDeserializer<'static, serde_json::de::IoRead<std::io::BufReader<R>>, Unit>;
+/// Units read back one line at a time (a unit is one line of JSON: serde_json escapes every
+/// newline inside a string), each parsed from the line in memory, which is several times
+/// faster than parsing from the reader byte by byte.
+pub struct Lines<R> {
+    reader: R,
+    line: String,
+}
+
+impl<R: std::io::BufRead> Lines<R> {
+    fn new(reader: R) -> Lines<R> {
+        Lines { reader, line: String::new() }
+    }
+}
+
+impl<R: std::io::BufRead> Iterator for Lines<R> {
+    type Item = anyhow::Result<Unit>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.line.clear();
+        match self.reader.read_line(&mut self.line) {
+            Ok(0) => None,
+            Ok(_) => Some(
+                serde_json::from_str(&self.line)
+                    .map_err(|e| anyhow::anyhow!("cannot read the plan's temporary file back ({e})")),
+            ),
+            Err(e) => Some(Err(anyhow::anyhow!("cannot read the plan's temporary file back ({e})"))),
+        }
+    }
+}
 
 /// `Units::iter`.
 pub struct UnitsIter<'a>(Reading<'a>);
 
 enum Reading<'a> {
     Mem(std::slice::Iter<'a, Unit>),
-    Disk(serde_json::StreamDeserializer<'a, serde_json::de::IoRead<std::io::BufReader<PosReader<'a>>>, Unit>),
+    Disk(Lines<std::io::BufReader<PosReader<'a>>>),
     Failed(Option<anyhow::Error>),
 }
 
@@ -592,10 +618,7 @@ impl<'a> Iterator for UnitsIter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.0 {
             Reading::Mem(i) => i.next().map(|u| Ok(std::borrow::Cow::Borrowed(u))),
-            Reading::Disk(d) => d.next().map(|r| {
-                r.map(std::borrow::Cow::Owned)
-                    .map_err(|e| anyhow::anyhow!("cannot read the plan's temporary file back ({e})"))
-            }),
+            Reading::Disk(d) => d.next().map(|r| r.map(std::borrow::Cow::Owned)),
             Reading::Failed(e) => e.take().map(Err),
         }
     }
@@ -604,7 +627,7 @@ impl<'a> Iterator for UnitsIter<'a> {
 /// `Units::drain`.
 pub enum Drain {
     Mem(std::vec::IntoIter<Unit>),
-    Disk(Stream<std::fs::File>),
+    Disk(Lines<std::io::BufReader<std::fs::File>>),
     Failed(Option<anyhow::Error>),
 }
 
@@ -613,9 +636,7 @@ impl Iterator for Drain {
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             Drain::Mem(i) => i.next().map(Ok),
-            Drain::Disk(d) => {
-                d.next().map(|r| r.map_err(|e| anyhow::anyhow!("cannot read the plan's temporary file back ({e})")))
-            }
+            Drain::Disk(d) => d.next(),
             Drain::Failed(e) => e.take().map(Err),
         }
     }
