@@ -93,6 +93,7 @@ macro_rules! tx_with_retries {
         loop {
             $out.clear();
             let r: Result<()> = async {
+                let _turn = $self.write_turn().await;
                 match &$self.pool {
                     Pool::Pg(p) => $in_tx!(p, Postgres, Pg),
                     Pool::Sqlite(p) => $in_tx!(p, Sqlite, Sqlite),
@@ -117,6 +118,9 @@ pub struct Db {
     pool: Pool,
     pub url: DatabaseUrl,
     key_types: Mutex<HashMap<(String, String), String>>,
+    /// SQLite has one writer at a time: writes of this process take turns here instead of
+    /// meeting SQLite's busy handler, which sleeps for milliseconds at each collision.
+    writes: tokio::sync::Mutex<()>,
 }
 
 enum Pool {
@@ -328,7 +332,7 @@ impl Db {
                 Pool::My(pool)
             }
         };
-        Ok(Db { pool, url: url.clone(), key_types: Mutex::new(HashMap::new()) })
+        Ok(Db { pool, url: url.clone(), key_types: Mutex::new(HashMap::new()), writes: Default::default() })
     }
 
     pub fn backend(&self) -> Backend {
@@ -416,8 +420,18 @@ impl Db {
         Ok(self.fetch_all(q).await?.into_iter().next())
     }
 
+    /// This process's turn to write, on SQLite (`None` elsewhere: servers take concurrent
+    /// writers).
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.pool {
+            Pool::Sqlite(_) => Some(self.writes.lock().await),
+            _ => None,
+        }
+    }
+
     /// Run a statement; returns the number of rows it changed.
     pub async fn execute(&self, q: &Sql) -> Result<u64, sqlx::Error> {
+        let _turn = self.write_turn().await;
         Ok(match &self.pool {
             Pool::Pg(p) => bind_args!(sqlx::query(&q.text), &q.args, Postgres).execute(p).await?.rows_affected(),
             Pool::Sqlite(p) => bind_args!(sqlx::query(&q.text), &q.args, Sqlite).execute(p).await?.rows_affected(),
@@ -444,6 +458,7 @@ impl Db {
         let mut attempt = 0;
         loop {
             let r: Result<(), sqlx::Error> = async {
+                let _turn = self.write_turn().await;
                 match &self.pool {
                     Pool::Pg(p) => in_tx!(p, Postgres),
                     Pool::Sqlite(p) => in_tx!(p, Sqlite),

@@ -607,8 +607,8 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
             Ok(d) => d,
             Err((units, e)) => {
                 stop.store(true, Ordering::SeqCst);
-                for item in units.iter().flat_map(|u| u.items.iter()) {
-                    report.count(item);
+                for u in &units {
+                    report.count_unit(u);
                 }
                 executed.extend(units);
                 first_error.get_or_insert(e);
@@ -619,8 +619,10 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
             tracing::warn!(target: "cleanup", "interrupted: stopped after {done_units} of {total_units}");
         }
         report.interrupted |= done.interrupted;
+        for u in &done.units {
+            report.count_unit(u);
+        }
         for item in done.units.iter().flat_map(|u| u.items.iter()) {
-            report.count(item);
             if opts.events.wanted() {
                 opts.events.send(Event::Item {
                     run_id: opts.run_id.clone(),

@@ -492,9 +492,7 @@ impl Units {
                     Ok(f)
                 });
                 match file {
-                    Ok(f) => Drain::Disk(
-                        Lines::new(std::io::BufReader::with_capacity(1 << 16, f)),
-                    ),
+                    Ok(f) => Drain::Disk(Lines::new(std::io::BufReader::with_capacity(1 << 16, f))),
                     Err(e) => Drain::Failed(Some(anyhow::anyhow!("cannot read the plan's temporary file back ({e})"))),
                 }
             }

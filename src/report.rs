@@ -1,6 +1,6 @@
 //! The run report of SPEC §6: one JSON document with `--json`, a readable summary otherwise.
 
-use crate::plan::{Item, Kind, Op, Outcome, Plan, Units};
+use crate::plan::{Item, Kind, Op, Outcome, Plan, Unit, Units};
 use chrono::{DateTime, Utc};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,29 @@ pub struct Report {
     /// Directories removed as empty (or that would be, in a dry run).
     #[serde(skip)]
     pub empty_dirs_removed: u64,
+    /// Counts per task (`Unit::task`), for the commands that report them.
+    #[serde(skip)]
+    pub by_task: BTreeMap<String, TaskCounts>,
+}
+
+/// One task's counts: units whole (deleted, would be, failed), and items and bytes done.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    pub units: u64,
+    /// Units whose every item is deleted or already gone.
+    pub units_deleted: u64,
+    /// Units whose every item would be deleted (dry run).
+    pub units_would_delete: u64,
+    /// Units with a failed item.
+    pub units_failed: u64,
+    /// Items deleted, already gone or that would be deleted.
+    pub items_done: u64,
+    pub bytes_done: u64,
+    pub objects_deleted: u64,
+    pub objects_would_delete: u64,
+    /// Bytes of items deleted or already gone.
+    pub bytes_deleted: u64,
+    pub bytes_would_delete: u64,
 }
 
 /// How many kept entries the report carries (the plan file has them all).
@@ -117,6 +140,7 @@ impl Report {
             units_failed: 0,
             interrupted: false,
             empty_dirs_removed: 0,
+            by_task: BTreeMap::new(),
         }
     }
 
@@ -138,8 +162,8 @@ impl Report {
             for item in u.items.iter_mut() {
                 item.outcome = Some(Outcome::Skipped);
                 item.error = Some(error.clone());
-                r.count(item);
             }
+            r.count_unit(u);
         });
         if let Err(e) = marked {
             tracing::error!(target: "cleanup", "{e:#}");
@@ -150,8 +174,40 @@ impl Report {
         r
     }
 
+    /// Count a unit the executor has settled: its items, and its task's counts.
+    pub fn count_unit(&mut self, u: &Unit) {
+        for i in &u.items {
+            self.count(i);
+        }
+        let Some(task) = &u.task else { return };
+        let t = match self.by_task.get_mut(task) {
+            Some(t) => t,
+            None => self.by_task.entry(task.clone()).or_default(),
+        };
+        let deleted = |i: &Item| matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::Missing));
+        let would = |i: &Item| i.outcome == Some(Outcome::WouldDelete);
+        t.units += 1;
+        t.units_deleted += u.items.iter().all(deleted) as u64;
+        t.units_would_delete += u.items.iter().all(would) as u64;
+        t.units_failed += u.items.iter().any(|i| i.outcome == Some(Outcome::Failed)) as u64;
+        for i in &u.items {
+            let (b, object) = (i.bytes.unwrap_or(0), (i.kind == Kind::Object) as u64);
+            if deleted(i) {
+                t.objects_deleted += object;
+                t.bytes_deleted += b;
+            } else if would(i) {
+                t.objects_would_delete += object;
+                t.bytes_would_delete += b;
+            } else {
+                continue;
+            }
+            t.items_done += 1;
+            t.bytes_done += b;
+        }
+    }
+
     /// Count an item the executor has settled.
-    pub fn count(&mut self, i: &Item) {
+    fn count(&mut self, i: &Item) {
         self.by_kind.entry(i.kind).or_default().add(i);
         if matches!(i.op, Op::DeleteEmptyDir { .. })
             && matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::WouldDelete))

@@ -8,7 +8,7 @@ use crate::db::Db;
 use crate::executor::Backup;
 use crate::exit_codes::{Exit, Fatal};
 use crate::ops_policies;
-use crate::plan::{Outcome, Plan};
+use crate::plan::Plan;
 use crate::policy::cleanup_ops::{plan, Classifier, OpsFile, Policy, Rules, BACKUP_TASK, COMMAND, TYPES};
 use crate::run::{require_terminal_or_yes, run_policy, Channel, Ctx, Finished, Ran};
 use crate::store::local::LocalRoot;
@@ -146,19 +146,9 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs, chan: &Channel) -> Result<Ran> {
     })
     .await?;
     let mut per = serde_json::Map::new();
-    let mut done: std::collections::HashMap<String, (u64, u64)> = Default::default();
-    plan.units.each(|u| {
-        let e = done.entry(u.task.clone().unwrap_or_default()).or_default();
-        for i in &u.items {
-            if matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::WouldDelete) | Some(Outcome::Missing)) {
-                e.0 += 1;
-                e.1 += i.bytes.unwrap_or(0);
-            }
-        }
-    })?;
     for t in TYPES.iter().chain([BACKUP_TASK].iter()) {
-        let (files, bytes) = done.get(*t).copied().unwrap_or_default();
-        per.insert((*t).into(), serde_json::json!({"files": files, "bytes": bytes}));
+        let c = report.by_task.get(*t).cloned().unwrap_or_default();
+        per.insert((*t).into(), serde_json::json!({"files": c.items_done, "bytes": c.bytes_done}));
     }
     report.fields.insert("policies".into(), per.into());
     db.close().await;

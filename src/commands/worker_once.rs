@@ -9,7 +9,7 @@ use crate::cli::WorkerOnceArgs;
 use crate::config::{Key, ProcessEnv, Source, Sourced, TableSpec};
 use crate::db::Db;
 use crate::exit_codes::{Exit, Fatal};
-use crate::plan::{Item, Kind, Outcome, Plan};
+use crate::plan::Plan;
 use crate::policy::worker_once::{
     self as policy, BundleDir, BundleObject, EntryKind, Listed, LogFile, PreviewTable, Repo, RepoTable, Rules, Session,
     TmpEntry, Tree, COMMAND, TASKS,
@@ -21,7 +21,7 @@ use crate::store::Resources;
 use anyhow::{anyhow, bail, Result};
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::TryStreamExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -497,60 +497,27 @@ impl Gather<'_> {
 }
 
 /// Per-task counts from the carried-out plan, for the report and the summary line.
-fn task_counts(plan: &Plan) -> Result<serde_json::Value> {
-    /// One task's counts, summed unit by unit as the plan is read.
-    #[derive(Default)]
-    struct C {
-        candidates: u64,
-        deleted: u64,
-        would_delete: u64,
-        failed: u64,
-        objects_deleted: u64,
-        objects_would_delete: u64,
-        bytes: u64,
-        bytes_would_reclaim: u64,
-    }
-    let mut per: HashMap<String, C> = HashMap::new();
-    // Really deleted (or already gone), and what a dry run would delete: counted apart, so that
-    // no count mixes the two.
-    let deleted = |i: &Item| matches!(i.outcome, Some(Outcome::Deleted) | Some(Outcome::Missing));
-    let would = |i: &Item| i.outcome == Some(Outcome::WouldDelete);
-    plan.units.each(|u| {
-        let Some(task) = &u.task else { return };
-        let c = per.entry(task.clone()).or_default();
-        c.candidates += 1;
-        c.deleted += u.items.iter().all(deleted) as u64;
-        c.would_delete += u.items.iter().all(would) as u64;
-        c.failed += u.items.iter().any(|i| i.outcome == Some(Outcome::Failed)) as u64;
-        for i in &u.items {
-            let b = i.bytes.unwrap_or(0);
-            if deleted(i) {
-                c.objects_deleted += (i.kind == Kind::Object) as u64;
-                c.bytes += b;
-            } else if would(i) {
-                c.objects_would_delete += (i.kind == Kind::Object) as u64;
-                c.bytes_would_reclaim += b;
-            }
-        }
-    })?;
+fn task_counts(report: &crate::report::Report) -> serde_json::Value {
     let mut m = serde_json::Map::new();
     for task in TASKS {
-        let c = per.remove(task).unwrap_or_default();
+        // Really deleted (or already gone), and what a dry run would delete: counted apart, so
+        // that no count mixes the two.
+        let c = report.by_task.get(task).cloned().unwrap_or_default();
         m.insert(
             task.into(),
             serde_json::json!({
-                "candidates": c.candidates,
-                "deleted": c.deleted,
-                "would_delete": c.would_delete,
-                "failed": c.failed,
+                "candidates": c.units,
+                "deleted": c.units_deleted,
+                "would_delete": c.units_would_delete,
+                "failed": c.units_failed,
                 "objects_deleted": c.objects_deleted,
                 "objects_would_delete": c.objects_would_delete,
-                "bytes": c.bytes,
-                "bytes_would_reclaim": c.bytes_would_reclaim,
+                "bytes": c.bytes_deleted,
+                "bytes_would_reclaim": c.bytes_would_delete,
             }),
         );
     }
-    Ok(serde_json::Value::Object(m))
+    serde_json::Value::Object(m)
 }
 
 pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs, chan: &Channel) -> Result<Ran> {
@@ -611,7 +578,7 @@ pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs, chan: &Channel) -> Result<Ran
         Ok(p)
     })
     .await?;
-    let counts = task_counts(&plan)?;
+    let counts = task_counts(&report);
     let n = |t: &str, k: &str| counts[t][k].as_u64().unwrap_or(0);
     // The seed's closing line; a dry run says what it would delete, in the same words for
     // every count.
