@@ -648,27 +648,13 @@ impl Db {
     /// (COPY's per-statement overhead loses at batch sizes in the hundreds), multi-row
     /// `VALUES` of 500 rows elsewhere. Run them alone or in another statement's transaction.
     pub fn audit_statements(&self, rows: &[AuditRow<'_>]) -> Vec<Sql> {
-        const COLUMNS: &str =
-            "INSERT INTO cleanup_audit (run_id, policy, kind, target, reason, bytes, outcome, error, backup_location, row_snapshot, at) ";
+        const COLUMNS: &str = AUDIT_COLUMNS;
         if rows.is_empty() {
             return Vec::new();
         }
         if self.backend() == Backend::Postgres {
-            let col = |f: &dyn Fn(&AuditRow<'_>) -> Option<String>| Arg::OptTextArray(rows.iter().map(f).collect());
             let mut q = self.sql();
-            q.push(COLUMNS).push("SELECT r, p, k, t, re, b, o, e, bl, s::json, a FROM UNNEST(");
-            q.bind(col(&|r| Some(r.run_id.to_string()))).push("::text[], ");
-            q.bind(col(&|r| Some(r.policy.to_string()))).push("::text[], ");
-            q.bind(col(&|r| Some(r.kind.to_string()))).push("::text[], ");
-            q.bind(col(&|r| Some(r.target.to_string()))).push("::text[], ");
-            q.bind(col(&|r| Some(r.reason.to_string()))).push("::text[], ");
-            q.bind(Arg::OptIntArray(rows.iter().map(|r| r.bytes).collect())).push("::int8[], ");
-            q.bind(col(&|r| Some(r.outcome.to_string()))).push("::text[], ");
-            q.bind(col(&|r| r.error.map(String::from))).push("::text[], ");
-            q.bind(col(&|r| r.backup_location.map(String::from))).push("::text[], ");
-            q.bind(col(&|r| r.row_snapshot.map(|v| v.get().to_string()))).push("::text[], ");
-            q.bind(Arg::TimeArray(rows.iter().map(|r| r.at).collect()));
-            q.push("::timestamptz[]) AS u(r, p, k, t, re, b, o, e, bl, s, a)");
+            push_pg_audit_insert(&mut q, rows);
             return vec![q];
         }
         if self.backend() == Backend::Sqlite {
@@ -719,6 +705,16 @@ impl Db {
     /// Replace a run's intent records for `targets` with their outcomes `rows`, in one
     /// transaction: the audit never holds both, nor neither.
     pub async fn settle_intents(&self, run_id: &str, targets: &[String], rows: &[AuditRow<'_>]) -> Result<()> {
+        if self.backend() == Backend::Postgres && !targets.is_empty() && !rows.is_empty() {
+            // One statement (atomic, no transaction to open and close): the intents' deletion
+            // as a data-modifying CTE, then the outcomes.
+            let mut q = self.sql();
+            q.push("WITH settled AS (DELETE FROM cleanup_audit WHERE run_id = ").bind(run_id);
+            q.push(format_args!(" AND outcome = '{INTENT}' AND ")).in_keys("target", targets, "text").push(") ");
+            push_pg_audit_insert(&mut q, rows);
+            self.execute_all(std::slice::from_ref(&q)).await?;
+            return Ok(());
+        }
         let mut statements = Vec::new();
         for chunk in targets.chunks(KEYS_PER_STATEMENT) {
             let mut q = self.sql();
@@ -1180,6 +1176,29 @@ pub fn push_rule(q: &mut Sql, rule: &RowRule, table: &Ident) {
 }
 
 /// The SQLite text form of an instant (SPEC §4.1): `2026-11-22T10:00:00+00:00`.
+/// `INSERT INTO cleanup_audit … SELECT … FROM UNNEST(…)` of `rows` (PostgreSQL): one statement
+/// and one array parameter per column, whatever the number of rows.
+fn push_pg_audit_insert(q: &mut Sql, rows: &[AuditRow<'_>]) {
+    let col = |f: &dyn Fn(&AuditRow<'_>) -> Option<String>| Arg::OptTextArray(rows.iter().map(f).collect());
+    q.push(AUDIT_COLUMNS).push("SELECT r, p, k, t, re, b, o, e, bl, s::json, a FROM UNNEST(");
+    q.bind(col(&|r| Some(r.run_id.to_string()))).push("::text[], ");
+    q.bind(col(&|r| Some(r.policy.to_string()))).push("::text[], ");
+    q.bind(col(&|r| Some(r.kind.to_string()))).push("::text[], ");
+    q.bind(col(&|r| Some(r.target.to_string()))).push("::text[], ");
+    q.bind(col(&|r| Some(r.reason.to_string()))).push("::text[], ");
+    q.bind(Arg::OptIntArray(rows.iter().map(|r| r.bytes).collect())).push("::int8[], ");
+    q.bind(col(&|r| Some(r.outcome.to_string()))).push("::text[], ");
+    q.bind(col(&|r| r.error.map(String::from))).push("::text[], ");
+    q.bind(col(&|r| r.backup_location.map(String::from))).push("::text[], ");
+    q.bind(col(&|r| r.row_snapshot.map(|v| v.get().to_string()))).push("::text[], ");
+    q.bind(Arg::TimeArray(rows.iter().map(|r| r.at).collect()));
+    q.push("::timestamptz[]) AS u(r, p, k, t, re, b, o, e, bl, s, a)");
+}
+
+/// The columns an audit row fills, in `AuditRow` order.
+const AUDIT_COLUMNS: &str =
+    "INSERT INTO cleanup_audit (run_id, policy, kind, target, reason, bytes, outcome, error, backup_location, row_snapshot, at) ";
+
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }
