@@ -134,7 +134,9 @@ pub fn measure(cmd: &mut Command) -> (Duration, u64) {
                         && (l.contains("Plan:")
                             || l.contains("Executed")
                             || l.contains("Timings")
-                            || l.contains("listed"))
+                            || l.contains("listed")
+                            || l.contains("References:")
+                            || l.contains("Walked"))
                 }) {
                     eprintln!("    {l}");
                 }

@@ -59,6 +59,7 @@ pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs, chan: &Channel) -> Result
     let mut res = Resources { db: Some(db.clone()), ..Default::default() };
     res.roots.insert("media".into(), root.clone());
     let Finished { exit, mut report, plan } = run_policy(ctx, ctx.spec(COMMAND, &rows, Some(db.clone()), &res), chan, || async {
+        let t = std::time::Instant::now();
         let mut refs = RefSet::spilling(refs_in_memory());
         let mut unknown: Vec<(String, i64, String)> = Vec::new();
         let rows = for_each_row(&db, &s, Filter::All, |row| match row.refs {
@@ -70,6 +71,7 @@ pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs, chan: &Channel) -> Result
         })
         .await?;
         refs.finish();
+        tracing::debug!(target: "cleanup", "References: {} distinct, from {rows} rows, in {:.2} s", refs.len(), t.elapsed().as_secs_f64());
         for (key, module, error) in &unknown {
             tracing::warn!(target: "cleanup", "payload of {} {key} (module {module}) is not valid JSON ({error}): files under {} are kept", s.table.as_str(), module_prefix(*module));
         }
@@ -84,7 +86,9 @@ pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs, chan: &Channel) -> Result
         let root = root.clone();
         let mut plan = tokio::task::spawn_blocking(move || {
             let stat = |rel: &str| root.stat(rel).ok().flatten().map(|e| (e.bytes, DateTime::<Utc>::from(e.modified)));
+            let t = std::time::Instant::now();
             let plan = plan(walk(&media), &refs, &rules, stat);
+            tracing::debug!(target: "cleanup", "Walked {} files in {:.2} s", plan.scanned, t.elapsed().as_secs_f64());
             if let Some(e) = refs.error() {
                 return Err(anyhow!("{e}: nothing was deleted"));
             }
