@@ -173,6 +173,25 @@ pub type AuditFn<'a> = dyn Fn(&[(&str, Option<&RawValue>)]) -> Vec<Sql> + Sync +
 /// what is there by the next run of its command (`run::recover`).
 pub const INTENT: &str = "intent";
 
+/// The `kind` of a batch's intent row: one row naming every file, directory and object the
+/// batch is about to delete (`row_snapshot`: a list of `IntentItem`), written before any of
+/// them is touched and replaced by their outcomes once the batch is done.
+pub const BATCH_INTENT: &str = "batch";
+
+/// One item of a batch intent, as its row lists it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct IntentItem<'a> {
+    #[serde(borrow)]
+    pub policy: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub target: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub reason: std::borrow::Cow<'a, str>,
+    pub bytes: Option<i64>,
+}
+
 /// One row of `cleanup_audit`, borrowed from the plan item it records.
 #[derive(Debug, Clone)]
 pub struct AuditRow<'a> {

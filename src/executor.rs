@@ -4,7 +4,7 @@
 //! A dry run and a real run go through the same loop, the same re-checks and the same
 //! grouping; only the last step differs (`Deleter::dry_run` records `would_delete`).
 
-use crate::db::{AuditRow, INTENT};
+use crate::db::{AuditRow, IntentItem, BATCH_INTENT, INTENT};
 use crate::event::{Event, Events};
 use crate::exit_codes::Fatal;
 use crate::fingerprint;
@@ -579,13 +579,16 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
     let mut inflight = futures::stream::FuturesOrdered::new();
     let mut phase: Option<Option<usize>> = None;
     let mut exhausted = false;
+    // Numbers the batches (their intent rows).
+    let mut seq = 0u64;
     loop {
         while inflight.len() < PIPELINE_DEPTH && !exhausted {
             let want = if inflight.is_empty() { None } else { phase };
             match batches.take(want) {
                 Ok(Some((ph, units))) => {
                     phase = Some(ph);
-                    inflight.push_back(run_batch(units, &deleter, res, opts, &policy, &stop));
+                    seq += 1;
+                    inflight.push_back(run_batch(units, seq, &deleter, res, opts, &policy, &stop));
                 }
                 Ok(None) if batches.at_boundary() => break,
                 Ok(None) => exhausted = true,
@@ -667,8 +670,10 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
 }
 
 /// One batch: re-check rows, run each stage, write outcomes into the items, write the audit.
+#[allow(clippy::too_many_arguments)]
 async fn run_batch(
     mut batch: Vec<Unit>,
+    seq: u64,
     deleter: &Deleter<'_>,
     res: &Resources,
     opts: &ExecOptions,
@@ -721,33 +726,58 @@ async fn run_batch(
 
     // Intent before effect: every file, directory and object this batch may delete is recorded
     // (durably) before anything is deleted; rows are audited in their deletion's transaction.
+    // One row for the batch, listing its items: one write, whatever the batch's size.
     let mut intents: Vec<String> = Vec::new();
     if opts.audit {
-        let at = Utc::now();
-        let rows: Vec<AuditRow> = batch
+        let items: Vec<IntentItem> = batch
             .iter()
             .zip(&states)
             .zip(&policies)
             .filter(|((_, st), _)| st.alive)
             .flat_map(|((u, _), policy)| u.items.iter().map(move |item| (item, policy.as_str())))
             .filter(|(item, _)| item.kind != Kind::Row)
-            .map(|(item, policy)| AuditRow::of(&opts.run_id, policy, item, INTENT, at))
+            .map(|(item, policy)| IntentItem {
+                policy: policy.into(),
+                kind: item.kind.as_str().into(),
+                target: item.target.as_str().into(),
+                reason: item.reason.as_str().into(),
+                bytes: item.bytes.map(|b| b as i64),
+            })
             .collect();
-        if !rows.is_empty() {
+        if !items.is_empty() {
             let t = std::time::Instant::now();
-            let written = match res.db() {
-                Ok(db) => db.insert_audit(&rows).await,
-                Err(e) => Err(e),
+            let target = format!("batch {seq} of run {}", opts.run_id);
+            let reason = format!("about to delete the {} items listed in row_snapshot", items.len());
+            let written = match (res.db(), serde_json::to_string(&items)) {
+                (Ok(db), Ok(list)) => {
+                    let list = RawValue::from_string(list).expect("serde_json writes JSON");
+                    let row = AuditRow {
+                        run_id: &opts.run_id,
+                        policy,
+                        kind: BATCH_INTENT,
+                        target: &target,
+                        reason: &reason,
+                        bytes: Some(items.iter().filter_map(|i| i.bytes).sum()),
+                        outcome: INTENT,
+                        error: None,
+                        backup_location: None,
+                        row_snapshot: Some(&list),
+                        at: Utc::now(),
+                    };
+                    db.insert_audit(&[row]).await
+                }
+                (Err(e), _) => Err(e),
+                (_, Err(e)) => Err(e.into()),
             };
+            drop(items);
             timings.audit += t.elapsed();
             if let Err(e) = written {
-                drop(rows);
                 return Err((
                     batch,
                     e.context("cannot record what this batch is about to delete: nothing of it was deleted"),
                 ));
             }
-            intents = rows.iter().map(|r| r.target.to_string()).collect();
+            intents = vec![target];
         }
         crate::failpoint::hit("after-intents");
     }

@@ -9,7 +9,8 @@
 //! intents are checked against what is there (gone: `deleted`; still there: `skipped`, not
 //! done) and it is marked `interrupted` with the counts its audit now holds.
 
-use crate::db::{Db, INTENT};
+use crate::db::{AuditRow, Db, IntentItem, BATCH_INTENT, INTENT};
+use crate::plan::Outcome;
 use crate::store::object::parse_key;
 use crate::store::Resources;
 use anyhow::{Context, Result};
@@ -56,25 +57,75 @@ pub async fn dead_runs(db: &Db, command: &str) -> Result<Vec<String>> {
 /// its audit holds. Also for a run that stopped on an error it could not write down.
 pub async fn settle(db: &Db, run_id: &str, res: &Resources) -> Result<Settled> {
     let mut q = db.sql();
-    q.push("SELECT ").as_text("id").push(", kind, target FROM cleanup_audit WHERE run_id = ").bind(run_id);
+    q.push("SELECT ").as_text("id").push(", kind, target, ").as_text("row_snapshot");
+    q.push(" FROM cleanup_audit WHERE run_id = ").bind(run_id);
     q.push(format_args!(" AND outcome = '{INTENT}'"));
-    let intents = db.read(&q, |r| Ok((r.text_req(0)?, r.text_req(1)?, r.text_req(2)?))).await?;
+    let intents = db.read(&q, |r| Ok((r.text_req(0)?, r.text_req(1)?, r.text_req(2)?, r.text(3)?))).await?;
     let mut s = Settled { run_id: run_id.to_string(), ..Default::default() };
     let (mut gone, mut there) = (Vec::new(), Vec::new());
-    for (id, kind, target) in intents {
-        match still_there(&kind, &target, res).await {
-            Some(false) => gone.push(id),
-            Some(true) => there.push(id),
-            None => s.unknown += 1,
-        }
-    }
-    s.done = gone.len() as u64;
-    s.not_done = there.len() as u64;
+    const GONE: &str = "the run was interrupted; found gone when the next run started";
+    const THERE: &str = "the run was interrupted before deleting it; found still there";
     let mut statements = Vec::new();
-    for (ids, outcome, error) in [
-        (&gone, "deleted", "the run was interrupted; found gone when the next run started"),
-        (&there, "skipped", "the run was interrupted before deleting it; found still there"),
-    ] {
+    let at = Utc::now();
+    for (id, kind, target, list) in intents {
+        if kind != BATCH_INTENT {
+            // One item's intent (written by sweep before batch intents): settled in place.
+            match still_there(&kind, &target, res).await {
+                Some(false) => gone.push(id),
+                Some(true) => there.push(id),
+                None => s.unknown += 1,
+            }
+            continue;
+        }
+        // A batch's intent: each item it lists gets its own row with what became of it (one
+        // that cannot be checked keeps an intent of its own), and the batch's row goes, in one
+        // transaction.
+        let list = list.unwrap_or_default();
+        let items: Vec<IntentItem> = serde_json::from_str(&list)
+            .with_context(|| format!("the intent row {id} of run {run_id} does not list its items"))?;
+        let mut outcomes = Vec::with_capacity(items.len());
+        for item in &items {
+            let (outcome, error) = match still_there(&item.kind, &item.target, res).await {
+                Some(false) => (Outcome::Deleted, Some(GONE)),
+                Some(true) => (Outcome::Skipped, Some(THERE)),
+                None => {
+                    s.unknown += 1;
+                    outcomes.push((item, INTENT, None));
+                    continue;
+                }
+            };
+            if outcome == Outcome::Deleted {
+                s.done += 1;
+            } else {
+                s.not_done += 1;
+            }
+            outcomes.push((item, outcome.as_str(), error));
+        }
+        let rows: Vec<AuditRow> = outcomes
+            .iter()
+            .map(|(i, outcome, error)| AuditRow {
+                run_id,
+                policy: &i.policy,
+                kind: &i.kind,
+                target: &i.target,
+                reason: &i.reason,
+                bytes: i.bytes,
+                outcome,
+                error: *error,
+                backup_location: None,
+                row_snapshot: None,
+                at,
+            })
+            .collect();
+        let mut batch = db.audit_statements(&rows);
+        let mut d = db.sql();
+        d.push("DELETE FROM cleanup_audit WHERE ").in_keys("id", std::slice::from_ref(&id), "bigint");
+        batch.push(d);
+        db.execute_all(&batch).await?;
+    }
+    s.done += gone.len() as u64;
+    s.not_done += there.len() as u64;
+    for (ids, outcome, error) in [(&gone, "deleted", GONE), (&there, "skipped", THERE)] {
         for chunk in ids.chunks(crate::db::KEYS_PER_STATEMENT) {
             let mut u = db.sql();
             u.push("UPDATE cleanup_audit SET outcome = ").bind(outcome).push(", error = ").bind(error);

@@ -10,7 +10,6 @@ use super::is_protected;
 use crate::plan::{Item, Kind, Op, Plan, Unit};
 use crate::refs::{RefSet, MARKER};
 use chrono::{DateTime, Duration, Utc};
-use std::collections::HashSet;
 
 pub const COMMAND: &str = "cleanup-ui-files";
 /// The directory under MEDIA_ROOT that holds UI files.
@@ -37,28 +36,16 @@ pub fn plan(
     let grace_cutoff = rules.now - Duration::minutes(rules.grace_minutes);
     let mut cursor = refs.cursor();
     let mut referenced = 0u64;
-    // Directories that hold something that stays: never removed as empty.
-    let mut holding: HashSet<String> = HashSet::new();
-    // Directories a file is deleted from (not the files: a million deletions need a few
-    // thousand directories here).
-    let mut emptied: std::collections::BTreeSet<String> = Default::default();
-    // The directory of `rel` and every one above it hold something that stays.
-    let hold = |holding: &mut HashSet<String>, rel: &str| {
-        let mut cur = rel;
-        while let Some(d) = crate::plan::parent(cur) {
-            if holding.contains(d) || !holding.insert(d.to_string()) {
-                break;
-            }
-            cur = d;
-        }
-    };
-    let mut dir = String::new();
+    // The walk is depth-first: a directory is settled (does it hold something that stays?) when
+    // the walk leaves it. Only the open directories are in memory, and the ones left empty.
+    let mut open = OpenDirs::default();
     for f in files {
         p.scanned += 1;
         let rel = match f {
             Ok(rel) => rel,
             Err(shown) => {
-                hold(&mut holding, &shown);
+                open.enter(&shown);
+                open.holds();
                 p.keep(
                     Kind::File,
                     format!("media:{shown}"),
@@ -67,38 +54,98 @@ pub fn plan(
                 continue;
             }
         };
+        open.enter(&rel);
         // An escaped name (not UTF-8 on disk) is never referenced by a payload, which is text;
         // it is not merged either (its text does not sort where its bytes do).
         if !crate::names::is_escaped(&rel) && cursor.seek(&rel) {
             referenced += 1;
-            hold(&mut holding, &rel);
+            open.holds();
             continue;
         }
         let target = format!("media:{rel}");
         let (kept, units) = (p.kept.len(), p.units.len());
-        // `rel` goes into the plan: its directory is remembered apart (one buffer, reused).
-        dir.clear();
-        dir.push_str(crate::plan::parent(&rel).unwrap_or(""));
         decide(&mut p, rel, target, rules, grace_cutoff, &mut modified);
         if p.kept.len() > kept {
-            // Kept: its directory and every one above it stay.
-            hold(&mut holding, &format!("{dir}/-"));
-        } else if p.units.len() > units && !dir.is_empty() && !emptied.contains(&dir) {
-            emptied.insert(dir.clone());
+            open.holds();
+        } else if p.units.len() > units {
+            open.loses();
         }
     }
-    let dirs = Unit::empty_dirs(
-        "media",
-        emptied.iter().map(String::as_str),
-        MARKER,
-        |d| holding.contains(d),
-        "left empty: every file in it is deleted",
-    );
-    p.units.extend(dirs);
+    let mut emptied = open.finish();
+    emptied.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    p.units.extend(emptied.into_iter().map(|d| {
+        let target = format!("media:{d}/");
+        let op = Op::DeleteEmptyDir { root: "media".into(), path: d };
+        Unit::new(vec![Item::new(op, target, "left empty: every file in it is deleted", None)])
+    }));
     p.kept_unlisted.insert(Kind::File, referenced);
     p.fields.insert("referenced_files".into(), referenced.into());
     p.fields.insert("references".into(), (refs.len() as u64).into());
     p
+}
+
+/// The directories the walk is in, outermost first: whether each holds something that stays,
+/// and whether a file (or a directory left empty) goes from it.
+#[derive(Default)]
+struct OpenDirs {
+    stack: Vec<(String, bool, bool)>,
+    /// Directories left empty (below `MARKER`), children before parents.
+    emptied: Vec<String>,
+}
+
+impl OpenDirs {
+    /// The walk is at file `rel`: leave the directories that are not its own or above it, and
+    /// open those down to its own.
+    fn enter(&mut self, rel: &str) {
+        let dir = crate::plan::parent(rel).unwrap_or("");
+        while let Some((top, _, _)) = self.stack.last() {
+            if dir == top || dir.starts_with(top.as_str()) && dir.as_bytes().get(top.len()) == Some(&b'/') {
+                break;
+            }
+            self.leave();
+        }
+        let mut start = self.stack.last().map(|(t, _, _)| t.len() + 1).unwrap_or(0);
+        while start <= dir.len() && !dir.is_empty() {
+            let end = dir[start..].find('/').map(|i| start + i).unwrap_or(dir.len());
+            self.stack.push((dir[..end].to_string(), false, false));
+            start = end + 1;
+        }
+    }
+
+    /// The current file stays: so do its directory and every one above it.
+    fn holds(&mut self) {
+        if let Some(top) = self.stack.last_mut() {
+            top.1 = true;
+        }
+    }
+
+    /// The current file goes.
+    fn loses(&mut self) {
+        if let Some(top) = self.stack.last_mut() {
+            top.2 = true;
+        }
+    }
+
+    fn leave(&mut self) {
+        let Some((dir, holds, loses)) = self.stack.pop() else { return };
+        let below_marker = dir.len() > MARKER.trim_end_matches('/').len() && dir.starts_with(MARKER);
+        match self.stack.last_mut() {
+            Some(parent) if holds || !below_marker => parent.1 |= holds,
+            Some(parent) if loses => {
+                parent.2 = true;
+                self.emptied.push(dir);
+            }
+            None if loses && !holds && below_marker => self.emptied.push(dir),
+            _ => {}
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        while !self.stack.is_empty() {
+            self.leave();
+        }
+        self.emptied
+    }
 }
 
 /// One unreferenced file: deleted, or kept with why.
@@ -147,6 +194,32 @@ fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_is_left_empty_only_when_nothing_under_it_stays() {
+        let mut open = OpenDirs::default();
+        for (f, stays) in [
+            ("published_modules/1/a/x.json", false),
+            ("published_modules/1/a/y.json", false),
+            ("published_modules/1/b/c/z.json", false),
+            ("published_modules/1/d/k.json", true),
+            ("published_modules/2/w.json", false),
+            ("published_modules/3/q/r.json", true),
+            ("published_modules/3/s.json", false),
+        ] {
+            open.enter(f);
+            if stays {
+                open.holds();
+            } else {
+                open.loses();
+            }
+        }
+        assert_eq!(
+            open.finish(),
+            ["published_modules/1/a", "published_modules/1/b/c", "published_modules/1/b", "published_modules/2"],
+            "children before parents; never a directory that keeps something, nor published_modules itself"
+        );
+    }
     use std::collections::HashMap;
 
     #[test]

@@ -220,3 +220,35 @@ pub async fn recover_settles_a_dead_run_on_demand(b: Backend) {
     assert_eq!(ws.count("SELECT count(*) FROM cleanup_audit WHERE outcome = 'intent'").await, 0);
     ws.sweep(&["recover", "--command", "nope"]).expect(2);
 }
+
+/// Intents of one item each (written by sweep before batch intents) are still settled: gone is
+/// `deleted`, still there is `skipped`.
+pub async fn one_item_intents_of_an_older_sweep_are_settled(b: Backend) {
+    let ws = Ws::new(b, true).await;
+    ws.file("att/there.jpg", 10, old_file_time());
+    ws.exec(&format!(
+        "INSERT INTO cleanup_runs (id, command, dry_run, started_at, status) VALUES ('old', 'cleanup-attachments', {f}, {t}, 'running');
+         INSERT INTO cleanup_audit (run_id, policy, kind, target, reason, bytes, outcome, at) VALUES
+           ('old', 'cleanup-attachments', 'file', 'media:att/there.jpg', 'x', 10, 'intent', {t}),
+           ('old', 'cleanup-attachments', 'file', 'media:att/gone.jpg', 'x', 10, 'intent', {t});",
+        f = if b == Backend::Postgres { "false" } else { "0" },
+        t = ts(at(NOW)),
+    ))
+    .await;
+    let r = ws.sweep(&["recover", "--command", "cleanup-attachments", "--json"]);
+    r.expect(0);
+    let v = r.json();
+    assert_eq!((v[0]["deleted"].as_u64(), v[0]["not_done"].as_u64()), (Some(1), Some(1)), "{}", r.stdout);
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_audit WHERE outcome = 'intent'").await, 0);
+    assert_eq!(
+        ws.count("SELECT count(*) FROM cleanup_audit WHERE outcome = 'deleted' AND target = 'media:att/gone.jpg'")
+            .await,
+        1
+    );
+    assert_eq!(
+        ws.count("SELECT count(*) FROM cleanup_audit WHERE outcome = 'skipped' AND target = 'media:att/there.jpg'")
+            .await,
+        1
+    );
+    assert!(ws.media.join("att/there.jpg").exists(), "recover deletes nothing");
+}

@@ -101,6 +101,7 @@ mod crash_safety {
         a_crash_at_every_point_of_a_batch_is_settled_by_the_next_run,
         a_crash_around_object_deletion_is_settled_by_the_next_run,
         recover_settles_a_dead_run_on_demand,
+        one_item_intents_of_an_older_sweep_are_settled,
     );
 }
 
