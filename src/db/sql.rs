@@ -258,9 +258,9 @@ mod tests {
         assert_eq!(
             render(Backend::Sqlite),
             (
-                "SELECT CAST(id AS TEXT) FROM x WHERE \"is_active\" = 0 AND julianday(\"deleted_at\") <= julianday(?) AND id IN (?, ?)"
+                "SELECT CAST(id AS TEXT) FROM x WHERE \"is_active\" = 0 AND julianday(\"deleted_at\") <= julianday(?) AND id IN (SELECT value FROM json_each(?))"
                     .into(),
-                3
+                2
             )
         );
         assert_eq!(
