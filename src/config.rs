@@ -882,6 +882,7 @@ mod tests {
         let e = env(&[("ATTACHMENT_CLEANUP_DAYS", "45")]);
         let l = Layers { env: &e, file_name: "sweep.toml".into() };
         let ok = |v: &i64| *v >= 0;
+        #[allow(clippy::type_complexity)]
         let cases: [(Option<i64>, Option<i64>, &HashMap<String, String>, i64, &str); 4] = [
             (Some(10), Some(20), &e, 10, "flag --days"),
             (None, Some(20), &e, 45, "env ATTACHMENT_CLEANUP_DAYS"),

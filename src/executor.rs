@@ -916,7 +916,9 @@ async fn precheck_rows(
     states: &mut [UnitState],
     check_fingerprints: bool,
 ) -> Result<()> {
-    let mut groups: HashMap<(Ident, Ident, Option<RowRule>), Vec<(usize, usize, String)>> = HashMap::new();
+    // Per (table, key column, rule): the (unit, item, key) to re-check.
+    type Groups = HashMap<(Ident, Ident, Option<RowRule>), Vec<(usize, usize, String)>>;
+    let mut groups: Groups = HashMap::new();
     for (u, unit) in batch.iter().enumerate() {
         if !states[u].alive {
             continue;

@@ -301,6 +301,7 @@ mod tests {
 
     #[test]
     fn both_cloudcube_url_forms_parse() {
+        #[allow(clippy::type_complexity)]
         let cases: [(&str, &str, &str, Option<&str>, Option<&str>); 5] = [
             ("https://cloud-cube-us2.s3.amazonaws.com/abc123", "cloud-cube-us2", "abc123", None, None),
             (
