@@ -35,6 +35,24 @@ fn walk(media: &Path) -> impl Iterator<Item = Result<String, String>> + '_ {
     })
 }
 
+/// `walk`, on a thread of its own a few thousand files ahead of the caller: reading directories
+/// overlaps deciding about the files already read (the queue is bounded: memory is not).
+fn walk_ahead(media: std::path::PathBuf) -> impl Iterator<Item = Result<String, String>> {
+    const CHUNK: usize = 1024;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<String, String>>>(8);
+    std::thread::spawn(move || {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for f in walk(&media) {
+            chunk.push(f);
+            if chunk.len() == CHUNK && tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
+                return; // the caller stopped reading
+            }
+        }
+        let _ = tx.send(chunk);
+    });
+    rx.into_iter().flatten()
+}
+
 /// Bytes of reference text held in memory; past it the references are sorted in runs on disk
 /// and merged (`RefSet::spilling`). `SWEEP_REFS_SPILL_AT` overrides it in debug builds.
 fn refs_in_memory() -> usize {
@@ -87,7 +105,7 @@ pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs, chan: &Channel) -> Result
         let mut plan = tokio::task::spawn_blocking(move || {
             let stat = |rel: &str| root.stat(rel).ok().flatten().map(|e| (e.bytes, DateTime::<Utc>::from(e.modified)));
             let t = std::time::Instant::now();
-            let plan = plan(walk(&media), &refs, &rules, stat);
+            let plan = plan(walk_ahead(media), &refs, &rules, stat);
             tracing::debug!(target: "cleanup", "Walked {} files in {:.2} s", plan.scanned, t.elapsed().as_secs_f64());
             if let Some(e) = refs.error() {
                 return Err(anyhow!("{e}: nothing was deleted"));
