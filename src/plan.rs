@@ -377,7 +377,8 @@ impl Units {
             None => {
                 self.mem.push(u);
                 let limit = if self.limit == 0 { spill_at() } else { self.limit };
-                if self.items > limit {
+                // After a failure to make the file, no second try per push: reading says why.
+                if self.items > limit && self.error.is_none() {
                     self.spill();
                 }
             }
