@@ -664,10 +664,10 @@ impl Db {
     }
 
     /// The statements that append `rows` to the audit: one `INSERT … UNNEST` on PostgreSQL
-    /// (COPY's per-statement overhead loses at batch sizes in the hundreds), multi-row
-    /// `VALUES` of 500 rows elsewhere. Run them alone or in another statement's transaction.
+    /// (COPY's per-statement overhead loses at batch sizes in the hundreds), one `INSERT …
+    /// SELECT … FROM json_each(?)` on SQLite, multi-row `VALUES` of 500 rows on MySQL. Run them
+    /// alone or in another statement's transaction.
     pub fn audit_statements(&self, rows: &[AuditRow<'_>]) -> Vec<Sql> {
-        const COLUMNS: &str = AUDIT_COLUMNS;
         if rows.is_empty() {
             return Vec::new();
         }
@@ -698,7 +698,7 @@ impl Db {
                 })
                 .collect();
             let mut q = self.sql();
-            q.push(COLUMNS).push("SELECT ");
+            q.push(AUDIT_COLUMNS).push("SELECT ");
             for i in 0..11 {
                 q.push(format_args!("{}json_extract(value, '$[{i}]')", if i == 0 { "" } else { ", " }));
             }
@@ -708,7 +708,7 @@ impl Db {
         rows.chunks(500)
             .map(|chunk| {
                 let mut q = self.sql();
-                q.push(COLUMNS).push("VALUES ");
+                q.push(AUDIT_COLUMNS).push("VALUES ");
                 for (i, r) in chunk.iter().enumerate() {
                     q.push(if i == 0 { "(" } else { ", (" });
                     q.bind(r.run_id).push(", ").bind(r.policy).push(", ").bind(r.kind).push(", ");
@@ -1194,7 +1194,6 @@ pub fn push_rule(q: &mut Sql, rule: &RowRule, table: &Ident) {
     }
 }
 
-/// The SQLite text form of an instant (SPEC §4.1): `2026-11-22T10:00:00+00:00`.
 /// `INSERT INTO cleanup_audit … SELECT … FROM UNNEST(…)` of `rows` (PostgreSQL): one statement
 /// and one array parameter per column, whatever the number of rows.
 fn push_pg_audit_insert(q: &mut Sql, rows: &[AuditRow<'_>]) {
@@ -1218,6 +1217,7 @@ fn push_pg_audit_insert(q: &mut Sql, rows: &[AuditRow<'_>]) {
 const AUDIT_COLUMNS: &str =
     "INSERT INTO cleanup_audit (run_id, policy, kind, target, reason, bytes, outcome, error, backup_location, row_snapshot, at) ";
 
+/// The SQLite text form of an instant (SPEC §4.1): `2026-11-22T10:00:00+00:00`.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
 }

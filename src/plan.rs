@@ -231,12 +231,13 @@ impl Unit {
         }
         let mut dirs: Vec<String> = dirs.into_iter().collect();
         dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
-        dirs.into_iter()
-            .map(|d| {
-                let target = format!("{root}:{d}/");
-                Unit::new(vec![Item::new(Op::DeleteEmptyDir { root: root.to_string(), path: d }, target, reason, None)])
-            })
-            .collect()
+        dirs.into_iter().map(|d| Unit::empty_dir(root, d, reason)).collect()
+    }
+
+    /// A unit that removes the directory `path` under `root` if it is empty.
+    pub fn empty_dir(root: &str, path: String, reason: &str) -> Unit {
+        let target = format!("{root}:{path}/");
+        Unit::new(vec![Item::new(Op::DeleteEmptyDir { root: root.to_string(), path }, target, reason, None)])
     }
 }
 
@@ -301,8 +302,8 @@ impl Plan {
 /// The units of a plan, in order. Small plans live in memory; past `spill_at()` items the
 /// units go to an unnamed temporary file (in `$TMPDIR`, gone when the process ends, even by
 /// `kill -9`) as JSON values, and are streamed back: a plan of ten million items costs disk,
-/// not memory. Policies push; the executor drains (`into_iter`) and pushes what it did into a
-/// new `Units`; reports and summaries read with `iter`.
+/// not memory. Policies push; the executor drains (`drain`) and pushes what it did into a new
+/// `Units`; reports and summaries read with `iter`, `each` and `each_item`.
 #[derive(Default)]
 pub struct Units {
     mem: Vec<Unit>,

@@ -145,10 +145,11 @@ pub async fn cleanup_stats(who: Who, axum::extract::State(app): St) -> Result<Js
     f.plan
         .units
         .each(|u| {
+            let bytes = u.items.iter().filter_map(|i| i.bytes).sum::<u64>();
             let e = by_policy.entry(u.task.clone().unwrap_or_default()).or_default();
             e.0 += u.items.len() as u64;
-            e.1 += u.items.iter().filter_map(|i| i.bytes).sum::<u64>();
-            bytes_to_clean += u.items.iter().filter_map(|i| i.bytes).sum::<u64>();
+            e.1 += bytes;
+            bytes_to_clean += bytes;
         })
         .map_err(ApiError::internal)?;
     let history = crate::history::read(&app.db, Utc::now()).await?;
