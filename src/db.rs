@@ -164,10 +164,6 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// Makes the statements that record rows just deleted (each key with its snapshot), run in the
-/// deletion's own transaction.
-pub type AuditFn<'a> = dyn Fn(&[(&str, Option<&RawValue>)]) -> Vec<Sql> + Sync + 'a;
-
 /// The audit outcome of an item about to be deleted: written (durably) before the deletion,
 /// replaced by the real outcome after it. One left behind by a dead run is resolved against
 /// what is there by the next run of its command (`run::recover`).
@@ -673,7 +669,7 @@ impl Db {
         }
         if self.backend() == Backend::Postgres {
             let mut q = self.sql();
-            push_pg_audit_insert(&mut q, rows);
+            push_pg_audit_insert(&mut q, rows, None);
             return vec![q];
         }
         if self.backend() == Backend::Sqlite {
@@ -730,7 +726,7 @@ impl Db {
             let mut q = self.sql();
             q.push("WITH settled AS (DELETE FROM cleanup_audit WHERE run_id = ").bind(run_id);
             q.push(format_args!(" AND outcome = '{INTENT}' AND ")).in_keys("target", targets, "text").push(") ");
-            push_pg_audit_insert(&mut q, rows);
+            push_pg_audit_insert(&mut q, rows, None);
             self.execute_all(std::slice::from_ref(&q)).await?;
             return Ok(());
         }
@@ -794,9 +790,34 @@ impl Db {
         keys: &[String],
         rule: Option<&RowRule>,
     ) -> Result<HashSet<String>> {
+        self.rows_matching_after(&[], table, key_column, keys, rule).await
+    }
+
+    /// `rows_matching`, after appending `audit` to the audit: in the same statement on
+    /// PostgreSQL (a data-modifying CTE: one round trip, both or neither), just before it
+    /// elsewhere.
+    pub async fn rows_matching_after(
+        &self,
+        audit: &[AuditRow<'_>],
+        table: &Ident,
+        key_column: &Ident,
+        keys: &[String],
+        rule: Option<&RowRule>,
+    ) -> Result<HashSet<String>> {
         let mut out = HashSet::new();
+        let mut audit = audit;
+        if !audit.is_empty() && (self.backend() != Backend::Postgres || keys.is_empty()) {
+            self.insert_audit(audit).await?;
+            audit = &[];
+        }
         for chunk in self.key_chunks(keys) {
             let mut q = self.sql();
+            if !audit.is_empty() {
+                q.push("WITH written AS (");
+                push_pg_audit_insert(&mut q, audit, None);
+                q.push(") ");
+                audit = &[];
+            }
             q.push("SELECT ").as_text(key_column).push(format_args!(" FROM {table} WHERE "));
             self.where_keys_and_rule(&mut q, table, key_column, chunk, rule).await?;
             for r in self.fetch_all(&q).await? {
@@ -835,57 +856,73 @@ impl Db {
         Ok(())
     }
 
-    /// Delete the rows with these keys that still match `rule`, in one transaction; returns
-    /// each deleted row as JSON, as it was when it was deleted (for the audit and `restore`).
+    /// Delete the rows with these keys that still match `rule`; returns the keys deleted.
     ///
-    /// PostgreSQL and SQLite return the rows from the `DELETE` itself. MySQL has no
+    /// `audit` (empty, or one row per key in `keys` order) records each deleted row with its
+    /// snapshot, the row as the deletion saw it, in the deletion's own statement or
+    /// transaction: a row is never gone without its audit row, whatever instant the process
+    /// dies at. The snapshot is what `restore` re-inserts.
+    ///
+    /// PostgreSQL does it in one statement: the `DELETE … RETURNING` and the audit's `INSERT`
+    /// joined to it, as data-modifying CTEs (atomic, no transaction to open, the snapshots
+    /// never leave the server). SQLite returns the rows from the `DELETE` itself. MySQL has no
     /// `DELETE … RETURNING` (MariaDB's is not in MySQL 8), and MySQL cannot read the table a
     /// `DELETE` deletes from in a subquery (a keep-N rule does): there the rows are read with
     /// `SELECT … FOR UPDATE` (rule applied, rows locked) and deleted by key in the same
     /// transaction, so nothing can change between the snapshot and the deletion.
-    ///
-    /// `audit` makes the statements that record what was deleted (each key with its snapshot);
-    /// they run in the deletion's own transaction, so a row is never gone without its audit
-    /// row, whatever instant the process dies at.
-    pub async fn delete_rows_returning(
+    pub async fn delete_rows(
         &self,
         table: &Ident,
         key_column: &Ident,
         keys: &[String],
         rule: Option<&RowRule>,
-        audit: &AuditFn<'_>,
-    ) -> Result<HashMap<String, Box<RawValue>>> {
-        let mut out = HashMap::with_capacity(keys.len());
+        audit: &[AuditRow<'_>],
+    ) -> Result<HashSet<String>> {
+        debug_assert!(audit.is_empty() || audit.len() == keys.len(), "one audit row per key");
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        if self.backend() == Backend::Postgres {
+            let mut q = self.sql();
+            q.push(format_args!("WITH d AS (DELETE FROM {table} WHERE "));
+            self.where_keys_and_rule(&mut q, table, key_column, keys, rule).await?;
+            q.push(format_args!(" RETURNING {key_column}::text AS k, row_to_json({table}.*) AS s)"));
+            if !audit.is_empty() {
+                q.push(", a AS (");
+                push_pg_audit_insert(&mut q, audit, Some(keys));
+                q.push(")");
+            }
+            q.push(" SELECT k FROM d");
+            // One statement: dying before it completes is dying inside the transaction.
+            crate::failpoint::hit("in-row-tx");
+            let mut attempt = 0;
+            return loop {
+                match self.fetch_all(&q).await {
+                    Ok(rows) => break rows.iter().map(|r| r.text_req(0).map_err(Into::into)).collect(),
+                    Err(e) if retryable(&e) && attempt < RETRIES => {
+                        attempt += 1;
+                        backoff(attempt).await;
+                    }
+                    Err(e) => break Err(e.into()),
+                }
+            };
+        }
+        let by_key: HashMap<&str, &AuditRow> = keys.iter().map(String::as_str).zip(audit).collect();
+        let mut out = HashSet::with_capacity(keys.len());
         let mut statements = Vec::new();
         for chunk in self.key_chunks(keys) {
             let mut q = self.sql();
-            match self.backend() {
-                Backend::Postgres => {
-                    q.push(format_args!("DELETE FROM {table} WHERE "));
-                    self.where_keys_and_rule(&mut q, table, key_column, chunk, rule).await?;
-                    q.push(format_args!(" RETURNING {key_column}::text, row_to_json({table}.*)::text"));
-                }
-                Backend::Sqlite => {
-                    q.push(format_args!("DELETE FROM {table} WHERE "));
-                    self.where_keys_and_rule(&mut q, table, key_column, chunk, rule).await?;
-                    q.push(format_args!(" RETURNING CAST({key_column} AS TEXT) AS __k, *"));
-                }
-                Backend::MySql => {
-                    q.push("SELECT ").as_text(key_column).push(format_args!(" AS __k, {table}.* FROM {table} WHERE "));
-                    self.where_keys_and_rule(&mut q, table, key_column, chunk, rule).await?;
-                    q.push(" FOR UPDATE");
-                }
+            if self.backend() == Backend::Sqlite {
+                q.push(format_args!("DELETE FROM {table} WHERE "));
+                self.where_keys_and_rule(&mut q, table, key_column, chunk, rule).await?;
+                q.push(format_args!(" RETURNING CAST({key_column} AS TEXT) AS __k, *"));
+            } else {
+                q.push("SELECT ").as_text(key_column).push(format_args!(" AS __k, {table}.* FROM {table} WHERE "));
+                self.where_keys_and_rule(&mut q, table, key_column, chunk, rule).await?;
+                q.push(" FOR UPDATE");
             }
             statements.push(q);
         }
-        let snapshot = |r: &Row| -> Result<(String, Box<RawValue>)> {
-            let key = r.text_req(0)?;
-            let json = match self.backend() {
-                Backend::Postgres => r.text_req(1)?,
-                Backend::Sqlite | Backend::MySql => r.to_json(1).to_string(),
-            };
-            Ok((key, RawValue::from_string(json)?))
-        };
         macro_rules! in_tx {
             ($p:expr, $b:ident, $inner:ident) => {{
                 let mut tx = $p.begin().await?;
@@ -893,21 +930,28 @@ impl Db {
                     let rows = bind_args!(sqlx::query(&q.text), &q.args, $b).fetch_all(&mut *tx).await?;
                     let mut found = Vec::with_capacity(rows.len());
                     for r in rows {
-                        found.push(snapshot(&Row(row::Inner::$inner(r)))?);
+                        let r = Row(row::Inner::$inner(r));
+                        found.push((r.text_req(0)?, RawValue::from_string(r.to_json(1).to_string())?));
                     }
-                    let keys: Vec<String> = found.iter().map(|f| f.0.clone()).collect();
-                    if self.backend() == Backend::MySql && !keys.is_empty() {
+                    if self.backend() == Backend::MySql && !found.is_empty() {
+                        let keys: Vec<String> = found.iter().map(|f| f.0.clone()).collect();
                         let mut d = self.sql();
                         d.push(format_args!("DELETE FROM {table} WHERE ")).in_keys(key_column, &keys, "");
                         bind_args!(sqlx::query(&d.text), &d.args, $b).execute(&mut *tx).await?;
                     }
-                    let done: Vec<(&str, Option<&RawValue>)> =
-                        found.iter().map(|(k, s)| (k.as_str(), Some(&**s))).collect();
-                    for a in audit(&done) {
+                    let rows: Vec<AuditRow> = found
+                        .iter()
+                        .filter_map(|(k, snapshot)| {
+                            let mut row = (*by_key.get(k.as_str())?).clone();
+                            row.row_snapshot = Some(snapshot);
+                            Some(row)
+                        })
+                        .collect();
+                    for a in self.audit_statements(&rows) {
                         bind_args!(sqlx::query(&a.text), &a.args, $b).execute(&mut *tx).await?;
                     }
                     crate::failpoint::hit("in-row-tx");
-                    out.extend(found);
+                    out.extend(found.into_iter().map(|f| f.0));
                 }
                 tx.commit().await?;
             }};
@@ -917,8 +961,9 @@ impl Db {
 
     /// Set `columns` to NULL in the rows with these keys that still match `rule`; returns the
     /// keys actually updated (read with `FOR UPDATE`, then updated by key, in one transaction,
-    /// so that this works alike where `UPDATE … RETURNING` does not exist). `audit`'s
-    /// statements run in the same transaction, as for a deletion.
+    /// so that this works alike where `UPDATE … RETURNING` does not exist). `audit` (empty, or
+    /// one row per key in `keys` order) records each updated row in the same transaction, as for
+    /// a deletion.
     pub async fn null_columns(
         &self,
         table: &Ident,
@@ -926,8 +971,9 @@ impl Db {
         keys: &[String],
         columns: &[Ident],
         rule: Option<&RowRule>,
-        audit: &AuditFn<'_>,
+        audit: &[AuditRow<'_>],
     ) -> Result<HashSet<String>> {
+        let by_key: HashMap<&str, &AuditRow> = keys.iter().map(String::as_str).zip(audit).collect();
         let mut out = HashSet::new();
         let ty = self.key_type(table, key_column).await?;
         let lock = if self.backend() == Backend::Sqlite { "" } else { " FOR UPDATE" };
@@ -954,8 +1000,9 @@ impl Db {
                         u.push(format_args!("UPDATE {table} SET {} WHERE ", set.join(", ")));
                         u.in_keys(key_column, &found, &ty);
                         bind_args!(sqlx::query(&u.text), &u.args, $b).execute(&mut *tx).await?;
-                        let done: Vec<(&str, Option<&RawValue>)> = found.iter().map(|k| (k.as_str(), None)).collect();
-                        for a in audit(&done) {
+                        let rows: Vec<AuditRow> =
+                            found.iter().filter_map(|k| by_key.get(k.as_str()).map(|r| (*r).clone())).collect();
+                        for a in self.audit_statements(&rows) {
                             bind_args!(sqlx::query(&a.text), &a.args, $b).execute(&mut *tx).await?;
                         }
                     }
@@ -1195,10 +1242,14 @@ pub fn push_rule(q: &mut Sql, rule: &RowRule, table: &Ident) {
 }
 
 /// `INSERT INTO cleanup_audit … SELECT … FROM UNNEST(…)` of `rows` (PostgreSQL): one statement
-/// and one array parameter per column, whatever the number of rows.
-fn push_pg_audit_insert(q: &mut Sql, rows: &[AuditRow<'_>]) {
+/// and one array parameter per column, whatever the number of rows. With `deleted` (one key per
+/// row), only the rows whose key the CTE `d` (`k`, `s`: key and snapshot) returned are
+/// inserted, with `d`'s snapshot.
+fn push_pg_audit_insert(q: &mut Sql, rows: &[AuditRow<'_>], deleted: Option<&[String]>) {
     let col = |f: &dyn Fn(&AuditRow<'_>) -> Option<String>| Arg::OptTextArray(rows.iter().map(f).collect());
-    q.push(AUDIT_COLUMNS).push("SELECT r, p, k, t, re, b, o, e, bl, s::json, a FROM UNNEST(");
+    let snapshot = if deleted.is_some() { "COALESCE(d.s, u.s::json)" } else { "u.s::json" };
+    q.push(AUDIT_COLUMNS);
+    q.push(format_args!("SELECT u.r, u.p, u.k, u.t, u.re, u.b, u.o, u.e, u.bl, {snapshot}, u.a FROM UNNEST("));
     q.bind(col(&|r| Some(r.run_id.to_string()))).push("::text[], ");
     q.bind(col(&|r| Some(r.policy.to_string()))).push("::text[], ");
     q.bind(col(&|r| Some(r.kind.to_string()))).push("::text[], ");
@@ -1209,8 +1260,14 @@ fn push_pg_audit_insert(q: &mut Sql, rows: &[AuditRow<'_>]) {
     q.bind(col(&|r| r.error.map(String::from))).push("::text[], ");
     q.bind(col(&|r| r.backup_location.map(String::from))).push("::text[], ");
     q.bind(col(&|r| r.row_snapshot.map(|v| v.get().to_string()))).push("::text[], ");
-    q.bind(Arg::TimeArray(rows.iter().map(|r| r.at).collect()));
-    q.push("::timestamptz[]) AS u(r, p, k, t, re, b, o, e, bl, s, a)");
+    q.bind(Arg::TimeArray(rows.iter().map(|r| r.at).collect())).push("::timestamptz[]");
+    match deleted {
+        None => q.push(") AS u(r, p, k, t, re, b, o, e, bl, s, a)"),
+        Some(keys) => q
+            .push(", ")
+            .bind(Arg::TextArray(keys.to_vec()))
+            .push("::text[]) AS u(r, p, k, t, re, b, o, e, bl, s, a, key) JOIN d ON d.k = u.key"),
+    };
 }
 
 /// The columns an audit row fills, in `AuditRow` order.

@@ -113,18 +113,14 @@ struct Deleter<'a> {
 
 type Res = (Outcome, Option<String>);
 
-/// What a row's audit needs that the database does not return: the unit's policy and the item.
-type RowMeta<'a> = HashMap<&'a str, (&'a str, &'a Item)>;
-
-/// What one item's step produced: its outcome, where it was backed up, (a deleted row) the row
-/// as it was deleted, and whether its audit row is written already (in the deletion's
-/// transaction).
-type Done = (Res, Option<String>, Option<Box<RawValue>>, bool);
+/// What one item's step produced: its outcome, where it was backed up, and whether its audit
+/// row is written already (with its row's deletion).
+type Done = (Res, Option<String>, bool);
 
 impl Deleter<'_> {
     /// Delete rows (or, with `null`, set those columns to NULL), each only if it still matches.
-    /// Each row carried out is audited (with its snapshot) in the same transaction; the third
-    /// value says so.
+    /// Each row carried out is audited (with its snapshot, in the audit only) in the same
+    /// statement or transaction; the second value says so.
     async fn rows(
         &self,
         table: &Ident,
@@ -132,53 +128,41 @@ impl Deleter<'_> {
         rule: Option<&RowRule>,
         null: Option<&[Ident]>,
         keys: &[String],
-        meta: &RowMeta<'_>,
-    ) -> Result<Vec<(Res, Option<Box<RawValue>>, bool)>> {
+        meta: &[(&str, &Item)],
+    ) -> Result<Vec<(Res, bool)>> {
         let db = self.res.db()?;
         if self.dry_run {
-            return Ok(keys.iter().map(|_| ((Outcome::WouldDelete, None), None, false)).collect());
+            return Ok(keys.iter().map(|_| ((Outcome::WouldDelete, None), false)).collect());
         }
-        let audit = |done: &[(&str, Option<&RawValue>)]| -> Vec<crate::db::Sql> {
-            let Some(run_id) = self.audit_run else { return Vec::new() };
-            let at = Utc::now();
-            let rows: Vec<AuditRow> = done
+        // Each key once (a plan naming a row twice deletes and audits it once), with what its
+        // audit row says if it is carried out.
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        let firsts: Vec<(&String, &(&str, &Item))> = keys.iter().zip(meta).filter(|(k, _)| seen.insert(*k)).collect();
+        let once: Vec<String> = firsts.iter().map(|(k, _)| (*k).clone()).collect();
+        let at = Utc::now();
+        let audit: Vec<AuditRow> = match self.audit_run {
+            Some(run_id) => firsts
                 .iter()
-                .filter_map(|(key, snapshot)| {
-                    let (policy, item) = meta.get(key)?;
-                    let mut row = AuditRow::of(run_id, policy, item, Outcome::Deleted.as_str(), at);
-                    row.row_snapshot = snapshot.or(item.snapshot.as_deref());
-                    Some(row)
-                })
-                .collect();
-            db.audit_statements(&rows)
-        };
-        // A deleted row comes back as it was deleted: its snapshot, for the audit and restore.
-        let mut deleted: HashMap<String, Option<Box<RawValue>>> = match null {
-            None => db
-                .delete_rows_returning(table, key_column, keys, rule, &audit)
-                .await?
-                .into_iter()
-                .map(|(k, v)| (k, Some(v)))
+                .map(|(_, (policy, item))| AuditRow::of(run_id, policy, item, Outcome::Deleted.as_str(), at))
                 .collect(),
-            Some(cols) => db
-                .null_columns(table, key_column, keys, cols, rule, &audit)
-                .await?
-                .into_iter()
-                .map(|k| (k, None))
-                .collect(),
+            None => Vec::new(),
         };
-        let not_deleted: Vec<String> = keys.iter().filter(|k| !deleted.contains_key(*k)).cloned().collect();
-        let still_there = db.rows_matching(table, key_column, &not_deleted, None).await?;
+        let mut done = match null {
+            None => db.delete_rows(table, key_column, &once, rule, &audit).await?,
+            Some(cols) => db.null_columns(table, key_column, &once, cols, rule, &audit).await?,
+        };
+        let not_done: Vec<String> = keys.iter().filter(|k| !done.contains(*k)).cloned().collect();
+        let still_there = db.rows_matching(table, key_column, &not_done, None).await?;
         let audited = self.audit_run.is_some();
         Ok(keys
             .iter()
             .map(|k| {
-                if let Some(snapshot) = deleted.remove(k) {
-                    ((Outcome::Deleted, None), snapshot, audited)
+                if done.remove(k) {
+                    ((Outcome::Deleted, None), audited)
                 } else if still_there.contains(k) {
-                    ((Outcome::Skipped, Some("the row no longer matches its rule: kept".to_string())), None, false)
+                    ((Outcome::Skipped, Some("the row no longer matches its rule: kept".to_string())), false)
                 } else {
-                    ((Outcome::Missing, None), None, false)
+                    ((Outcome::Missing, None), false)
                 }
             })
             .collect())
@@ -468,7 +452,6 @@ struct LocalJob {
 struct UnitState {
     results: Vec<Option<Res>>,
     backups: Vec<Option<String>>,
-    snapshots: Vec<Option<Box<RawValue>>>,
     /// Audited already, in its row's deletion transaction.
     audited: Vec<bool>,
     alive: bool,
@@ -697,7 +680,6 @@ async fn run_batch(
         .map(|u| UnitState {
             results: vec![None; u.items.len()],
             backups: vec![None; u.items.len()],
-            snapshots: vec![None; u.items.len()],
             audited: vec![false; u.items.len()],
             alive: true,
         })
@@ -711,13 +693,6 @@ async fn run_batch(
         }
     }
 
-    // Re-check rows before touching anything else of their unit.
-    let t = std::time::Instant::now();
-    if let Err(e) = precheck_rows(res, &batch, &mut states, opts.check_fingerprints).await {
-        return Err((batch, e.context("cannot re-check rows before deleting")));
-    }
-    timings.precheck += t.elapsed();
-
     // The audit's policy for each unit: `command/task`, or the command.
     let policies: Vec<String> = batch
         .iter()
@@ -725,60 +700,59 @@ async fn run_batch(
         .collect();
 
     // Intent before effect: every file, directory and object this batch may delete is recorded
-    // (durably) before anything is deleted; rows are audited in their deletion's transaction.
-    // One row for the batch, listing its items: one write, whatever the batch's size.
-    let mut intents: Vec<String> = Vec::new();
+    // (durably) before anything is deleted; rows are audited with their deletion. One row for
+    // the batch, listing its items: one write, whatever the batch's size. It names the items of
+    // every unit not refused: a unit that the re-check below takes out is settled as skipped,
+    // like any other.
+    let intent_items: Vec<IntentItem> = batch
+        .iter()
+        .zip(&states)
+        .zip(&policies)
+        .filter(|((_, st), _)| opts.audit && st.alive)
+        .flat_map(|((u, _), policy)| u.items.iter().map(move |item| (item, policy.as_str())))
+        .filter(|(item, _)| item.kind != Kind::Row)
+        .map(|(item, policy)| IntentItem {
+            policy: policy.into(),
+            kind: item.kind.as_str().into(),
+            target: item.target.as_str().into(),
+            reason: item.reason.as_str().into(),
+            bytes: item.bytes.map(|b| b as i64),
+        })
+        .collect();
+    let intent_target = (!intent_items.is_empty()).then(|| format!("batch {seq} of run {}", opts.run_id));
+    let intent_reason = format!("about to delete the {} items listed in row_snapshot", intent_items.len());
+    let intent_list = intent_target.as_ref().map(|_| {
+        let list = serde_json::to_string(&intent_items).expect("intent items serialize");
+        RawValue::from_string(list).expect("serde_json writes JSON")
+    });
+    let intent = intent_target.as_deref().zip(intent_list.as_deref()).map(|(target, list)| AuditRow {
+        run_id: &opts.run_id,
+        policy,
+        kind: BATCH_INTENT,
+        target,
+        reason: &intent_reason,
+        bytes: Some(intent_items.iter().filter_map(|i| i.bytes).sum()),
+        outcome: INTENT,
+        error: None,
+        backup_location: None,
+        row_snapshot: Some(list),
+        at: Utc::now(),
+    });
+    drop(intent_items);
+
+    // Re-check rows before touching anything else of their unit; the intent is written with the
+    // first re-check (in the same statement on PostgreSQL), or alone.
+    let t = std::time::Instant::now();
+    let checked = precheck_rows(res, &batch, &mut states, opts.check_fingerprints, intent.as_ref()).await;
+    timings.precheck += t.elapsed();
+    drop(intent);
+    if let Err(e) = checked {
+        return Err((
+            batch,
+            e.context("cannot re-check rows and record what this batch is about to delete: nothing of it was deleted"),
+        ));
+    }
     if opts.audit {
-        let items: Vec<IntentItem> = batch
-            .iter()
-            .zip(&states)
-            .zip(&policies)
-            .filter(|((_, st), _)| st.alive)
-            .flat_map(|((u, _), policy)| u.items.iter().map(move |item| (item, policy.as_str())))
-            .filter(|(item, _)| item.kind != Kind::Row)
-            .map(|(item, policy)| IntentItem {
-                policy: policy.into(),
-                kind: item.kind.as_str().into(),
-                target: item.target.as_str().into(),
-                reason: item.reason.as_str().into(),
-                bytes: item.bytes.map(|b| b as i64),
-            })
-            .collect();
-        if !items.is_empty() {
-            let t = std::time::Instant::now();
-            let target = format!("batch {seq} of run {}", opts.run_id);
-            let reason = format!("about to delete the {} items listed in row_snapshot", items.len());
-            let written = match (res.db(), serde_json::to_string(&items)) {
-                (Ok(db), Ok(list)) => {
-                    let list = RawValue::from_string(list).expect("serde_json writes JSON");
-                    let row = AuditRow {
-                        run_id: &opts.run_id,
-                        policy,
-                        kind: BATCH_INTENT,
-                        target: &target,
-                        reason: &reason,
-                        bytes: Some(items.iter().filter_map(|i| i.bytes).sum()),
-                        outcome: INTENT,
-                        error: None,
-                        backup_location: None,
-                        row_snapshot: Some(&list),
-                        at: Utc::now(),
-                    };
-                    db.insert_audit(&[row]).await
-                }
-                (Err(e), _) => Err(e),
-                (_, Err(e)) => Err(e.into()),
-            };
-            drop(items);
-            timings.audit += t.elapsed();
-            if let Err(e) = written {
-                return Err((
-                    batch,
-                    e.context("cannot record what this batch is about to delete: nothing of it was deleted"),
-                ));
-            }
-            intents = vec![target];
-        }
         crate::failpoint::hit("after-intents");
     }
 
@@ -806,13 +780,12 @@ async fn run_batch(
                 continue;
             }
         };
-        for ((u, _), (r, backup, snapshot, audited)) in work.iter().zip(results) {
+        for ((u, _), (r, backup, audited)) in work.iter().zip(results) {
             if r.0 == Outcome::Failed || r.0 == Outcome::Skipped {
                 states[*u].alive = false;
             }
             states[*u].results[stage] = Some(r);
             states[*u].backups[stage] = backup;
-            states[*u].snapshots[stage] = snapshot;
             states[*u].audited[stage] = audited;
         }
     }
@@ -822,7 +795,7 @@ async fn run_batch(
     let audited: Vec<Vec<bool>> = states.iter().map(|st| st.audited.clone()).collect();
     for (unit, st) in batch.iter_mut().zip(states) {
         let mut unit_ok = true;
-        for (((item, r), backup), snapshot) in unit.items.iter_mut().zip(st.results).zip(st.backups).zip(st.snapshots) {
+        for ((item, r), backup) in unit.items.iter_mut().zip(st.results).zip(st.backups) {
             let (outcome, error) = r.unwrap_or((
                 Outcome::Skipped,
                 Some("not attempted: an earlier step of this unit did not complete".into()),
@@ -832,9 +805,6 @@ async fn run_batch(
             item.outcome = Some(outcome);
             item.error = error;
             item.backup = backup;
-            if snapshot.is_some() {
-                item.snapshot = snapshot;
-            }
         }
         if unit_ok {
             ok += 1;
@@ -859,7 +829,7 @@ async fn run_batch(
         crate::failpoint::hit("before-settle");
         let t = std::time::Instant::now();
         let written = match res.db() {
-            Ok(db) => db.settle_intents(&opts.run_id, &intents, &audit).await,
+            Ok(db) => db.settle_intents(&opts.run_id, intent_target.as_slice(), &audit).await,
             Err(e) => Err(e),
         };
         timings.audit += t.elapsed();
@@ -915,6 +885,7 @@ async fn precheck_rows(
     batch: &[crate::plan::Unit],
     states: &mut [UnitState],
     check_fingerprints: bool,
+    intent: Option<&AuditRow<'_>>,
 ) -> Result<()> {
     // Per (table, key column, rule): the (unit, item, key) to re-check.
     type Groups = HashMap<(Ident, Ident, Option<RowRule>), Vec<(usize, usize, String)>>;
@@ -957,9 +928,11 @@ async fn precheck_rows(
             states[u].results[i] = Some((Outcome::Skipped, Some(why)));
         }
     }
+    let mut intent = intent.map(std::slice::from_ref).unwrap_or_default();
     for ((table, key_column, rule), members) in groups {
         let keys: Vec<String> = members.iter().map(|m| m.2.clone()).collect();
-        let ok = res.db()?.rows_matching(&table, &key_column, &keys, rule.as_ref()).await?;
+        let ok = res.db()?.rows_matching_after(intent, &table, &key_column, &keys, rule.as_ref()).await?;
+        intent = &[];
         for (u, i, key) in members {
             if !ok.contains(&key) && states[u].alive {
                 states[u].alive = false;
@@ -969,6 +942,9 @@ async fn precheck_rows(
                 ));
             }
         }
+    }
+    if !intent.is_empty() {
+        res.db()?.insert_audit(intent).await?;
     }
     Ok(())
 }
@@ -1003,13 +979,12 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)], policies: &[String]
                 _ => unreachable!(),
             })
             .collect();
-        let meta: RowMeta =
-            idx.iter().zip(&keys).map(|(&w, k)| (k.as_str(), (policies[work[w].0].as_str(), work[w].1))).collect();
+        let meta: Vec<(&str, &Item)> = idx.iter().map(|&w| (policies[work[w].0].as_str(), work[w].1)).collect();
         let t = std::time::Instant::now();
         let out = d.rows(table, key_column, rule, null, &keys, &meta).await?;
         tracing::trace!(target: "cleanup", "rows: {} in {:?}", keys.len(), t.elapsed());
         for (w, r) in idx.iter().zip(out) {
-            results[*w] = Some((r.0, None, r.1, r.2));
+            results[*w] = Some((r.0, None, r.1));
         }
         if d.audit_run.is_some() {
             crate::failpoint::hit("after-rows");
@@ -1035,7 +1010,7 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)], policies: &[String]
         let out = d.local(jobs).await;
         tracing::trace!(target: "cleanup", "local: {} in {:?}", out.len(), t.elapsed());
         for (w, (r, backup)) in local.into_iter().zip(out) {
-            results[w] = Some((r, backup, None, false));
+            results[w] = Some((r, backup, false));
         }
         if d.audit_run.is_some() {
             crate::failpoint::hit("after-local");
@@ -1052,7 +1027,7 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)], policies: &[String]
             })
             .collect();
         for (w, (r, backup)) in idx.into_iter().zip(d.objects(store, &keys).await) {
-            results[w] = Some((r, backup, None, false));
+            results[w] = Some((r, backup, false));
         }
         if d.audit_run.is_some() {
             crate::failpoint::hit("after-objects");
