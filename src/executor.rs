@@ -745,7 +745,6 @@ async fn run_batch(
     let t = std::time::Instant::now();
     let checked = precheck_rows(res, &batch, &mut states, opts.check_fingerprints, intent.as_ref()).await;
     timings.precheck += t.elapsed();
-    drop(intent);
     if let Err(e) = checked {
         return Err((
             batch,
