@@ -125,6 +125,14 @@ pub async fn apply_skips_a_modified_file_and_a_reactivated_or_changed_row(b: Bac
     };
     assert!(why("media:att/1.jpg").contains("changed since the plan"), "{}", why("media:att/1.jpg"));
     assert!(why(&row_target(2)).contains("changed"), "{}", why(&row_target(2)));
+    // The batch's intent, written with the re-check, named the reactivated unit's file too: it
+    // settled as skipped, and no intent is left.
+    let audited = |target: &str, outcome: &str| {
+        format!("SELECT count(*) FROM cleanup_audit WHERE target = '{target}' AND outcome = '{outcome}'")
+    };
+    assert_eq!(ws.count(&audited("media:att/2.jpg", "skipped")).await, 1);
+    assert_eq!(ws.count(&audited("media:att/3.jpg", "deleted")).await, 1);
+    assert_eq!(ws.count("SELECT count(*) FROM cleanup_audit WHERE outcome = 'intent'").await, 0);
     // What changed survives: the rewritten file with its new content, its row, the reactivated row.
     assert_eq!(std::fs::read(&files[0]).unwrap(), before);
     assert!(row_exists(&ws, 1).await && row_exists(&ws, 2).await && files[1].exists());
