@@ -452,9 +452,66 @@ struct LocalJob {
 struct UnitState {
     results: Vec<Option<Res>>,
     backups: Vec<Option<String>>,
-    /// Audited already, in its row's deletion transaction.
+    /// Audited already, with its row's deletion.
     audited: Vec<bool>,
     alive: bool,
+}
+
+/// A batch's intent row: every file, directory and object of its units not refused, listed in
+/// `row_snapshot` (docs/audit.md).
+struct BatchIntent {
+    target: String,
+    reason: String,
+    list: Box<RawValue>,
+    bytes: i64,
+}
+
+impl BatchIntent {
+    /// `None` when the batch deletes no file, directory or object (rows are audited with their
+    /// deletion).
+    fn of(batch: &[Unit], states: &[UnitState], policies: &[String], seq: u64, run_id: &str) -> Option<BatchIntent> {
+        let items: Vec<IntentItem> = batch
+            .iter()
+            .zip(states)
+            .zip(policies)
+            .filter(|((_, st), _)| st.alive)
+            .flat_map(|((u, _), policy)| u.items.iter().map(move |item| (item, policy.as_str())))
+            .filter(|(item, _)| item.kind != Kind::Row)
+            .map(|(item, policy)| IntentItem {
+                policy: policy.into(),
+                kind: item.kind.as_str().into(),
+                target: item.target.as_str().into(),
+                reason: item.reason.as_str().into(),
+                bytes: item.bytes.map(|b| b as i64),
+            })
+            .collect();
+        if items.is_empty() {
+            return None;
+        }
+        let list = serde_json::to_string(&items).expect("intent items serialize");
+        Some(BatchIntent {
+            target: format!("batch {seq} of run {run_id}"),
+            reason: format!("about to delete the {} items listed in row_snapshot", items.len()),
+            list: RawValue::from_string(list).expect("serde_json writes JSON"),
+            bytes: items.iter().filter_map(|i| i.bytes).sum(),
+        })
+    }
+
+    fn row<'a>(&'a self, run_id: &'a str, policy: &'a str) -> AuditRow<'a> {
+        AuditRow {
+            run_id,
+            policy,
+            kind: BATCH_INTENT,
+            target: &self.target,
+            reason: &self.reason,
+            bytes: Some(self.bytes),
+            outcome: INTENT,
+            error: None,
+            backup_location: None,
+            row_snapshot: Some(&self.list),
+            at: Utc::now(),
+        }
+    }
 }
 
 /// Batches in flight at once: while one batch's rows are deleted and audited, the next one's
@@ -638,7 +695,7 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
     bar.finish();
     tracing::debug!(
         target: "cleanup",
-        "Timings (summed over batches in flight): re-check rows {:.2} s, deletions {:.2} s, audit {:.2} s",
+        "Timings (summed over batches in flight): intent and re-check {:.2} s, deletions {:.2} s, audit {:.2} s",
         timings.precheck.as_secs_f64(),
         timings.stages.as_secs_f64(),
         timings.audit.as_secs_f64()
@@ -704,46 +761,13 @@ async fn run_batch(
     // the batch, listing its items: one write, whatever the batch's size. It names the items of
     // every unit not refused: a unit that the re-check below takes out is settled as skipped,
     // like any other.
-    let intent_items: Vec<IntentItem> = batch
-        .iter()
-        .zip(&states)
-        .zip(&policies)
-        .filter(|((_, st), _)| opts.audit && st.alive)
-        .flat_map(|((u, _), policy)| u.items.iter().map(move |item| (item, policy.as_str())))
-        .filter(|(item, _)| item.kind != Kind::Row)
-        .map(|(item, policy)| IntentItem {
-            policy: policy.into(),
-            kind: item.kind.as_str().into(),
-            target: item.target.as_str().into(),
-            reason: item.reason.as_str().into(),
-            bytes: item.bytes.map(|b| b as i64),
-        })
-        .collect();
-    let intent_target = (!intent_items.is_empty()).then(|| format!("batch {seq} of run {}", opts.run_id));
-    let intent_reason = format!("about to delete the {} items listed in row_snapshot", intent_items.len());
-    let intent_list = intent_target.as_ref().map(|_| {
-        let list = serde_json::to_string(&intent_items).expect("intent items serialize");
-        RawValue::from_string(list).expect("serde_json writes JSON")
-    });
-    let intent = intent_target.as_deref().zip(intent_list.as_deref()).map(|(target, list)| AuditRow {
-        run_id: &opts.run_id,
-        policy,
-        kind: BATCH_INTENT,
-        target,
-        reason: &intent_reason,
-        bytes: Some(intent_items.iter().filter_map(|i| i.bytes).sum()),
-        outcome: INTENT,
-        error: None,
-        backup_location: None,
-        row_snapshot: Some(list),
-        at: Utc::now(),
-    });
-    drop(intent_items);
+    let intent = opts.audit.then(|| BatchIntent::of(&batch, &states, &policies, seq, &opts.run_id)).flatten();
+    let intent_row = intent.as_ref().map(|i| i.row(&opts.run_id, policy));
 
     // Re-check rows before touching anything else of their unit; the intent is written with the
     // first re-check (in the same statement on PostgreSQL), or alone.
     let t = std::time::Instant::now();
-    let checked = precheck_rows(res, &batch, &mut states, opts.check_fingerprints, intent.as_ref()).await;
+    let checked = precheck_rows(res, &batch, &mut states, opts.check_fingerprints, intent_row.as_ref()).await;
     timings.precheck += t.elapsed();
     if let Err(e) = checked {
         return Err((
@@ -828,7 +852,10 @@ async fn run_batch(
         crate::failpoint::hit("before-settle");
         let t = std::time::Instant::now();
         let written = match res.db() {
-            Ok(db) => db.settle_intents(&opts.run_id, intent_target.as_slice(), &audit).await,
+            Ok(db) => {
+                let targets: Vec<String> = intent.into_iter().map(|i| i.target).collect();
+                db.settle_intents(&opts.run_id, &targets, &audit).await
+            }
             Err(e) => Err(e),
         };
         timings.audit += t.elapsed();
