@@ -13,11 +13,12 @@ use crate::store::local::LocalRoot;
 use crate::store::Resources;
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
-use std::path::Path;
+use std::path::PathBuf;
 
 /// Walk `MEDIA_ROOT/published_modules` in sorted order, not following links; yields paths
-/// relative to MEDIA_ROOT.
-fn walk(media: &Path) -> impl Iterator<Item = Result<String, String>> + '_ {
+/// relative to MEDIA_ROOT. The plan reads it `gather::ahead`: on a thread of its own, a few
+/// thousand files ahead of the decisions.
+fn walk(media: PathBuf) -> impl Iterator<Item = Result<String, String>> {
     walkdir::WalkDir::new(media.join(UI_DIR)).follow_links(false).sort_by_file_name().into_iter().filter_map(move |e| {
         let e = match e {
             Ok(e) => e,
@@ -29,28 +30,10 @@ fn walk(media: &Path) -> impl Iterator<Item = Result<String, String>> + '_ {
         if e.file_type().is_dir() {
             return None;
         }
-        let rel = e.path().strip_prefix(media).ok()?;
+        let rel = e.path().strip_prefix(&media).ok()?;
         // A name that is not UTF-8 is escaped (`names`): it can be deleted and restored exactly.
         Some(Ok(crate::names::encode_rel(rel)))
     })
-}
-
-/// `walk`, on a thread of its own a few thousand files ahead of the caller: reading directories
-/// overlaps deciding about the files already read (the queue is bounded: memory is not).
-fn walk_ahead(media: std::path::PathBuf) -> impl Iterator<Item = Result<String, String>> {
-    const CHUNK: usize = 1024;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<String, String>>>(8);
-    std::thread::spawn(move || {
-        let mut chunk = Vec::with_capacity(CHUNK);
-        for f in walk(&media) {
-            chunk.push(f);
-            if chunk.len() == CHUNK && tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
-                return; // the caller stopped reading
-            }
-        }
-        let _ = tx.send(chunk);
-    });
-    rx.into_iter().flatten()
 }
 
 /// Bytes of reference text held in memory; past it the references are sorted in runs on disk
@@ -105,7 +88,7 @@ pub async fn run(ctx: &Ctx, args: &CleanupUiFilesArgs, chan: &Channel) -> Result
         let mut plan = tokio::task::spawn_blocking(move || {
             let stat = |rel: &str| root.stat(rel).ok().flatten().map(|e| (e.bytes, DateTime::<Utc>::from(e.modified)));
             let t = std::time::Instant::now();
-            let plan = plan(walk_ahead(media), &refs, &rules, stat);
+            let plan = plan(crate::gather::ahead(walk(media)), &refs, &rules, stat);
             tracing::debug!(target: "cleanup", "Walked {} files in {:.2} s", plan.scanned, t.elapsed().as_secs_f64());
             if let Some(e) = refs.error() {
                 return Err(anyhow!("{e}: nothing was deleted"));
