@@ -470,26 +470,16 @@ impl Db {
                 tx.commit().await?;
             }};
         }
-        let mut attempt = 0;
-        loop {
-            let r: Result<(), sqlx::Error> = async {
-                let _turn = self.write_turn().await;
-                match &self.pool {
-                    Pool::Pg(p) => in_tx!(p, Postgres),
-                    Pool::Sqlite(p) => in_tx!(p, Sqlite),
-                    Pool::My(p) => in_tx!(p, MySql),
-                }
-                Ok(())
+        retrying(|| async {
+            let _turn = self.write_turn().await;
+            match &self.pool {
+                Pool::Pg(p) => in_tx!(p, Postgres),
+                Pool::Sqlite(p) => in_tx!(p, Sqlite),
+                Pool::My(p) => in_tx!(p, MySql),
             }
-            .await;
-            match r {
-                Err(e) if retryable(&e) && attempt < RETRIES => {
-                    attempt += 1;
-                    backoff(attempt).await;
-                }
-                r => return r,
-            }
-        }
+            Ok(())
+        })
+        .await
     }
 
     /// The SQLite file, if this is a file-backed SQLite database.
@@ -777,18 +767,17 @@ impl Db {
         rule: Option<&RowRule>,
     ) -> Result<HashSet<String>> {
         let mut out = HashSet::new();
-        let mut audit = audit;
-        if !audit.is_empty() && (self.backend() != Backend::Postgres || keys.is_empty()) {
+        // PostgreSQL has one chunk of keys (`key_chunks`): the audit rides on its statement.
+        let together = self.backend() == Backend::Postgres && !keys.is_empty();
+        if !together && !audit.is_empty() {
             self.insert_audit(audit).await?;
-            audit = &[];
         }
         for chunk in self.key_chunks(keys) {
             let mut q = self.sql();
-            if !audit.is_empty() {
+            if together && !audit.is_empty() {
                 q.push("WITH written AS (");
                 push_pg_audit_insert(&mut q, audit, None);
                 q.push(") ");
-                audit = &[];
             }
             q.push("SELECT ").as_text(key_column).push(format_args!(" FROM {table} WHERE "));
             self.where_keys_and_rule(&mut q, table, key_column, chunk, rule).await?;
@@ -867,17 +856,8 @@ impl Db {
             q.push(" SELECT k FROM d");
             // One statement: dying before it completes is dying inside the transaction.
             crate::failpoint::hit("in-row-tx");
-            let mut attempt = 0;
-            return loop {
-                match self.fetch_all(&q).await {
-                    Ok(rows) => break rows.iter().map(|r| r.text_req(0).map_err(Into::into)).collect(),
-                    Err(e) if retryable(&e) && attempt < RETRIES => {
-                        attempt += 1;
-                        backoff(attempt).await;
-                    }
-                    Err(e) => break Err(e.into()),
-                }
-            };
+            let rows = retrying(|| self.fetch_all(&q)).await?;
+            return rows.iter().map(|r| r.text_req(0).map_err(Into::into)).collect();
         }
         let by_key: HashMap<&str, &AuditRow> = keys.iter().map(String::as_str).zip(audit).collect();
         let mut out = HashSet::with_capacity(keys.len());
@@ -1152,6 +1132,24 @@ fn retryable(e: &sqlx::Error) -> bool {
                 || d.message().contains("Deadlock found")
         }
         _ => false,
+    }
+}
+
+/// Run `f` again, after a backoff, while it fails on a lock, a deadlock or a serialization
+/// failure (`retryable`), up to `RETRIES` times. `f` must be safe to repeat: one statement, or
+/// one transaction (a failed one changed nothing).
+async fn retrying<T, F: std::future::Future<Output = Result<T, sqlx::Error>>>(
+    mut f: impl FnMut() -> F,
+) -> Result<T, sqlx::Error> {
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(e) if retryable(&e) && attempt < RETRIES => {
+                attempt += 1;
+                backoff(attempt).await;
+            }
+            r => return r,
+        }
     }
 }
 

@@ -229,15 +229,19 @@ impl Unit {
                 cur = parent(d);
             }
         }
-        let mut dirs: Vec<String> = dirs.into_iter().collect();
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
-        dirs.into_iter().map(|d| Unit::empty_dir(root, d, reason)).collect()
+        Unit::empty_dirs_deepest_first(root, dirs.into_iter().collect(), reason)
     }
 
-    /// A unit that removes the directory `path` under `root` if it is empty.
-    pub fn empty_dir(root: &str, path: String, reason: &str) -> Unit {
-        let target = format!("{root}:{path}/");
-        Unit::new(vec![Item::new(Op::DeleteEmptyDir { root: root.to_string(), path }, target, reason, None)])
+    /// Units that remove the directories `dirs` under `root` if they are empty, deepest first
+    /// (the executor runs them in that order, by depth: a parent after its children).
+    pub fn empty_dirs_deepest_first(root: &str, mut dirs: Vec<String>, reason: &str) -> Vec<Unit> {
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+        dirs.into_iter()
+            .map(|path| {
+                let target = format!("{root}:{path}/");
+                Unit::new(vec![Item::new(Op::DeleteEmptyDir { root: root.to_string(), path }, target, reason, None)])
+            })
+            .collect()
     }
 }
 

@@ -103,12 +103,18 @@ pub struct TaskCounts {
     pub units_failed: u64,
     /// Items deleted, already gone or that would be deleted.
     pub items_done: u64,
-    pub bytes_done: u64,
     pub objects_deleted: u64,
     pub objects_would_delete: u64,
     /// Bytes of items deleted or already gone.
     pub bytes_deleted: u64,
     pub bytes_would_delete: u64,
+}
+
+impl TaskCounts {
+    /// Bytes of the items deleted, already gone or that would be deleted.
+    pub fn bytes_done(&self) -> u64 {
+        self.bytes_deleted + self.bytes_would_delete
+    }
 }
 
 /// How many kept entries the report carries (the plan file has them all).
@@ -202,7 +208,6 @@ impl Report {
                 continue;
             }
             t.items_done += 1;
-            t.bytes_done += b;
         }
     }
 

@@ -148,7 +148,7 @@ pub async fn run(ctx: &Ctx, a: &CleanupOpsArgs, chan: &Channel) -> Result<Ran> {
     let mut per = serde_json::Map::new();
     for t in TYPES.iter().chain([BACKUP_TASK].iter()) {
         let c = report.by_task.get(*t).cloned().unwrap_or_default();
-        per.insert((*t).into(), serde_json::json!({"files": c.items_done, "bytes": c.bytes_done}));
+        per.insert((*t).into(), serde_json::json!({"files": c.items_done, "bytes": c.bytes_done()}));
     }
     report.fields.insert("policies".into(), per.into());
     db.close().await;

@@ -71,9 +71,7 @@ pub fn plan(
             open.loses();
         }
     }
-    let mut emptied = open.finish();
-    emptied.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
-    p.units.extend(emptied.into_iter().map(|d| Unit::empty_dir("media", d, "left empty: every file in it is deleted")));
+    p.units.extend(Unit::empty_dirs_deepest_first("media", open.finish(), "left empty: every file in it is deleted"));
     p.kept_unlisted.insert(Kind::File, referenced);
     p.fields.insert("referenced_files".into(), referenced.into());
     p.fields.insert("references".into(), (refs.len() as u64).into());
