@@ -92,7 +92,6 @@ pub fn fill_cube(bucket_dir: &Path, n: usize) {
     }
 }
 
-/// Wall time and peak resident memory (VmHWM, polled) of a command; panics if it fails.
 /// `-v` with BENCH_VERBOSE (sweep's timing lines are at debug level), else nothing: sweep is
 /// measured at its default verbosity, a log line per item, as cron runs it.
 pub fn verbosity() -> &'static [&'static str] {
@@ -103,7 +102,13 @@ pub fn verbosity() -> &'static [&'static str] {
     }
 }
 
+/// Wall time and peak resident memory (VmHWM, polled) of a command; panics if it fails.
 pub fn measure(cmd: &mut Command) -> (Duration, u64) {
+    // The data just prepared is flushed first: what a cleanup deletes is old and long on disk,
+    // and deleting files whose blocks were never written is cheaper (and the writeback running
+    // meanwhile competes for the cores), differently for each contender.
+    let synced = Command::new("sync").status().is_ok_and(|s| s.success());
+    assert!(synced, "sync failed: the data must be on disk before a contender runs");
     let start = Instant::now();
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
     let pid = child.id();

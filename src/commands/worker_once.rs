@@ -564,7 +564,10 @@ pub async fn run(ctx: &Ctx, args: &WorkerOnceArgs, chan: &Channel) -> Result<Ran
     spec.dry_run = dry_run;
     let Finished { exit, mut report, plan } = run_policy(ctx, spec, chan, || async {
         let mut p = Plan::new(COMMAND, rules.now);
-        p.batch_size = 500;
+        // Two audit commits a batch (its intent, then its outcomes), one SQLite writer at a
+        // time: at 500 items a batch those commits were the run's critical path (measured:
+        // 2,000 takes a tenth off the run, 5,000 gains nothing more and holds more memory).
+        p.batch_size = 2000;
         for task in &s.tasks {
             match *task {
                 "tmp" => g.tmp(&mut p).await?,
