@@ -13,6 +13,7 @@ use crate::ident::Ident;
 use crate::plan::RowRule;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
+use futures::stream::{BoxStream, StreamExt, TryChunksError, TryStreamExt};
 use serde_json::value::RawValue;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -406,26 +407,69 @@ impl Db {
         rows.iter().map(|r| f(r).map_err(anyhow::Error::from)).collect()
     }
 
-    /// Run a query and hand each row to `each` as it arrives (no result set in memory);
-    /// returns the number of rows. `each` may stop the query with an error.
-    pub async fn for_each_row(&self, q: &Sql, mut each: impl FnMut(Row) -> Result<()>) -> Result<u64> {
-        use futures::TryStreamExt;
+    /// Run a query and yield its rows as they arrive (no result set in memory). The stream
+    /// holds a connection (and, on PostgreSQL, the query's snapshot) until it ends or is dropped.
+    pub fn fetch_stream<'a>(&'a self, q: &'a Sql) -> BoxStream<'a, Result<Row, sqlx::Error>> {
         use row::Inner;
-        let mut n = 0u64;
         macro_rules! stream {
-            ($p:expr, $b:ident, $inner:ident) => {{
-                let query = bind_args!(sqlx::query(&q.text), &q.args, $b);
-                let mut rows = query.fetch($p);
-                while let Some(r) = rows.try_next().await? {
-                    each(Row(Inner::$inner(r)))?;
-                    n += 1;
-                }
-            }};
+            ($p:expr, $b:ident, $inner:ident) => {
+                bind_args!(sqlx::query(&q.text), &q.args, $b).fetch($p).map_ok(|r| Row(Inner::$inner(r))).boxed()
+            };
         }
         match &self.pool {
             Pool::Pg(p) => stream!(p, Postgres, Pg),
             Pool::Sqlite(p) => stream!(p, Sqlite, Sqlite),
             Pool::My(p) => stream!(p, MySql, My),
+        }
+    }
+
+    /// The rows of `select` in pages of up to `page` rows, one page read at a time, in the
+    /// order that deleting them later costs least. `select` reads `table` and ends with its
+    /// `WHERE` clause; its first column is `key` as text.
+    ///
+    /// On PostgreSQL one query streams them in the table's physical order (a sequential scan):
+    /// deletions that follow it find a batch's rows on a few heap pages, and files written
+    /// with their rows go in about the order they were written (in key order, random for a
+    /// `uuid`, the same unlinks took 30% longer). Elsewhere pages in key order (keyset, each
+    /// query short: on SQLite a read lasting the whole planning would hold off the
+    /// application's writers; on MySQL the key order is the physical order).
+    pub fn pages<'a>(
+        &'a self,
+        select: &'a Sql,
+        table: &'a Ident,
+        key: &'a Ident,
+        page: usize,
+    ) -> BoxStream<'a, Result<Vec<Row>>> {
+        if self.backend() == Backend::Postgres {
+            return self.fetch_stream(select).try_chunks(page).map_err(|TryChunksError(_, e)| e.into()).boxed();
+        }
+        futures::stream::try_unfold(Some(None), move |after: Option<Option<String>>| async move {
+            let Some(after) = after else { return Ok(None) };
+            let mut q = select.clone();
+            if let Some(a) = &after {
+                q.push(" AND ");
+                self.push_key_after(&mut q, key, table, a).await?;
+            }
+            // The table-qualified column: a bare name could be the text cast in the select list.
+            q.push(format_args!(" ORDER BY {table}.{key} LIMIT {page}"));
+            let rows = self.fetch_all(&q).await?;
+            let next = match rows.last() {
+                Some(r) if rows.len() == page => Some(Some(r.text_req(0)?)),
+                _ => None,
+            };
+            Ok((!rows.is_empty()).then_some((rows, next)))
+        })
+        .boxed()
+    }
+
+    /// Run a query and hand each row to `each` as it arrives (no result set in memory);
+    /// returns the number of rows. `each` may stop the query with an error.
+    pub async fn for_each_row(&self, q: &Sql, mut each: impl FnMut(Row) -> Result<()>) -> Result<u64> {
+        let mut rows = self.fetch_stream(q);
+        let mut n = 0u64;
+        while let Some(r) = rows.try_next().await? {
+            each(r)?;
+            n += 1;
         }
         Ok(n)
     }

@@ -514,9 +514,15 @@ impl BatchIntent {
     }
 }
 
-/// Batches in flight at once: while one batch's rows are deleted and audited, the next one's
-/// files are already being deleted. Batches are independent units of work.
-const PIPELINE_DEPTH: usize = 2;
+/// Batches in flight at once: while one batch's rows are deleted and audited, the next ones'
+/// files are already being deleted. Batches are independent units of work. Small batches spend
+/// most of their time waiting on round trips, so more of them run at once: about 1,000 units
+/// in flight, 2 to 4 batches (measured: attachments in batches of 100 take a tenth less time
+/// with 4 in flight than with 2, and more with 8; worker-once's batches of 2,000 gain nothing
+/// from 4 and hold 15% more memory).
+fn pipeline_depth(batch_size: usize) -> usize {
+    (1000 / batch_size.max(1)).clamp(2, 4)
+}
 
 /// What one batch did, for the report.
 struct BatchDone {
@@ -586,7 +592,7 @@ impl Batches {
 
 /// Carry out `plan`, writing each item's outcome into it. The audit is written batch by batch
 /// (each batch's audit is durable before the batch counts as done) when `opts.audit` is set.
-/// At most `PIPELINE_DEPTH + 1` batches are in memory at once, whatever the plan's size: the
+/// At most `pipeline_depth + 1` batches are in memory at once, whatever the plan's size: the
 /// units are read from the plan and what was done goes to a new `Units`.
 pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Result<Report> {
     let started = Utc::now();
@@ -612,9 +618,10 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
     let mut done_units = 0usize;
     let mut first_error: Option<anyhow::Error> = None;
     let mut batches = Batches { source: plan.units.drain(), next: None, size: plan.batch_size.max(1) };
+    let depth = pipeline_depth(plan.batch_size);
     let mut executed = crate::plan::Units::default();
 
-    // Up to PIPELINE_DEPTH batches in flight, results in order; a new phase starts when the
+    // Up to `depth` batches in flight, results in order; a new phase starts when the
     // batches of the one before are all done.
     let mut inflight = futures::stream::FuturesOrdered::new();
     let mut phase: Option<Option<usize>> = None;
@@ -622,7 +629,7 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
     // Numbers the batches (their intent rows).
     let mut seq = 0u64;
     loop {
-        while inflight.len() < PIPELINE_DEPTH && !exhausted {
+        while inflight.len() < depth && !exhausted {
             let want = if inflight.is_empty() { None } else { phase };
             match batches.take(want) {
                 Ok(Some((ph, units))) => {

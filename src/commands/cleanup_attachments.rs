@@ -4,7 +4,7 @@
 
 use crate::cli::CleanupAttachmentsArgs;
 use crate::config::{Key, ProcessEnv, Source, Sourced, TableSpec};
-use crate::db::Db;
+use crate::db::{Db, Row, Sql};
 use crate::exit_codes::Exit;
 use crate::ident::Ident;
 use crate::plan::Plan;
@@ -15,12 +15,12 @@ use crate::store::object::{parse_key, NamedStore};
 use crate::store::Resources;
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-/// Rows read per keyset page.
-const PAGE: i64 = 2000;
+/// Candidates read (and their files checked) at a time.
+const PAGE: usize = 2000;
 
 /// The validated settings of this command.
 #[derive(Debug, Clone)]
@@ -130,30 +130,23 @@ impl AttachmentSettings {
     }
 }
 
-/// Read the candidates page by page (keyset on the key column), check each file and decide:
-/// a page at a time is in memory, whatever the number of candidates.
+/// Read the candidates a page at a time (in the order `Db::pages` finds cheapest to delete
+/// them in), check each page's files while the next page is read, and decide: one page in
+/// memory, whatever the number of candidates.
 async fn gather(db: &Db, s: &AttachmentSettings, rules: &Rules, res: &Resources) -> Result<Plan> {
     let cutoff = rules.cutoff();
     let mut out = policy::start(rules);
-    let mut page = read_page(db, s, cutoff, None).await?;
-    loop {
-        // The next page is read while this one's files are checked.
-        let last = page.last().map(|c| c.0.clone());
-        let more = page.len() as i64 == PAGE;
-        let next = async {
-            match (more, &last) {
-                (true, Some(after)) => Some(read_page(db, s, cutoff, Some(after)).await),
-                _ => None,
-            }
-        };
-        let (checked, next) = futures::join!(check_files(page, rules, res), next);
+    let select = select(db, s, cutoff);
+    let mut pages = db.pages(&select, &s.table, &s.id, PAGE).map(|rows| {
+        rows.map_err(|e| read_err(s, &format!("{e:#}")))?.iter().map(|r| raw_candidate(r, s, cutoff)).collect()
+    });
+    let mut page: Vec<RawCandidate> = pages.try_next().await?.unwrap_or_default();
+    while !page.is_empty() {
+        let (checked, next) = futures::join!(check_files(page, rules, res), pages.try_next());
         for c in checked {
             policy::decide(&mut out, c, rules);
         }
-        match next {
-            Some(p) => page = p?,
-            None => break,
-        }
+        page = next?.unwrap_or_default();
     }
     Ok(out)
 }
@@ -162,39 +155,30 @@ async fn gather(db: &Db, s: &AttachmentSettings, rules: &Rules, res: &Resources)
 /// alone fails, naming the table, key and column), its size and when it was soft-deleted.
 type RawCandidate = (String, Result<Option<String>, String>, Option<i64>, DateTime<Utc>);
 
-async fn read_page(
-    db: &Db,
-    s: &AttachmentSettings,
-    cutoff: DateTime<Utc>,
-    after: Option<&str>,
-) -> Result<Vec<RawCandidate>> {
+fn read_err(s: &AttachmentSettings, e: &dyn std::fmt::Display) -> anyhow::Error {
+    anyhow!(
+        "cannot read {}: {e}: check [attachments] table and columns in the config (they must name existing columns)",
+        s.table
+    )
+}
+
+/// The candidates' query, in no order, ending with its `WHERE` clause.
+fn select(db: &Db, s: &AttachmentSettings, cutoff: DateTime<Utc>) -> Sql {
     let (t, id, img, size, act, del) = (&s.table, &s.id, &s.image, &s.file_size, &s.is_active, &s.deleted_at);
-    let read_err = |e: &dyn std::fmt::Display| {
-        anyhow!("cannot read {t}: {e}: check [attachments] table and columns in the config (they must name existing columns)")
-    };
     let mut q = db.sql();
     q.push("SELECT ").as_text(id).push(", ").as_text(img).push(", ").as_int(size);
     q.push(format_args!(", {del} FROM {t} WHERE ")).is_false(act).push(" AND ").time_cmp(del, "<=", cutoff);
-    if let Some(a) = after {
-        q.push(" AND ");
-        db.push_key_after(&mut q, id, t, a).await?;
-    }
-    // The table-qualified column: a bare `id` would name the text cast in the select list, and
-    // PostgreSQL would sort the text (no index, a sort per page, and a keyset that skips rows
-    // when the key is a number).
-    q.push(format_args!(" ORDER BY {t}.{id} LIMIT {PAGE}"));
-    let rows = db.fetch_all(&q).await.map_err(|e| read_err(&e))?;
-    rows.into_iter()
-        .map(|r| {
-            let key = r.text_req(0).map_err(|e| read_err(&e))?;
-            let bad = |e: crate::db::DecodeError| format!("{} {}={key}: cannot read {e}", t.as_str(), id.as_str());
-            let (image, deleted_at) = match (r.text(1), r.time_req(3)) {
-                (Ok(image), Ok(at)) => (Ok(image), at),
-                (Err(e), _) | (_, Err(e)) => (Err(bad(e)), cutoff),
-            };
-            Ok((key, image, r.int(2).ok().flatten(), deleted_at))
-        })
-        .collect()
+    q
+}
+
+fn raw_candidate(r: &Row, s: &AttachmentSettings, cutoff: DateTime<Utc>) -> Result<RawCandidate> {
+    let key = r.text_req(0).map_err(|e| read_err(s, &e))?;
+    let bad = |e: crate::db::DecodeError| format!("{} {}={key}: cannot read {e}", s.table.as_str(), s.id.as_str());
+    let (image, deleted_at) = match (r.text(1), r.time_req(3)) {
+        (Ok(image), Ok(at)) => (Ok(image), at),
+        (Err(e), _) | (_, Err(e)) => (Err(bad(e)), cutoff),
+    };
+    Ok((key, image, r.int(2).ok().flatten(), deleted_at))
 }
 
 /// Stat (local, in a few blocking chunks) or HEAD (object, several at once) each candidate's file.

@@ -550,3 +550,30 @@ pub async fn integer_keys_are_paged_in_key_order_and_none_is_skipped(b: Backend)
     assert_eq!(r.json()["scanned"], n as u64, "every row was read");
     assert_eq!(ws.count("SELECT count(*) FROM att_int").await, 0, "no row skipped");
 }
+
+/// PostgreSQL plans the candidates in the table's physical order (as the rows were written: a
+/// batch's rows then share heap pages, its files go in about the order they were written),
+/// the others in key order; every candidate once either way.
+pub async fn candidates_are_planned_in_physical_order_on_postgres_in_key_order_elsewhere(b: Backend) {
+    let ws = Ws::new(b, true).await;
+    for n in (1..=5).rev() {
+        let rel = format!("att/{n}.jpg");
+        ws.file(&rel, 10, old_file_time());
+        row(&ws, n, Some(&rel), false, Some(at(NOW) - Duration::days(60))).await;
+    }
+    row(&ws, 6, Some("att/6.jpg"), true, None).await;
+    let r = ws.sweep(&["--now", NOW, "cleanup-attachments", "--dry-run", "--json"]);
+    r.expect(0);
+    let files: Vec<String> = r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "file")
+        .map(|i| i["target"].as_str().unwrap().to_string())
+        .collect();
+    let mut written: Vec<String> = (1..=5).rev().map(|n| format!("media:att/{n}.jpg")).collect();
+    if b != Backend::Postgres {
+        written.reverse();
+    }
+    assert_eq!(files, written);
+}

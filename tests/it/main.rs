@@ -80,6 +80,7 @@ mod cleanup_attachments {
         restore_brings_back_rows_and_files_byte_for_byte,
         an_undecodable_value_fails_only_its_own_attachment,
         integer_keys_are_paged_in_key_order_and_none_is_skipped,
+        candidates_are_planned_in_physical_order_on_postgres_in_key_order_elsewhere,
     );
 }
 
