@@ -30,10 +30,21 @@ pub fn hit(name: &str) {
 /// Slow each batch down by `SWEEP_BATCH_DELAY_MS` milliseconds (debug builds only), so that
 /// tests can cancel, stop or race a run mid-way without making thousands of items.
 pub async fn batch_delay() {
+    delay_from("SWEEP_BATCH_DELAY_MS").await
+}
+
+/// Slow the planning down by `SWEEP_PAGE_DELAY_MS` milliseconds a page of candidates read
+/// (debug builds only): a test's planning of a few thousand rows then lasts as long as a large
+/// one's.
+pub async fn page_delay() {
+    delay_from("SWEEP_PAGE_DELAY_MS").await
+}
+
+async fn delay_from(var: &str) {
     #[cfg(debug_assertions)]
-    {
-        if let Some(ms) = std::env::var("SWEEP_BATCH_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
-            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-        }
+    if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
+    #[cfg(not(debug_assertions))]
+    let _ = var;
 }

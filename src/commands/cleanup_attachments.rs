@@ -146,6 +146,7 @@ async fn gather(db: &Db, s: &AttachmentSettings, rules: &Rules, res: &Resources)
         for c in checked {
             policy::decide(&mut out, c, rules);
         }
+        crate::failpoint::page_delay().await;
         page = next?.unwrap_or_default();
     }
     Ok(out)

@@ -577,3 +577,28 @@ pub async fn candidates_are_planned_in_physical_order_on_postgres_in_key_order_e
     }
     assert_eq!(files, written);
 }
+
+/// On PostgreSQL planning reads its candidates in short statements (a cursor, a `FETCH` a
+/// page): an application's `statement_timeout` (300 ms here) does not cut short a planning
+/// that lasts longer (four pages of 2,000 rows, each held 500 ms by `SWEEP_PAGE_DELAY_MS`).
+/// One query streamed through the whole planning was cancelled by it, once its 16 MB result
+/// outgrew what the socket buffers.
+pub async fn a_planning_longer_than_the_statement_timeout_completes(b: Backend) {
+    assert_eq!(b, Backend::Postgres, "a PostgreSQL scenario");
+    let ws = Ws::new(b, true).await;
+    let n = 8_000;
+    // Image values of 2 KB (ten directories of 200 characters), none of them there.
+    ws.exec(&format!(
+        "CREATE TABLE att_big (id uuid PRIMARY KEY, image text, file_size bigint, is_active boolean NOT NULL, deleted_at timestamptz);
+         INSERT INTO att_big SELECT gen_random_uuid(), repeat(repeat('d', 199) || '/', 10) || i || '.jpg', 0, false, {}
+         FROM generate_series(1, {n}) AS i;
+         DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = %L', current_database(), '300ms'); END $$;",
+        ts(at(NOW) - Duration::days(31))
+    ))
+    .await;
+    std::fs::write(ws.dir.path().join("sweep.toml"), "[attachments.forum_attachment]\ntable = \"att_big\"\n").unwrap();
+    let r =
+        ws.sweep_env(&["--now", NOW, "cleanup-attachments", "--dry-run", "--json"], &[("SWEEP_PAGE_DELAY_MS", "500")]);
+    r.expect(0);
+    assert_eq!(r.json()["scanned"], n, "every candidate was read");
+}

@@ -33,6 +33,17 @@ macro_rules! on_sqlite {
     };
 }
 
+macro_rules! on_postgres {
+    ($module:ident: $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                crate::$module::$name(crate::support::Backend::Postgres).await
+            }
+        )*
+    };
+}
+
 /// Run each scenario on every database (PostgreSQL, SQLite, MariaDB), as its own test.
 macro_rules! on_all {
     ($module:ident: $($name:ident),* $(,)?) => {
@@ -82,6 +93,10 @@ mod cleanup_attachments {
         integer_keys_are_paged_in_key_order_and_none_is_skipped,
         candidates_are_planned_in_physical_order_on_postgres_in_key_order_elsewhere,
     );
+
+    mod postgres_only {
+        on_postgres!(attachments: a_planning_longer_than_the_statement_timeout_completes);
+    }
 }
 
 mod plans_and_restore {
