@@ -13,7 +13,7 @@ use crate::ident::Ident;
 use crate::plan::RowRule;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
-use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use serde_json::value::RawValue;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -124,7 +124,43 @@ pub struct Db {
     writes: tokio::sync::Mutex<()>,
 }
 
-/// `Db::pages`' cursor on PostgreSQL.
+/// The rows of `q` through a cursor in a read-only transaction, `page` rows a `FETCH` (see
+/// `Db::pages`).
+fn pg_cursor<'a>(pool: &'a PgPool, q: &'a Sql, page: usize) -> BoxStream<'a, Result<Vec<Row>>> {
+    futures::stream::try_unfold(Cursor::Unopened, move |cursor| async move {
+        let mut tx = match cursor {
+            Cursor::Done => return Ok(None),
+            Cursor::Open(tx) => tx,
+            Cursor::Unopened => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await?;
+                // Planned for all its rows, as the query alone would be: for the first tenth
+                // (the default for cursors) PostgreSQL may pick an index that returns them out
+                // of physical order.
+                sqlx::query("SET LOCAL cursor_tuple_fraction = 1").execute(&mut *tx).await?;
+                let declare = format!("DECLARE sweep_rows NO SCROLL CURSOR FOR {}", q.text);
+                bind_args!(sqlx::query(&declare), &q.args, Postgres).execute(&mut *tx).await?;
+                tx
+            }
+        };
+        let rows: Vec<Row> = sqlx::query(&format!("FETCH {page} FROM sweep_rows"))
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| Row(row::Inner::Pg(r)))
+            .collect();
+        let next = if rows.len() < page {
+            tx.commit().await?;
+            Cursor::Done
+        } else {
+            Cursor::Open(tx)
+        };
+        Ok((!rows.is_empty()).then_some((rows, next)))
+    })
+    .boxed()
+}
+
+/// `pg_cursor`'s state.
 enum Cursor {
     Unopened,
     Open(sqlx::Transaction<'static, sqlx::Postgres>),
@@ -450,37 +486,7 @@ impl Db {
         page: usize,
     ) -> BoxStream<'a, Result<Vec<Row>>> {
         if let Pool::Pg(pool) = &self.pool {
-            return futures::stream::try_unfold(Cursor::Unopened, move |cursor| async move {
-                let mut tx = match cursor {
-                    Cursor::Done => return Ok(None),
-                    Cursor::Open(tx) => tx,
-                    Cursor::Unopened => {
-                        let mut tx = pool.begin().await?;
-                        sqlx::query("SET TRANSACTION READ ONLY").execute(&mut *tx).await?;
-                        // Planned for all its rows, as the query alone would be: for the first
-                        // tenth (the default for cursors) PostgreSQL picks an index that returns
-                        // them out of physical order.
-                        sqlx::query("SET LOCAL cursor_tuple_fraction = 1").execute(&mut *tx).await?;
-                        let declare = format!("DECLARE sweep_pages NO SCROLL CURSOR FOR {}", select.text);
-                        bind_args!(sqlx::query(&declare), &select.args, Postgres).execute(&mut *tx).await?;
-                        tx
-                    }
-                };
-                let rows: Vec<Row> = sqlx::query(&format!("FETCH {page} FROM sweep_pages"))
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .map(|r| Row(row::Inner::Pg(r)))
-                    .collect();
-                let next = if rows.len() < page {
-                    tx.commit().await?;
-                    Cursor::Done
-                } else {
-                    Cursor::Open(tx)
-                };
-                Ok((!rows.is_empty()).then_some((rows, next)))
-            })
-            .boxed();
+            return pg_cursor(pool, select, page);
         }
         futures::stream::try_unfold(Some(None), move |after: Option<Option<String>>| async move {
             let Some(after) = after else { return Ok(None) };
@@ -503,8 +509,15 @@ impl Db {
 
     /// Run a query and hand each row to `each` as it arrives (no result set in memory);
     /// returns the number of rows. `each` may stop the query with an error.
+    /// On PostgreSQL through a cursor, a `FETCH` of 1,000 rows at a time (`Db::pages`: each
+    /// statement short, whatever the application's `statement_timeout`).
     pub async fn for_each_row(&self, q: &Sql, mut each: impl FnMut(Row) -> Result<()>) -> Result<u64> {
-        let mut rows = self.fetch_stream(q);
+        let mut rows: BoxStream<Result<Row>> = match &self.pool {
+            Pool::Pg(pool) => {
+                pg_cursor(pool, q, 1000).map_ok(|page| stream::iter(page.into_iter().map(Ok))).try_flatten().boxed()
+            }
+            _ => self.fetch_stream(q).map_err(anyhow::Error::from).boxed(),
+        };
         let mut n = 0u64;
         while let Some(r) = rows.try_next().await? {
             each(r)?;
