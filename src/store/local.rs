@@ -536,9 +536,14 @@ mod dirfd {
     }
 }
 
-/// Run `f` over `items` in at most `parallel` blocking tasks, each taking a contiguous chunk;
-/// results come back in input order. Filesystem work is done this way rather than one task per
-/// file: a task per file costs more in thread hand-offs than the syscall it wraps.
+/// The smallest chunk worth a blocking task of its own: the attachment purge's batches of 100
+/// files took about 4% less time in two tasks than in four (seven interleaved pairs).
+const MIN_CHUNK: usize = 50;
+
+/// Run `f` over `items` in at most `parallel` blocking tasks, each taking a contiguous chunk of
+/// at least `MIN_CHUNK` items; results come back in input order. Filesystem work is done this
+/// way rather than one task per file: a task per file costs more in thread hand-offs than the
+/// syscall it wraps.
 pub async fn in_blocking_chunks<T, R, F>(items: Vec<T>, parallel: usize, f: F) -> Vec<R>
 where
     T: Send + 'static,
@@ -549,7 +554,7 @@ where
         return Vec::new();
     }
     let f = std::sync::Arc::new(f);
-    let per = items.len().div_ceil(parallel.max(1));
+    let per = items.len().div_ceil(parallel.max(1)).max(MIN_CHUNK);
     let mut items = items;
     let mut handles = Vec::new();
     while !items.is_empty() {
@@ -589,6 +594,22 @@ mod tests {
         fs::write(d.path().join("secret.txt"), b"keep me").unwrap();
         let r = LocalRoot::open("media", &d.path().join("media")).unwrap();
         (d, r)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocking_chunks_keep_the_order_and_are_never_smaller_than_min_chunk() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        for (n, parallel, tasks) in [(0, 4, 0), (10, 4, 1), (100, 4, 2), (101, 4, 3), (1000, 4, 4), (1000, 1, 1)] {
+            let calls = std::sync::Arc::new(AtomicUsize::new(0));
+            let c = calls.clone();
+            let out = in_blocking_chunks((0..n).collect::<Vec<usize>>(), parallel, move |chunk| {
+                c.fetch_add(1, Ordering::SeqCst);
+                chunk.into_iter().map(|i| i * 2).collect()
+            })
+            .await;
+            assert_eq!(out, (0..n).map(|i| i * 2).collect::<Vec<_>>(), "{n} items in order");
+            assert_eq!(calls.load(Ordering::SeqCst), tasks, "{n} items, {parallel} at most: tasks");
+        }
     }
 
     #[test]
