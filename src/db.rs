@@ -127,7 +127,7 @@ pub struct Db {
 /// The rows of `q` through a cursor in a read-only transaction, `page` rows a `FETCH` (see
 /// `Db::pages`).
 fn pg_cursor<'a>(pool: &'a PgPool, q: &'a Sql, page: usize) -> BoxStream<'a, Result<Vec<Row>>> {
-    futures::stream::try_unfold(Cursor::Unopened, move |cursor| async move {
+    stream::try_unfold(Cursor::Unopened, move |cursor| async move {
         let mut tx = match cursor {
             Cursor::Done => return Ok(None),
             Cursor::Open(tx) => tx,
@@ -451,8 +451,8 @@ impl Db {
     }
 
     /// Run a query and yield its rows as they arrive (no result set in memory). The stream
-    /// holds a connection (and, on PostgreSQL, the query's snapshot) until it ends or is dropped.
-    pub fn fetch_stream<'a>(&'a self, q: &'a Sql) -> BoxStream<'a, Result<Row, sqlx::Error>> {
+    /// holds a connection until it ends or is dropped, and the query lasts as long.
+    fn fetch_stream<'a>(&'a self, q: &'a Sql) -> BoxStream<'a, Result<Row, sqlx::Error>> {
         use row::Inner;
         macro_rules! stream {
             ($p:expr, $b:ident, $inner:ident) => {
@@ -488,7 +488,7 @@ impl Db {
         if let Pool::Pg(pool) = &self.pool {
             return pg_cursor(pool, select, page);
         }
-        futures::stream::try_unfold(Some(None), move |after: Option<Option<String>>| async move {
+        stream::try_unfold(Some(None), move |after: Option<Option<String>>| async move {
             let Some(after) = after else { return Ok(None) };
             let mut q = select.clone();
             if let Some(a) = &after {
@@ -509,6 +509,7 @@ impl Db {
 
     /// Run a query and hand each row to `each` as it arrives (no result set in memory);
     /// returns the number of rows. `each` may stop the query with an error.
+    ///
     /// On PostgreSQL through a cursor, a `FETCH` of 1,000 rows at a time (`Db::pages`: each
     /// statement short, whatever the application's `statement_timeout`).
     pub async fn for_each_row(&self, q: &Sql, mut each: impl FnMut(Row) -> Result<()>) -> Result<u64> {

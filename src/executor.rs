@@ -517,7 +517,7 @@ impl BatchIntent {
 /// Batches in flight at once: while one batch's rows are deleted and audited, the next ones'
 /// files are already being deleted. Batches are independent units of work. Small batches spend
 /// most of their time waiting on round trips, so more of them run at once: about 1,000 units
-/// in flight, 2 to 4 batches (measured: attachments in batches of 100 take a tenth less time
+/// in flight, 2 to 4 batches (measured: attachments in batches of 100 take about 5% less time
 /// with 4 in flight than with 2, and more with 8; worker-once's batches of 2,000 gain nothing
 /// from 4 and hold 15% more memory).
 fn pipeline_depth(batch_size: usize) -> usize {
