@@ -48,7 +48,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(&self, _: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let meta = event.metadata();
         let level = match *meta.level() {
             Level::ERROR => "ERROR",
@@ -58,9 +58,116 @@ where
             Level::TRACE => "TRACE",
         };
         let target = meta.target().split("::").next().unwrap_or("sweep");
-        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
-        write!(w, "{now} {level} [{target}] ")?;
-        ctx.field_format().format_fields(w.by_ref(), event)?;
-        writeln!(w)
+        LINE.with_borrow_mut(|line| {
+            let now = chrono::Utc::now();
+            if line.second != now.timestamp() {
+                line.second = now.timestamp();
+                line.stamp = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            }
+            line.fields.clear();
+            event.record(&mut Fields { out: &mut line.fields, first: true });
+            write!(w, "{} {level} [{target}] ", line.stamp)?;
+            write_sanitized(&mut w, &line.fields)?;
+            writeln!(w)
+        })
+    }
+}
+
+/// Per thread: the last second written and its text (a run logs a line per item: formatting
+/// the time each time was a tenth of a line's cost), and a buffer for the fields.
+struct Line {
+    second: i64,
+    stamp: String,
+    fields: String,
+}
+
+thread_local! {
+    static LINE: std::cell::RefCell<Line> =
+        const { std::cell::RefCell::new(Line { second: i64::MIN, stamp: String::new(), fields: String::new() }) };
+}
+
+/// An event's fields as `message key=value …`.
+struct Fields<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        use fmt::Write;
+        // Where a `log` record came from (bridged by tracing-log): not part of its line.
+        if field.name().starts_with("log.") {
+            return;
+        }
+        if !std::mem::take(&mut self.first) {
+            self.out.push(' ');
+        }
+        let _ = if field.name() == "message" {
+            write!(self.out, "{value:?}")
+        } else {
+            write!(self.out, "{}={value:?}", field.name())
+        };
+    }
+}
+
+/// `s` with the characters a terminal would act on (ESC, BEL, BS, FF, DEL, C1 controls)
+/// written as escapes, as tracing's own formatter does, but written in one piece when there
+/// are none (a file name is the usual content of a line).
+fn write_sanitized(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    // Each of those characters starts with one of these bytes in UTF-8 (C1: 0xC2 0x80..=0x9F).
+    if !s.bytes().any(|b| matches!(b, 0x07 | 0x08 | 0x0c | 0x1b | 0x7f | 0xc2)) {
+        return w.write_str(s);
+    }
+    for ch in s.chars() {
+        match ch {
+            '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' => write!(w, "\\x{:02x}", ch as u32)?,
+            ch if ('\u{80}'..='\u{9f}').contains(&ch) => write!(w, "\\u{{{:x}}}", ch as u32)?,
+            ch => w.write_char(ch)?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CleanupFormat;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_line_escapes_what_a_terminal_would_act_on_and_keeps_the_rest() {
+        let out = Captured::default();
+        let w = out.clone();
+        let sub = tracing_subscriber::fmt().with_writer(move || w.clone()).event_format(CleanupFormat).finish();
+        tracing::subscriber::with_default(sub, || {
+            tracing::info!(target: "cleanup", "Deleted file {} size=1.0 KiB", "media:a\x1b[31mb\u{9b}c\x07.jpg");
+            tracing::warn!(target: "cleanup", n = 3, "Skipped über-ünïcode");
+            tracing::info!(target: "cleanup", "second line in the same second");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[0].ends_with(" INFO  [cleanup] Deleted file media:a\\x1b[31mb\\u{9b}c\\x07.jpg size=1.0 KiB"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with(" WARN  [cleanup] Skipped über-ünïcode n=3"), "{text}");
+        assert!(!text.contains('\x1b') && !text.contains('\u{9b}') && !text.contains('\x07'), "{text}");
+        for l in &lines {
+            let stamp = l.split(' ').next().unwrap();
+            assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok() && stamp.ends_with('Z'), "{l}");
+        }
     }
 }
