@@ -58,17 +58,13 @@ where
             Level::TRACE => "TRACE",
         };
         let target = meta.target().split("::").next().unwrap_or("sweep");
-        LINE.with_borrow_mut(|line| {
-            let now = chrono::Utc::now();
-            if line.second != now.timestamp() {
-                line.second = now.timestamp();
-                line.stamp = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        // A field whose formatting logs (re-entering on this thread) gets a line of its own.
+        LINE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut line) => line.write(&mut w, level, target, event),
+            Err(_) => {
+                let mut fresh = Line::NEW;
+                fresh.write(&mut w, level, target, event)
             }
-            line.fields.clear();
-            event.record(&mut Fields { out: &mut line.fields, first: true });
-            write!(w, "{} {level} [{target}] ", line.stamp)?;
-            write_sanitized(&mut w, &line.fields)?;
-            writeln!(w)
         })
     }
 }
@@ -81,9 +77,25 @@ struct Line {
     fields: String,
 }
 
+impl Line {
+    const NEW: Line = Line { second: i64::MIN, stamp: String::new(), fields: String::new() };
+
+    fn write(&mut self, w: &mut Writer<'_>, level: &str, target: &str, event: &Event<'_>) -> fmt::Result {
+        let now = chrono::Utc::now();
+        if self.second != now.timestamp() {
+            self.second = now.timestamp();
+            self.stamp = now.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        }
+        self.fields.clear();
+        event.record(&mut Fields { out: &mut self.fields, first: true });
+        write!(w, "{} {level} [{target}] ", self.stamp)?;
+        write_sanitized(w, &self.fields)?;
+        writeln!(w)
+    }
+}
+
 thread_local! {
-    static LINE: std::cell::RefCell<Line> =
-        const { std::cell::RefCell::new(Line { second: i64::MIN, stamp: String::new(), fields: String::new() }) };
+    static LINE: std::cell::RefCell<Line> = const { std::cell::RefCell::new(Line::NEW) };
 }
 
 /// An event's fields as `message key=value …`.
