@@ -864,14 +864,15 @@ impl Db {
         rule: Option<&RowRule>,
     ) -> Result<HashSet<String>> {
         let mut out = HashSet::new();
-        // PostgreSQL has one chunk of keys (`key_chunks`): the audit rides on its statement.
+        // On PostgreSQL the audit rides on the first (there, the only) chunk's statement.
         let together = self.backend() == Backend::Postgres && !keys.is_empty();
         if !together && !audit.is_empty() {
             self.insert_audit(audit).await?;
         }
+        let mut riding = Some(audit).filter(|a| together && !a.is_empty());
         for chunk in self.key_chunks(keys) {
             let mut q = self.sql();
-            if together && !audit.is_empty() {
+            if let Some(audit) = riding.take() {
                 q.push("WITH written AS (");
                 push_pg_audit_insert(&mut q, audit, None);
                 q.push(") ");

@@ -618,7 +618,7 @@ pub async fn execute(plan: &mut Plan, res: &Resources, opts: &ExecOptions) -> Re
     let mut done_units = 0usize;
     let mut first_error: Option<anyhow::Error> = None;
     let mut batches = Batches { source: plan.units.drain(), next: None, size: plan.batch_size.max(1) };
-    let depth = pipeline_depth(plan.batch_size);
+    let depth = pipeline_depth(batches.size);
     let mut executed = crate::plan::Units::default();
 
     // Up to `depth` batches in flight, results in order; a new phase starts when the
