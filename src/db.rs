@@ -248,6 +248,18 @@ pub struct AuditRow<'a> {
     pub at: DateTime<Utc>,
 }
 
+/// The audit written with a row deletion, atomically: `rows`, one per key (or none), each
+/// carrying the deleted row's snapshot; `also`, rows appended whatever is deleted (a batch's
+/// intent riding on the step that starts its work, or its other outcomes riding on the step
+/// that ends it); and `settles`, a run's intents removed (run id, targets), as
+/// `settle_intents` does.
+#[derive(Clone, Copy, Default)]
+pub struct RowAudit<'r, 'a> {
+    pub rows: &'r [AuditRow<'a>],
+    pub also: &'r [AuditRow<'a>],
+    pub settles: Option<(&'r str, &'r [String])>,
+}
+
 impl<'a> AuditRow<'a> {
     /// The audit row of `item` in `policy` with `outcome` (its error, backup and snapshot as the
     /// item has them).
@@ -783,22 +795,31 @@ impl Db {
             // One statement (atomic, no transaction to open and close): the intents' deletion
             // as a data-modifying CTE, then the outcomes.
             let mut q = self.sql();
-            q.push("WITH settled AS (DELETE FROM cleanup_audit WHERE run_id = ").bind(run_id);
-            q.push(format_args!(" AND outcome = '{INTENT}' AND ")).in_keys("target", targets, "text").push(") ");
+            q.push("WITH settled AS (");
+            push_intents_delete(&mut q, run_id, targets);
+            q.push(") ");
             push_pg_audit_insert(&mut q, rows, None);
             self.execute_all(std::slice::from_ref(&q)).await?;
             return Ok(());
         }
-        let mut statements = Vec::new();
-        for chunk in targets.chunks(KEYS_PER_STATEMENT) {
-            let mut q = self.sql();
-            q.push("DELETE FROM cleanup_audit WHERE run_id = ").bind(run_id);
-            q.push(format_args!(" AND outcome = '{INTENT}' AND ")).in_keys("target", chunk, "text");
-            statements.push(q);
-        }
-        statements.extend(self.audit_statements(rows));
+        let statements = self.settle_statements(RowAudit { rows: &[], also: rows, settles: Some((run_id, targets)) });
         self.execute_all(&statements).await?;
         Ok(())
+    }
+
+    /// The statements that write `audit.also` and remove `audit.settles`' intents (not
+    /// `audit.rows`, which need their rows' deletion), for a transaction.
+    fn settle_statements(&self, audit: RowAudit<'_, '_>) -> Vec<Sql> {
+        let mut statements = Vec::new();
+        if let Some((run_id, targets)) = audit.settles {
+            for chunk in targets.chunks(KEYS_PER_STATEMENT) {
+                let mut q = self.sql();
+                push_intents_delete(&mut q, run_id, chunk);
+                statements.push(q);
+            }
+        }
+        statements.extend(self.audit_statements(audit.also));
+        statements
     }
 
     /// The SQL type of a key column on PostgreSQL (`uuid`, `bigint`, …), to cast text keys;
@@ -917,10 +938,11 @@ impl Db {
 
     /// Delete the rows with these keys that still match `rule`; returns the keys deleted.
     ///
-    /// `audit` (empty, or one row per key in `keys` order) records each deleted row with its
-    /// snapshot, the row as the deletion saw it, in the deletion's own statement or
+    /// `audit.rows` (empty, or one row per key in `keys` order) records each deleted row with
+    /// its snapshot, the row as the deletion saw it, in the deletion's own statement or
     /// transaction: a row is never gone without its audit row, whatever instant the process
-    /// dies at. The snapshot is what `restore` re-inserts.
+    /// dies at. The snapshot is what `restore` re-inserts. `audit.first` is appended in the
+    /// same statement or transaction, whatever is deleted.
     ///
     /// PostgreSQL does it in one statement: the `DELETE … RETURNING` and the audit's `INSERT`
     /// joined to it, as data-modifying CTEs (atomic, no transaction to open, the snapshots
@@ -935,15 +957,29 @@ impl Db {
         key_column: &Ident,
         keys: &[String],
         rule: Option<&RowRule>,
-        audit: &[AuditRow<'_>],
+        audit: RowAudit<'_, '_>,
     ) -> Result<HashSet<String>> {
+        let settle = self.settle_statements(audit);
+        let (also, audit) = (audit, audit.rows);
         debug_assert!(audit.is_empty() || audit.len() == keys.len(), "one audit row per key");
         if keys.is_empty() {
+            self.execute_all(&settle).await?;
             return Ok(HashSet::new());
         }
         if self.backend() == Backend::Postgres {
             let mut q = self.sql();
-            q.push(format_args!("WITH d AS (DELETE FROM {table} WHERE "));
+            q.push("WITH ");
+            if let Some((run_id, targets)) = also.settles {
+                q.push("s AS (");
+                push_intents_delete(&mut q, run_id, targets);
+                q.push("), ");
+            }
+            if !also.also.is_empty() {
+                q.push("i AS (");
+                push_pg_audit_insert(&mut q, also.also, None);
+                q.push("), ");
+            }
+            q.push(format_args!("d AS (DELETE FROM {table} WHERE "));
             self.where_keys_and_rule(&mut q, table, key_column, keys, rule).await?;
             q.push(format_args!(" RETURNING {key_column}::text AS k, row_to_json({table}.*) AS s)"));
             if !audit.is_empty() {
@@ -976,6 +1012,9 @@ impl Db {
         macro_rules! in_tx {
             ($p:expr, $b:ident, $inner:ident) => {{
                 let mut tx = $p.begin().await?;
+                for a in &settle {
+                    bind_args!(sqlx::query(&a.text), &a.args, $b).execute(&mut *tx).await?;
+                }
                 for q in &statements {
                     let rows = bind_args!(sqlx::query(&q.text), &q.args, $b).fetch_all(&mut *tx).await?;
                     let mut found = Vec::with_capacity(rows.len());
@@ -1021,9 +1060,10 @@ impl Db {
         keys: &[String],
         columns: &[Ident],
         rule: Option<&RowRule>,
-        audit: &[AuditRow<'_>],
+        audit: RowAudit<'_, '_>,
     ) -> Result<HashSet<String>> {
-        let by_key: HashMap<&str, &AuditRow> = keys.iter().map(String::as_str).zip(audit).collect();
+        let settle = self.settle_statements(audit);
+        let by_key: HashMap<&str, &AuditRow> = keys.iter().map(String::as_str).zip(audit.rows).collect();
         let mut out = HashSet::new();
         let ty = self.key_type(table, key_column).await?;
         let lock = if self.backend() == Backend::Sqlite { "" } else { " FOR UPDATE" };
@@ -1039,6 +1079,9 @@ impl Db {
         macro_rules! in_tx {
             ($p:expr, $b:ident, $inner:ident) => {{
                 let mut tx = $p.begin().await?;
+                for a in &settle {
+                    bind_args!(sqlx::query(&a.text), &a.args, $b).execute(&mut *tx).await?;
+                }
                 for q in &selects {
                     let rows = bind_args!(sqlx::query(&q.text), &q.args, $b).fetch_all(&mut *tx).await?;
                     let mut found = Vec::with_capacity(rows.len());
@@ -1336,6 +1379,13 @@ fn push_pg_audit_insert(q: &mut Sql, rows: &[AuditRow<'_>], deleted: Option<&[St
             .bind(Arg::TextArray(keys.to_vec()))
             .push("::text[]) AS u(r, p, k, t, re, b, o, e, bl, s, a, key) JOIN d ON d.k = u.key"),
     };
+}
+
+/// `DELETE` of a run's intent rows for `targets` (the partial index `cleanup_audit_intents`
+/// finds them).
+fn push_intents_delete(q: &mut Sql, run_id: &str, targets: &[String]) {
+    q.push("DELETE FROM cleanup_audit WHERE run_id = ").bind(run_id);
+    q.push(format_args!(" AND outcome = '{INTENT}' AND ")).in_keys("target", targets, "text");
 }
 
 /// The columns an audit row fills, in `AuditRow` order.

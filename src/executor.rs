@@ -4,7 +4,7 @@
 //! A dry run and a real run go through the same loop, the same re-checks and the same
 //! grouping; only the last step differs (`Deleter::dry_run` records `would_delete`).
 
-use crate::db::{AuditRow, IntentItem, BATCH_INTENT, INTENT};
+use crate::db::{AuditRow, IntentItem, RowAudit, BATCH_INTENT, INTENT};
 use crate::event::{Event, Events};
 use crate::exit_codes::Fatal;
 use crate::fingerprint;
@@ -117,18 +117,20 @@ type Res = (Outcome, Option<String>);
 /// row is written already (with its row's deletion).
 type Done = (Res, Option<String>, bool);
 
+/// Rows carried out by one statement: table, key column, rule, and the columns set to NULL
+/// (`None`: the rows are deleted).
+type RowGroup<'a> = (&'a Ident, &'a Ident, Option<&'a RowRule>, Option<&'a [Ident]>);
+
 impl Deleter<'_> {
     /// Delete rows (or, with `null`, set those columns to NULL), each only if it still matches.
     /// Each row carried out is audited (with its snapshot, in the audit only) in the same
     /// statement or transaction; the second value says so.
     async fn rows(
         &self,
-        table: &Ident,
-        key_column: &Ident,
-        rule: Option<&RowRule>,
-        null: Option<&[Ident]>,
+        (table, key_column, rule, null): RowGroup<'_>,
         keys: &[String],
         meta: &[(&str, &Item)],
+        pending: Option<&Pending<'_>>,
     ) -> Result<Vec<(Res, bool)>> {
         let db = self.res.db()?;
         if self.dry_run {
@@ -147,9 +149,14 @@ impl Deleter<'_> {
                 .collect(),
             None => Vec::new(),
         };
+        let audit = RowAudit {
+            rows: &audit,
+            also: pending.map(|p| p.also.as_slice()).unwrap_or_default(),
+            settles: pending.and_then(|p| p.settles),
+        };
         let mut done = match null {
-            None => db.delete_rows(table, key_column, &once, rule, &audit).await?,
-            Some(cols) => db.null_columns(table, key_column, &once, cols, rule, &audit).await?,
+            None => db.delete_rows(table, key_column, &once, rule, audit).await?,
+            Some(cols) => db.null_columns(table, key_column, &once, cols, rule, audit).await?,
         };
         let not_done: Vec<String> = keys.iter().filter(|k| !done.contains(*k)).cloned().collect();
         let still_there = db.rows_matching(table, key_column, &not_done, None).await?;
@@ -769,12 +776,13 @@ async fn run_batch(
     // every unit not refused: a unit that the re-check below takes out is settled as skipped,
     // like any other.
     let intent = opts.audit.then(|| BatchIntent::of(&batch, &states, &policies, seq, &opts.run_id)).flatten();
-    let intent_row = intent.as_ref().map(|i| i.row(&opts.run_id, policy));
+    let mut intent_row = intent.as_ref().map(|i| i.row(&opts.run_id, policy));
 
     // Re-check rows before touching anything else of their unit; the intent is written with the
-    // first re-check (in the same statement on PostgreSQL), or alone.
+    // first re-check (in the same statement on PostgreSQL), or else with the first step of the
+    // first stage (`run_stage`).
     let t = std::time::Instant::now();
-    let checked = precheck_rows(res, &batch, &mut states, opts.check_fingerprints, intent_row.as_ref()).await;
+    let checked = precheck_rows(res, &batch, &mut states, deleter, &mut intent_row).await;
     timings.precheck += t.elapsed();
     if let Err(e) = checked {
         return Err((
@@ -782,21 +790,65 @@ async fn run_batch(
             e.context("cannot re-check rows and record what this batch is about to delete: nothing of it was deleted"),
         ));
     }
-    if opts.audit {
+    if opts.audit && intent_row.is_none() {
         crate::failpoint::hit("after-intents");
     }
 
     let stages = batch.iter().map(|u| u.items.len()).max().unwrap_or(0);
+    // Items whose outcome is in the item (and the log) already.
+    let mut finalized: Vec<Vec<bool>> = batch.iter().map(|u| vec![false; u.items.len()]).collect();
+    // Whether the intent is gone, with the outcomes of every item not in the last stage.
+    let mut settled = false;
+    let intent_target: Vec<String> = intent.iter().map(|i| i.target.clone()).collect();
     for stage in 0..stages {
+        // The last stage deletes rows: every other outcome of the batch is known by now, and
+        // goes with their statement (or transaction), the intent with it: no statement of its own.
+        let ride = stage + 1 == stages
+            && intent.is_some()
+            && intent_row.is_none()
+            && batch
+                .iter()
+                .enumerate()
+                .any(|(u, unit)| states[u].alive && unit.items.get(stage).is_some_and(|i| i.kind == Kind::Row));
+        if ride {
+            finalize(&mut batch, &mut states, &mut finalized, Some(stage));
+        }
         let work: Vec<(usize, &Item)> = batch
             .iter()
             .enumerate()
             .filter(|(u, unit)| states[*u].alive && unit.items.len() > stage)
             .map(|(u, unit)| (u, &unit.items[stage]))
             .collect();
+        if work.is_empty() {
+            continue;
+        }
+        let now = Utc::now();
+        let mut riding: Vec<(usize, usize)> = Vec::new();
+        let mut pending = if ride {
+            let mut also = Vec::new();
+            for (u, (unit, policy)) in batch.iter().zip(&policies).enumerate() {
+                for (i, item) in unit.items.iter().enumerate() {
+                    if finalized[u][i] && !states[u].audited[i] {
+                        riding.push((u, i));
+                        also.push(AuditRow::of(&opts.run_id, policy, item, outcome_of(item).as_str(), now));
+                    }
+                }
+            }
+            Some(Pending { also, settles: Some((opts.run_id.as_str(), intent_target.as_slice())) })
+        } else {
+            intent_row.clone().map(|r| Pending { also: vec![r], settles: None })
+        };
         let t = std::time::Instant::now();
-        let results = run_stage(deleter, &work, &policies).await;
+        let results = run_stage(deleter, &work, &policies, &mut pending).await;
         timings.stages += t.elapsed();
+        if pending.is_none() {
+            // Written: the intent, or the outcomes with the intent's removal.
+            intent_row = None;
+            settled |= ride;
+            for (u, i) in riding.drain(..) {
+                states[u].audited[i] = true;
+            }
+        }
         let results = match results {
             Ok(r) => r,
             Err(e) => {
@@ -821,48 +873,29 @@ async fn run_batch(
     }
 
     // Outcomes into the plan and the log.
-    let (mut ok, mut failed) = (0, 0);
-    let audited: Vec<Vec<bool>> = states.iter().map(|st| st.audited.clone()).collect();
-    for (unit, st) in batch.iter_mut().zip(states) {
-        let mut unit_ok = true;
-        for ((item, r), backup) in unit.items.iter_mut().zip(st.results).zip(st.backups) {
-            let (outcome, error) = r.unwrap_or((
-                Outcome::Skipped,
-                Some("not attempted: an earlier step of this unit did not complete".into()),
-            ));
-            unit_ok &= outcome != Outcome::Failed;
-            log_item(item, outcome, error.as_deref());
-            item.outcome = Some(outcome);
-            item.error = error;
-            item.backup = backup;
-        }
-        if unit_ok {
-            ok += 1;
-        } else {
-            failed += 1;
-        }
-    }
+    finalize(&mut batch, &mut states, &mut finalized, None);
+    let failed = batch.iter().filter(|u| u.items.iter().any(|i| i.outcome == Some(Outcome::Failed))).count() as u64;
+    let ok = batch.len() as u64 - failed;
     if opts.audit {
         // The outcomes, in place of this batch's intents (one transaction): every item not
-        // audited already with its row's deletion.
+        // audited already (with its row's deletion, or with the last stage's rows).
         let now = Utc::now();
         let audit: Vec<AuditRow> = batch
             .iter()
             .zip(&policies)
-            .zip(&audited)
-            .flat_map(|((u, policy), done)| u.items.iter().zip(done).map(move |(item, d)| (item, policy.as_str(), *d)))
-            .filter(|(_, _, already)| !already)
-            .map(|(item, policy, _)| {
-                AuditRow::of(&opts.run_id, policy, item, item.outcome.unwrap_or(Outcome::Skipped).as_str(), now)
+            .zip(&states)
+            .flat_map(|((u, policy), st)| {
+                u.items.iter().zip(&st.audited).map(move |(item, d)| (item, policy.as_str(), *d))
             })
+            .filter(|(_, _, already)| !already)
+            .map(|(item, policy, _)| AuditRow::of(&opts.run_id, policy, item, outcome_of(item).as_str(), now))
             .collect();
         crate::failpoint::hit("before-settle");
         let t = std::time::Instant::now();
         let written = match res.db() {
-            Ok(db) => {
-                let targets: Vec<String> = intent.into_iter().map(|i| i.target).collect();
-                db.settle_intents(&opts.run_id, &targets, &audit).await
-            }
+            Ok(_) if settled && audit.is_empty() => Ok(()),
+            Ok(db) if settled => db.insert_audit(&audit).await,
+            Ok(db) => db.settle_intents(&opts.run_id, &intent_target, &audit).await,
             Err(e) => Err(e),
         };
         timings.audit += t.elapsed();
@@ -882,6 +915,39 @@ async fn run_batch(
         }
     }
     Ok(BatchDone { units: batch, ok, failed, interrupted: false, timings })
+}
+
+/// Audit rows written with another step of their batch's work, on its success.
+struct Pending<'a> {
+    also: Vec<AuditRow<'a>>,
+    settles: Option<(&'a str, &'a [String])>,
+}
+
+/// The outcome of an item carried out (or not attempted).
+fn outcome_of(item: &Item) -> Outcome {
+    item.outcome.unwrap_or(Outcome::Skipped)
+}
+
+/// Move each item's result into it (outcome, error, backup) and log it, once; with
+/// `except`, not the items of that stage still to run.
+fn finalize(batch: &mut [Unit], states: &mut [UnitState], finalized: &mut [Vec<bool>], except: Option<usize>) {
+    for (u, unit) in batch.iter_mut().enumerate() {
+        let st = &mut states[u];
+        for (i, item) in unit.items.iter_mut().enumerate() {
+            if finalized[u][i] || (st.alive && except == Some(i)) {
+                continue;
+            }
+            let (outcome, error) = st.results[i].take().unwrap_or((
+                Outcome::Skipped,
+                Some("not attempted: an earlier step of this unit did not complete".into()),
+            ));
+            log_item(item, outcome, error.as_deref());
+            item.outcome = Some(outcome);
+            item.error = error;
+            item.backup = st.backups[i].take();
+            finalized[u][i] = true;
+        }
+    }
 }
 
 fn log_item(item: &Item, outcome: Outcome, error: Option<&str>) {
@@ -912,19 +978,27 @@ fn log_item(item: &Item, outcome: Outcome, error: Option<&str>) {
     }
 }
 
-/// Rows whose rule no longer holds take their whole unit out of the batch, untouched.
+/// Rows whose rule no longer holds take their whole unit out of the batch, untouched. The
+/// batch's `intent`, if any, is taken and written with the first re-check.
+///
+/// A unit whose only rows with a rule are its first step needs no re-check in a real run: that
+/// step (the guarded `DELETE` or `UPDATE`) re-checks them itself, and what comes after it runs
+/// only for the rows it carried out. A dry run re-checks them here, since its steps do not.
 async fn precheck_rows(
     res: &Resources,
     batch: &[crate::plan::Unit],
     states: &mut [UnitState],
-    check_fingerprints: bool,
-    intent: Option<&AuditRow<'_>>,
+    d: &Deleter<'_>,
+    intent: &mut Option<AuditRow<'_>>,
 ) -> Result<()> {
     // Per (table, key column, rule): the (unit, item, key) to re-check.
     type Groups = HashMap<(Ident, Ident, Option<RowRule>), Vec<(usize, usize, String)>>;
     let mut groups: Groups = HashMap::new();
     for (u, unit) in batch.iter().enumerate() {
         if !states[u].alive {
+            continue;
+        }
+        if !d.dry_run && rechecked_by_first_step(unit) {
             continue;
         }
         for (i, item) in unit.items.iter().enumerate() {
@@ -953,7 +1027,7 @@ async fn precheck_rows(
         .enumerate()
         .filter(|(u, _)| states[*u].alive)
         .flat_map(|(u, unit)| unit.items.iter().enumerate().map(move |(i, item)| (u, i, item)))
-        .filter(|(_, _, item)| check_fingerprints && item.kind == Kind::Row && item.fingerprint.is_some())
+        .filter(|(_, _, item)| d.check_fingerprints && item.kind == Kind::Row && item.fingerprint.is_some())
         .collect();
     if !with_fp.is_empty() {
         for (u, i, why) in fingerprint::changed_rows(res.db()?, with_fp).await? {
@@ -961,11 +1035,10 @@ async fn precheck_rows(
             states[u].results[i] = Some((Outcome::Skipped, Some(why)));
         }
     }
-    let mut intent = intent.map(std::slice::from_ref).unwrap_or_default();
     for ((table, key_column, rule), members) in groups {
         let keys: Vec<String> = members.iter().map(|m| m.2.clone()).collect();
-        let ok = res.db()?.rows_matching_after(intent, &table, &key_column, &keys, rule.as_ref()).await?;
-        intent = &[];
+        let first = intent.take();
+        let ok = res.db()?.rows_matching_after(first.as_slice(), &table, &key_column, &keys, rule.as_ref()).await?;
         for (u, i, key) in members {
             if !ok.contains(&key) && states[u].alive {
                 states[u].alive = false;
@@ -976,17 +1049,29 @@ async fn precheck_rows(
             }
         }
     }
-    if !intent.is_empty() {
-        res.db()?.insert_audit(intent).await?;
-    }
     Ok(())
+}
+
+/// Whether a unit's rows with a rule are all in its first step (and nothing guards it): a
+/// unit the guarded deletion of its first step re-checks.
+fn rechecked_by_first_step(unit: &Unit) -> bool {
+    let ruled =
+        |item: &Item| matches!(&item.op, Op::DeleteRow { rule: Some(_), .. } | Op::NullColumns { rule: Some(_), .. });
+    unit.guard.is_none() && unit.items.first().is_some_and(ruled) && !unit.items[1..].iter().any(ruled)
 }
 
 /// One stage of a batch: rows grouped per table and rule (one statement each), files and
 /// directories concurrently, objects per store in bulk requests. Results in `work` order.
-async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)], policies: &[String]) -> Result<Vec<Done>> {
+/// `pending` audit rows (a batch's intent not written yet, or its outcomes so far) are
+/// written first: with the first rows' statement or transaction, else alone; `None` once
+/// written.
+async fn run_stage(
+    d: &Deleter<'_>,
+    work: &[(usize, &Item)],
+    policies: &[String],
+    pending: &mut Option<Pending<'_>>,
+) -> Result<Vec<Done>> {
     let mut results: Vec<Option<Done>> = vec![None; work.len()];
-    type RowGroup<'a> = (&'a Ident, &'a Ident, Option<&'a RowRule>, Option<&'a [Ident]>);
     let mut rows: HashMap<RowGroup, Vec<usize>> = HashMap::new();
     let mut local: Vec<usize> = Vec::new();
     let mut objects: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -1004,7 +1089,7 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)], policies: &[String]
             Op::DeleteObject { store, .. } => objects.entry(store.as_str()).or_default().push(w),
         }
     }
-    for ((table, key_column, rule, null), idx) in rows {
+    for (group, idx) in rows {
         let keys: Vec<String> = idx
             .iter()
             .map(|&w| match &work[w].1.op {
@@ -1014,13 +1099,26 @@ async fn run_stage(d: &Deleter<'_>, work: &[(usize, &Item)], policies: &[String]
             .collect();
         let meta: Vec<(&str, &Item)> = idx.iter().map(|&w| (policies[work[w].0].as_str(), work[w].1)).collect();
         let t = std::time::Instant::now();
-        let out = d.rows(table, key_column, rule, null, &keys, &meta).await?;
+        let out = d.rows(group, &keys, &meta, pending.as_ref()).await?;
         tracing::trace!(target: "cleanup", "rows: {} in {:?}", keys.len(), t.elapsed());
+        if pending.take().is_some_and(|p| p.settles.is_none()) {
+            crate::failpoint::hit("after-intents");
+        }
         for (w, r) in idx.iter().zip(out) {
             results[*w] = Some((r.0, None, r.1));
         }
         if d.audit_run.is_some() {
             crate::failpoint::hit("after-rows");
+        }
+    }
+    if let Some(p) = pending {
+        let db = d.res.db()?;
+        match p.settles {
+            Some((run_id, targets)) => db.settle_intents(run_id, targets, &p.also).await?,
+            None => db.insert_audit(&p.also).await?,
+        }
+        if pending.take().is_some_and(|p| p.settles.is_none()) {
+            crate::failpoint::hit("after-intents");
         }
     }
     if !local.is_empty() {

@@ -92,10 +92,14 @@ mod cleanup_attachments {
         an_undecodable_value_fails_only_its_own_attachment,
         integer_keys_are_paged_in_key_order_and_none_is_skipped,
         candidates_are_planned_in_physical_order_on_postgres_in_key_order_elsewhere,
+        rows_reactivated_during_the_run_are_kept,
     );
 
     mod postgres_only {
-        on_postgres!(attachments: a_planning_longer_than_the_statement_timeout_completes);
+        on_postgres!(
+            attachments: a_planning_longer_than_the_statement_timeout_completes,
+            a_batch_of_attachments_is_two_statements_on_postgres
+        );
     }
 }
 
