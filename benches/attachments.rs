@@ -2,8 +2,10 @@
 //!
 //! 100,000 soft-deleted rows past the cutoff, each with a 1 KiB file, and 20,000 rows kept, on
 //! a temporary PostgreSQL cluster. Contenders, interleaved on identical fresh copies:
-//! sweep (default batch size 100, and 1,000), and the one-liner
-//! `psql -c "DELETE … RETURNING image" | xargs rm -f`. Prints medians and sweep's peak memory.
+//! sweep (default batch size 100, and 1,000), sweep with the files already gone (its whole
+//! run but the unlinks: what the rest costs), and the one-liner
+//! `psql -c "DELETE … RETURNING image" | xargs rm -f`. Prints medians, sweep's peak memory,
+//! and the CPU seconds of each contender and of PostgreSQL's backends.
 //! BENCH_ROWS and BENCH_REPS change the size and the repetitions. Each contender's files are on
 //! a fresh loop-mounted ext4 filesystem when run as root (see `common::FreshFs`).
 
@@ -32,17 +34,32 @@ fn main() {
         return;
     }
     let mut t: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    // CPU seconds of each contender's own processes and of PostgreSQL's backends.
+    let mut cpu: std::collections::BTreeMap<&str, Vec<(f64, f64)>> = Default::default();
     let mut mem: Vec<f64> = Vec::new();
+    let postmaster = common::postmaster(&pg.dir);
     for rep in 0..reps {
         // Past 500,000 rows only the default batch size is measured (each copy takes minutes).
+        // "files already gone": sweep's whole run but the unlinks (each file is `missing`), what
+        // the rest of its work costs on its own.
         let contenders: &[&str] = if rows > 500_000 {
             &["sweep (batch 100)", "psql DELETE RETURNING | xargs rm -f"]
         } else {
-            &["sweep (batch 100)", "sweep (batch 1000)", "psql DELETE RETURNING | xargs rm -f"]
+            &[
+                "sweep (batch 100)",
+                "sweep (batch 1000)",
+                "sweep (batch 100, files already gone)",
+                "psql DELETE RETURNING | xargs rm -f",
+            ]
         };
         for &contender in contenders {
             let fs = common::FreshFs::new(base.path(), &format!("{rep}-{}", contender.len()));
             let (url, media) = prepare(pg, &fs.dir, rep, rows);
+            if contender.contains("gone") {
+                std::fs::remove_dir_all(&media).unwrap();
+                std::fs::create_dir_all(&media).unwrap();
+            }
+            let before = (common::reaped_cpu("self"), common::reaped_cpu(&postmaster));
             let (d, peak) = if contender.starts_with("sweep") {
                 let batch = if contender.contains("1000") { "1000" } else { "100" };
                 measure(
@@ -66,12 +83,26 @@ fn main() {
                 );
                 measure(Command::new("sh").args(["-c", &script]))
             };
-            check(&url, &media, rows);
+            if contender.contains("gone") {
+                common::check_rows_left(&url, rows);
+            } else {
+                check(&url, &media, rows);
+            }
+            // The backends of the contender's sessions have ended (their CPU is the postmaster's).
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let used = (common::reaped_cpu("self") - before.0, common::reaped_cpu(&postmaster) - before.1);
             if contender.contains("batch 100)") {
                 mem.push(mb(peak));
             }
-            println!("rep {rep}: {contender:<40} {:>7.2} s  peak {:>6.1} MiB", d.as_secs_f64(), mb(peak));
+            println!(
+                "rep {rep}: {contender:<40} {:>7.2} s  peak {:>6.1} MiB  CPU {:.2} s + PostgreSQL {:.2} s",
+                d.as_secs_f64(),
+                mb(peak),
+                used.0,
+                used.1
+            );
             t.entry(contender).or_default().push(d.as_secs_f64());
+            cpu.entry(contender).or_default().push(used);
             let _ = std::fs::remove_dir_all(&media);
             drop(fs);
         }
@@ -83,7 +114,12 @@ fn main() {
     let anchor = median(t["psql DELETE RETURNING | xargs rm -f"].clone());
     for (k, v) in &t {
         let m = median(v.clone());
-        println!("  {k:<40} {m:>7.2} s   ratio to the one-liner {:.2}x", m / anchor);
+        let c = &cpu[k];
+        let (own, pgc) = (median(c.iter().map(|x| x.0).collect()), median(c.iter().map(|x| x.1).collect()));
+        println!(
+            "  {k:<40} {m:>7.2} s   ratio to the one-liner {:.2}x   CPU {own:.2} s + PostgreSQL {pgc:.2} s",
+            m / anchor
+        );
     }
     println!("  sweep peak memory (batch 100): {:.1} MiB", median(mem));
     pg.stop();

@@ -122,17 +122,22 @@ impl tracing::field::Visit for Fields<'_> {
     }
 }
 
-/// `s` with the characters a terminal would act on (ESC, BEL, BS, FF, DEL, C1 controls)
-/// written as escapes, as tracing's own formatter does, but written in one piece when there
-/// are none (a file name is the usual content of a line).
+/// `s` with the control characters written as escapes: those a terminal would act on (ESC,
+/// BEL, BS, FF, DEL, C1 controls, as tracing's own formatter escapes them), and also line
+/// breaks and the other C0 controls but tab, so that a file name holding a newline cannot
+/// forge a log line of its own. Written in one piece when there are none (a file name is the
+/// usual content of a line).
 fn write_sanitized(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
     // Each of those characters starts with one of these bytes in UTF-8 (C1: 0xC2 0x80..=0x9F).
-    if !s.bytes().any(|b| matches!(b, 0x07 | 0x08 | 0x0c | 0x1b | 0x7f | 0xc2)) {
+    if !s.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f || b == 0xc2) {
         return w.write_str(s);
     }
     for ch in s.chars() {
         match ch {
-            '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' => write!(w, "\\x{:02x}", ch as u32)?,
+            '\n' => w.write_str("\\n")?,
+            '\r' => w.write_str("\\r")?,
+            '\t' => w.write_char(ch)?,
+            ch if (ch as u32) < 0x20 || ch == '\x7f' => write!(w, "\\x{:02x}", ch as u32)?,
             ch if ('\u{80}'..='\u{9f}').contains(&ch) => write!(w, "\\u{{{:x}}}", ch as u32)?,
             ch => w.write_char(ch)?,
         }
@@ -167,16 +172,24 @@ mod tests {
             tracing::info!(target: "cleanup", "Deleted file {} size=1.0 KiB", "media:a\x1b[31mb\u{9b}c\x07.jpg");
             tracing::warn!(target: "cleanup", n = 3, "Skipped über-ünïcode");
             tracing::info!(target: "cleanup", "second line in the same second");
+            tracing::info!(target: "cleanup", "Deleted file {}", "media:x.jpg\n2026-01-01T00:00:00Z INFO  [cleanup] forged\r");
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines.len(), 4, "a name with a line break is one line: {text}");
+        assert!(
+            lines[3].ends_with("Deleted file media:x.jpg\\n2026-01-01T00:00:00Z INFO  [cleanup] forged\\r"),
+            "{text}"
+        );
         assert!(
             lines[0].ends_with(" INFO  [cleanup] Deleted file media:a\\x1b[31mb\\u{9b}c\\x07.jpg size=1.0 KiB"),
             "{text}"
         );
         assert!(lines[1].ends_with(" WARN  [cleanup] Skipped über-ünïcode n=3"), "{text}");
-        assert!(!text.contains('\x1b') && !text.contains('\u{9b}') && !text.contains('\x07'), "{text}");
+        assert!(
+            !text.contains('\x1b') && !text.contains('\u{9b}') && !text.contains('\x07') && !text.contains('\r'),
+            "{text}"
+        );
         for l in &lines {
             let stamp = l.split(' ').next().unwrap();
             assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok() && stamp.ends_with('Z'), "{l}");

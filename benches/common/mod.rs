@@ -63,10 +63,32 @@ pub fn prepare_attachments(pg: &PgCluster, base: &Path, rep: usize, rows: usize)
 
 /// Only the kept rows and files of `prepare_attachments` remain.
 pub fn check_attachments(url: &str, media: &Path, rows: usize) {
+    check_rows_left(url, rows);
+    assert_eq!(files_under(media), rows / 5, "only the kept files remain");
+}
+
+/// CPU seconds (user + system) of the processes that `pid` has waited for, from
+/// `/proc/PID/stat` (`cutime`, `cstime`; 100 ticks a second on Linux). For this process: the
+/// contenders it ran; for a PostgreSQL postmaster: its backends that ended.
+pub fn reaped_cpu(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces), counted from `state` (field 3).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    (f.get(13).unwrap_or(&0.0) + f.get(14).unwrap_or(&0.0)) / 100.0
+}
+
+/// The postmaster's pid of the cluster in `dir`.
+pub fn postmaster(dir: &Path) -> String {
+    let pid = std::fs::read_to_string(dir.join("data/postmaster.pid")).unwrap_or_default();
+    pid.lines().next().unwrap_or("").to_string()
+}
+
+/// Only the kept rows of `prepare_attachments` remain.
+pub fn check_rows_left(url: &str, rows: usize) {
     let out = Command::new("psql").args(["-qAt", url, "-c", "SELECT count(*) FROM forum_attachment"]).output().unwrap();
     let left: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert_eq!(left, rows / 5, "only the kept rows remain");
-    assert_eq!(files_under(media), rows / 5, "only the kept files remain");
 }
 
 /// Regular files under `p`.
