@@ -941,8 +941,9 @@ impl Db {
     /// `audit.rows` (empty, or one row per key in `keys` order) records each deleted row with
     /// its snapshot, the row as the deletion saw it, in the deletion's own statement or
     /// transaction: a row is never gone without its audit row, whatever instant the process
-    /// dies at. The snapshot is what `restore` re-inserts. `audit.first` is appended in the
-    /// same statement or transaction, whatever is deleted.
+    /// dies at. The snapshot is what `restore` re-inserts. `audit.also` is appended, and
+    /// `audit.settles`' intents removed, in the same statement or transaction, whatever is
+    /// deleted.
     ///
     /// PostgreSQL does it in one statement: the `DELETE … RETURNING` and the audit's `INSERT`
     /// joined to it, as data-modifying CTEs (atomic, no transaction to open, the snapshots
@@ -960,7 +961,7 @@ impl Db {
         audit: RowAudit<'_, '_>,
     ) -> Result<HashSet<String>> {
         let settle = self.settle_statements(audit);
-        let (also, audit) = (audit, audit.rows);
+        let RowAudit { rows: audit, also, settles } = audit;
         debug_assert!(audit.is_empty() || audit.len() == keys.len(), "one audit row per key");
         if keys.is_empty() {
             self.execute_all(&settle).await?;
@@ -969,14 +970,14 @@ impl Db {
         if self.backend() == Backend::Postgres {
             let mut q = self.sql();
             q.push("WITH ");
-            if let Some((run_id, targets)) = also.settles {
+            if let Some((run_id, targets)) = settles {
                 q.push("s AS (");
                 push_intents_delete(&mut q, run_id, targets);
                 q.push("), ");
             }
-            if !also.also.is_empty() {
+            if !also.is_empty() {
                 q.push("i AS (");
-                push_pg_audit_insert(&mut q, also.also, None);
+                push_pg_audit_insert(&mut q, also, None);
                 q.push("), ");
             }
             q.push(format_args!("d AS (DELETE FROM {table} WHERE "));

@@ -801,15 +801,16 @@ async fn run_batch(
     let mut settled = false;
     let intent_target: Vec<String> = intent.iter().map(|i| i.target.clone()).collect();
     for stage in 0..stages {
-        // The last stage deletes rows: every other outcome of the batch is known by now, and
-        // goes with their statement (or transaction), the intent with it: no statement of its own.
+        // The last stage deletes rows and nothing else: every other outcome of the batch is known
+        // by now, and goes with their statement (or transaction), the intent's removal with it:
+        // no statement of its own. (A file or object in it would still need the intent.)
+        let mut kinds =
+            batch.iter().enumerate().filter(|(u, _)| states[*u].alive).filter_map(|(_, unit)| unit.items.get(stage));
         let ride = stage + 1 == stages
             && intent.is_some()
             && intent_row.is_none()
-            && batch
-                .iter()
-                .enumerate()
-                .any(|(u, unit)| states[u].alive && unit.items.get(stage).is_some_and(|i| i.kind == Kind::Row));
+            && kinds.next().is_some_and(|i| i.kind == Kind::Row)
+            && kinds.all(|i| i.kind == Kind::Row);
         if ride {
             finalize(&mut batch, &mut states, &mut finalized, Some(stage));
         }
@@ -1112,6 +1113,10 @@ async fn run_stage(
         }
     }
     if let Some(p) = pending {
+        debug_assert!(
+            p.settles.is_none() || (local.is_empty() && objects.is_empty()),
+            "an intent goes after its items"
+        );
         let db = d.res.db()?;
         match p.settles {
             Some((run_id, targets)) => db.settle_intents(run_id, targets, &p.also).await?,
