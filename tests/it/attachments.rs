@@ -31,6 +31,24 @@ pub async fn row(ws: &Ws, n: u32, image: Option<&str>, active: bool, deleted_at:
     .await;
 }
 
+/// `n` attachments soft-deleted `days` days before NOW, each with an 8-byte file at `path(i)`,
+/// inserted in one script.
+async fn old_attachments(ws: &Ws, n: u32, path: impl Fn(u32) -> String, days: i64) {
+    let mut sql = String::new();
+    for i in 1..=n {
+        let rel = path(i);
+        write_aged(&ws.media.join(&rel), 8, old_file_time());
+        sql.push_str(&format!(
+            "INSERT INTO forum_attachment (id, image, original_filename, file_size, is_active, deleted_at, created_at) \
+             VALUES ('{}', '{rel}', 'x.jpg', 8, FALSE, {}, {});\n",
+            uuid(i),
+            ts(at(NOW) - Duration::days(days)),
+            ts(at("2026-01-01T00:00:00Z"))
+        ));
+    }
+    ws.exec(&sql).await;
+}
+
 pub async fn row_exists(ws: &Ws, n: u32) -> bool {
     ws.count(&format!("SELECT count(*) FROM forum_attachment WHERE CAST(id AS TEXT) = '{}'", uuid(n))).await == 1
 }
@@ -393,19 +411,7 @@ pub async fn the_json_report_carries_the_spec_fields(b: Backend) {
 pub async fn ctrl_c_stops_between_batches_and_the_audit_stays_consistent(b: Backend) {
     let ws = Ws::new(b, true).await;
     let n = 3000u32;
-    let mut sql = String::new();
-    for i in 1..=n {
-        let rel = format!("int/{:02}/{i}.jpg", i % 20);
-        write_aged(&ws.media.join(&rel), 8, old_file_time());
-        sql.push_str(&format!(
-            "INSERT INTO forum_attachment (id, image, original_filename, file_size, is_active, deleted_at, created_at) \
-             VALUES ('{}', '{rel}', 'x.jpg', 8, FALSE, {}, {});\n",
-            uuid(i),
-            ts(at(NOW) - Duration::days(31)),
-            ts(at("2026-01-01T00:00:00Z"))
-        ));
-    }
-    ws.exec(&sql).await;
+    old_attachments(&ws, n, |i| format!("int/{:02}/{i}.jpg", i % 20), 31).await;
     let child = crate::support::sweep_command()
         .args(["--now", NOW, "cleanup-attachments", "--batch-size", "1", "--json"])
         .env("DATABASE_URL", &ws.url)
@@ -683,18 +689,7 @@ pub async fn a_batch_of_attachments_is_two_statements_on_postgres(b: Backend) {
     assert_eq!(b, Backend::Postgres, "a PostgreSQL scenario");
     let ws = Ws::new(b, true).await;
     let (n, batch) = (300u32, 2u32);
-    let mut sql = String::new();
-    for i in 1..=n {
-        write_aged(&ws.media.join(format!("att/{i}.jpg")), 10, old_file_time());
-        sql.push_str(&format!(
-            "INSERT INTO forum_attachment (id, image, original_filename, file_size, is_active, deleted_at, created_at) \
-             VALUES ('{}', 'att/{i}.jpg', 'x.jpg', 10, FALSE, {}, {});\n",
-            uuid(i),
-            ts(at(NOW) - Duration::days(60)),
-            ts(at("2026-01-01T00:00:00Z"))
-        ));
-    }
-    ws.exec(&sql).await;
+    old_attachments(&ws, n, |i| format!("att/{i}.jpg"), 60).await;
     // Read from another database of the cluster, so that reading adds nothing; sessions that
     // ended have their counts in the view (a moment after they end).
     let dbname = ws.url.rsplit('/').next().unwrap().to_string();
