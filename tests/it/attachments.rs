@@ -334,6 +334,16 @@ pub async fn s3_store_one_failed_delete_keeps_its_row(b: Backend) {
     }
     assert!(!s3.exists(&bucket, "attachments/2026/a b+c.jpg") && !s3.exists(&bucket, "attachments/2026/ünï.png"));
     assert!(s3.exists(&bucket, "attachments/2026/active.jpg") && row_exists(&ws, 9).await);
+    // The audit says the same, once per item: the failed object and its row, not attempted,
+    // go with the other rows' deletion (the batch's last step).
+    let audited = |kind: &str, outcome: &str| {
+        format!("SELECT count(*) FROM cleanup_audit WHERE kind = '{kind}' AND outcome = '{outcome}'")
+    };
+    assert_eq!(ws.count(&audited("object", "failed")).await, 1);
+    assert_eq!(ws.count(&audited("row", "skipped")).await, 1, "the kept row is audited as not attempted");
+    assert_eq!(ws.count(&audited("object", "deleted")).await, 3);
+    assert_eq!(ws.count(&audited("row", "deleted")).await, 3);
+    assert_eq!(ws.count(&audited("batch", "intent")).await, 0, "no intent left");
     assert!(!r.stderr.contains(S3_SECRET) && !r.stdout.contains(S3_SECRET), "the secret key never appears");
     assert!(r.stderr.contains("AccessDenied") || r.stderr.contains("Access Denied"), "{}", r.stderr);
 }
