@@ -566,6 +566,10 @@ impl Db {
     /// Run statements in one transaction (one statement alone needs none: it is atomic, and
     /// saves the `BEGIN` and `COMMIT` round trips a batch would pay for it).
     pub async fn execute_all(&self, qs: &[Sql]) -> Result<(), sqlx::Error> {
+        if qs.is_empty() {
+            // Nothing to write: no empty transaction (a round trip, and SQLite's write turn).
+            return Ok(());
+        }
         macro_rules! in_tx {
             ($p:expr, $b:ident) => {{
                 if let [q] = qs {
@@ -960,11 +964,11 @@ impl Db {
         rule: Option<&RowRule>,
         audit: RowAudit<'_, '_>,
     ) -> Result<HashSet<String>> {
-        let settle = self.settle_statements(audit);
+        let row_audit = audit;
         let RowAudit { rows: audit, also, settles } = audit;
         debug_assert!(audit.is_empty() || audit.len() == keys.len(), "one audit row per key");
         if keys.is_empty() {
-            self.execute_all(&settle).await?;
+            self.execute_all(&self.settle_statements(row_audit)).await?;
             return Ok(HashSet::new());
         }
         if self.backend() == Backend::Postgres {
@@ -994,6 +998,8 @@ impl Db {
             let rows = retrying(|| self.fetch_all(&q)).await?;
             return rows.iter().map(|r| r.text_req(0).map_err(Into::into)).collect();
         }
+        // Written first in the transaction (PostgreSQL's statement above has them as CTEs).
+        let settle = self.settle_statements(row_audit);
         let by_key: HashMap<&str, &AuditRow> = keys.iter().map(String::as_str).zip(audit).collect();
         let mut out = HashSet::with_capacity(keys.len());
         let mut statements = Vec::new();

@@ -823,18 +823,10 @@ async fn run_batch(
         if work.is_empty() {
             continue;
         }
-        let now = Utc::now();
         let mut riding: Vec<(usize, usize)> = Vec::new();
         let mut pending = if ride {
-            let mut also = Vec::new();
-            for (u, (unit, policy)) in batch.iter().zip(&policies).enumerate() {
-                for (i, item) in unit.items.iter().enumerate() {
-                    if finalized[u][i] && !states[u].audited[i] {
-                        riding.push((u, i));
-                        also.push(AuditRow::of(&opts.run_id, policy, item, outcome_of(item).as_str(), now));
-                    }
-                }
-            }
+            let (at, also) = outcomes_to_audit(&batch, &policies, &states, &finalized, &opts.run_id);
+            riding = at;
             Some(Pending { also, settles: Some((opts.run_id.as_str(), intent_target.as_slice())) })
         } else {
             intent_row.clone().map(|r| Pending { also: vec![r], settles: None })
@@ -880,27 +872,16 @@ async fn run_batch(
     if opts.audit {
         // The outcomes, in place of this batch's intents (one transaction): every item not
         // audited already (with its row's deletion, or with the last stage's rows).
-        let now = Utc::now();
-        let audit: Vec<AuditRow> = batch
-            .iter()
-            .zip(&policies)
-            .zip(&states)
-            .flat_map(|((u, policy), st)| {
-                u.items.iter().zip(&st.audited).map(move |(item, d)| (item, policy.as_str(), *d))
-            })
-            .filter(|(_, _, already)| !already)
-            .map(|(item, policy, _)| AuditRow::of(&opts.run_id, policy, item, outcome_of(item).as_str(), now))
-            .collect();
+        let (_, also) = outcomes_to_audit(&batch, &policies, &states, &finalized, &opts.run_id);
+        let rest = Pending { also, settles: (!settled).then_some((opts.run_id.as_str(), intent_target.as_slice())) };
         crate::failpoint::hit("before-settle");
         let t = std::time::Instant::now();
         let written = match res.db() {
-            Ok(_) if settled && audit.is_empty() => Ok(()),
-            Ok(db) if settled => db.insert_audit(&audit).await,
-            Ok(db) => db.settle_intents(&opts.run_id, &intent_target, &audit).await,
+            Ok(db) => rest.write(db).await,
             Err(e) => Err(e),
         };
         timings.audit += t.elapsed();
-        drop(audit);
+        drop(rest);
         if let Err(e) = written {
             // The intents stay: the next run resolves them against what is there.
             let e = anyhow!(
@@ -918,10 +899,44 @@ async fn run_batch(
     Ok(BatchDone { units: batch, ok, failed, interrupted: false, timings })
 }
 
-/// Audit rows written with another step of their batch's work, on its success.
+/// Audit rows written with another step of their batch's work, on its success, or alone
+/// (`write`); `settles`: the intents they replace (run id, targets).
 struct Pending<'a> {
     also: Vec<AuditRow<'a>>,
     settles: Option<(&'a str, &'a [String])>,
+}
+
+impl Pending<'_> {
+    /// Write them in a statement (or transaction) of their own.
+    async fn write(&self, db: &crate::db::Db) -> Result<()> {
+        match self.settles {
+            Some((run_id, targets)) => db.settle_intents(run_id, targets, &self.also).await,
+            None => db.insert_audit(&self.also).await,
+        }
+    }
+}
+
+/// The audit rows of the items whose outcome is in them (`finalized`) and not audited yet, and
+/// where those items are (unit, item).
+fn outcomes_to_audit<'a>(
+    batch: &'a [Unit],
+    policies: &'a [String],
+    states: &[UnitState],
+    finalized: &[Vec<bool>],
+    run_id: &'a str,
+) -> (Vec<(usize, usize)>, Vec<AuditRow<'a>>) {
+    let now = Utc::now();
+    let mut at = Vec::new();
+    let mut rows = Vec::new();
+    for (u, (unit, policy)) in batch.iter().zip(policies).enumerate() {
+        for (i, item) in unit.items.iter().enumerate() {
+            if finalized[u][i] && !states[u].audited[i] {
+                at.push((u, i));
+                rows.push(AuditRow::of(run_id, policy, item, outcome_of(item).as_str(), now));
+            }
+        }
+    }
+    (at, rows)
 }
 
 /// The outcome of an item carried out (or not attempted).
@@ -1117,11 +1132,7 @@ async fn run_stage(
             p.settles.is_none() || (local.is_empty() && objects.is_empty()),
             "an intent goes after its items"
         );
-        let db = d.res.db()?;
-        match p.settles {
-            Some((run_id, targets)) => db.settle_intents(run_id, targets, &p.also).await?,
-            None => db.insert_audit(&p.also).await?,
-        }
+        p.write(d.res.db()?).await?;
         if pending.take().is_some_and(|p| p.settles.is_none()) {
             crate::failpoint::hit("after-intents");
         }
